@@ -1,0 +1,38 @@
+// relu_* / sigmoid_*: elementwise activations and their gradients over `size` elements (in-place safe).
+
+// x: (size,) -> y: (size,) = max(x, 0)
+__kernel void relu_forward(__global const float* x, __global float* y, const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) y[i] = fmax(x[i], 0.0f);
+}
+
+// y, dy: (size,) -> dx: (size,) = dy where y > 0 else 0
+__kernel void relu_backward(__global const float* y, __global const float* dy, __global float* dx,
+                            const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// x: (size,) -> y: (size,) = 1/(1+exp(-x)), branch on sign so exp never overflows
+__kernel void sigmoid_forward(__global const float* x, __global float* y, const int size)
+{
+    const int i = get_global_id(0);
+    if (i >= size) return;
+    const float v = x[i];
+    if (v >= 0.0f) {
+        y[i] = 1.0f / (1.0f + exp(-v));
+    } else {
+        const float e = exp(v);
+        y[i] = e / (1.0f + e);
+    }
+}
+
+// y, dy: (size,) -> dx: (size,) = dy * y * (1 - y)
+__kernel void sigmoid_backward(__global const float* y, __global const float* dy, __global float* dx,
+                               const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}

@@ -1,0 +1,84 @@
+// softmax_xent_* / sigmoid_bce_*: losses (mean over the batch into a (1,) buffer) and their logit gradients.
+// Build constant: WG = work-group size of the forward kernels (a power of two); they run as ONE work-group:
+// work-item l handles rows l, l+WG, ... then a local tree reduction sums the row losses (deterministic).
+
+// sum part[0 .. WG) into part[0]; every work-item must call it
+inline void tree_sum(__local float* part, const int lid)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int half = WG / 2; half > 0; half >>= 1) {
+        if (lid < half) part[lid] += part[lid + half];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+// logits: (N, C), labels: int (N,) -> probs: (N, C) softmax, loss: (1,) = mean(logsumexp - logit[label])
+// (+= when accumulate)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void softmax_xent_forward(__global const float* restrict logits, __global const int* restrict labels,
+                          __global float* restrict probs, __global float* restrict loss,
+                          const int n, const int c, const int accumulate)
+{
+    __local float part[WG];
+    const int lid = get_local_id(0);
+    float s = 0.0f;
+    for (int row = lid; row < n; row += WG) {
+        __global const float* z = logits + row * c;
+        __global float* p = probs + row * c;
+        float mx = z[0];
+        for (int j = 1; j < c; ++j) mx = fmax(mx, z[j]);
+        float se = 0.0f;
+        for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; }
+        const float inv = 1.0f / se;
+        for (int j = 0; j < c; ++j) p[j] *= inv;
+        s += (mx - z[labels[row]]) + log(se);
+    }
+    part[lid] = s;
+    tree_sum(part, lid);
+    if (lid == 0) {
+        const float mean = part[0] / (float)n;
+        loss[0] = accumulate ? loss[0] + mean : mean;
+    }
+}
+
+// probs: (N, C), labels: int (N,) -> dlogits: (N, C) = (probs - onehot(labels)) / N; total = N*C work-items
+__kernel void softmax_xent_backward(__global const float* restrict probs, __global const int* restrict labels,
+                                    __global float* restrict dlogits, const int n, const int c)
+{
+    const int i = get_global_id(0);
+    if (i >= n * c) return;
+    const float t = (i % c == labels[i / c]) ? 1.0f : 0.0f;
+    dlogits[i] = (probs[i] - t) / (float)n;
+}
+
+// logits: (N, 1), labels: int (N,) in {0,1} -> probs: (N, 1) sigmoid,
+// loss: (1,) = mean(max(z,0) - y*z + log1p(exp(-|z|))) (+= when accumulate)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void sigmoid_bce_forward(__global const float* restrict logits, __global const int* restrict labels,
+                         __global float* restrict probs, __global float* restrict loss,
+                         const int n, const int accumulate)
+{
+    __local float part[WG];
+    const int lid = get_local_id(0);
+    float s = 0.0f;
+    for (int row = lid; row < n; row += WG) {
+        const float z = logits[row];
+        const float e = exp(-fabs(z));   // in (0, 1]: never overflows
+        probs[row] = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        s += fmax(z, 0.0f) - (float)labels[row] * z + log1p(e);
+    }
+    part[lid] = s;
+    tree_sum(part, lid);
+    if (lid == 0) {
+        const float mean = part[0] / (float)n;
+        loss[0] = accumulate ? loss[0] + mean : mean;
+    }
+}
+
+// probs: (N, 1), labels: int (N,) -> dlogits: (N, 1) = (probs - labels) / N
+__kernel void sigmoid_bce_backward(__global const float* restrict probs, __global const int* restrict labels,
+                                   __global float* restrict dlogits, const int n)
+{
+    const int i = get_global_id(0);
+    if (i < n) dlogits[i] = (probs[i] - (float)labels[i]) / (float)n;
+}

@@ -1,0 +1,99 @@
+"""The Numba CPU backend: NumPy arrays in host memory, ops run by the parallel kernels of ``clcnn.cpu``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..cpu import activation, bias, gemm, im2col, loss, pool, sgd  # Numba; this module is imported lazily
+from .base import Backend, DeviceInfo
+
+
+class NumbaBackend(Backend):
+    """Arrays are C-contiguous float32/int32 ``np.ndarray``s; every op runs to completion before it returns."""
+
+    def __init__(self, info: DeviceInfo):
+        self.info = info
+        self._scratch: dict[str, np.ndarray] = {}
+
+    # ---- memory ---------------------------------------------------------------------------------------
+    def zeros(self, shape, dtype=np.float32):
+        return np.zeros(shape, dtype)
+
+    def upload(self, host):
+        return np.array(host, copy=True, order="C")
+
+    def upload_into(self, dst, host):
+        host = np.asarray(host)
+        if host.size != dst.size or host.dtype != dst.dtype:
+            raise ValueError(f"upload_into: {host.dtype}{host.shape} does not fit {dst.dtype}{dst.shape}")
+        np.copyto(dst.reshape(-1), host.reshape(-1))
+
+    def download(self, a):
+        return np.array(a, copy=True)
+
+    def synchronize(self):
+        pass
+
+    def fill(self, a, value):
+        a.fill(value)
+
+    def copy(self, src, dst):
+        if src.size != dst.size:
+            raise ValueError(f"copy: sizes differ ({src.size} vs {dst.size})")
+        np.copyto(dst.reshape(-1), src.reshape(-1))
+
+    def scratch(self, name, size):
+        buf = self._scratch.get(name)
+        if buf is None or buf.size < size:
+            buf = self._scratch[name] = np.empty(max(int(size), 1), np.float32)
+        return buf
+
+    # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------
+    def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
+             ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False):
+        gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
+                  stride_a, stride_b, stride_c, reduce)
+
+    def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
+        im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)
+
+    def col2im(self, cols, x, n0, nb, c, h, w, kh, kw, stride, pad):
+        im2col.col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad)
+
+    def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
+        pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
+
+    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride):
+        pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride)
+
+    def bias_add(self, y, bias_, n, c, inner):
+        bias.bias_add(y, bias_, n, c, inner)
+
+    def bias_grad(self, dy, db, n, c, inner, beta=0.0):
+        bias.bias_grad(dy, db, n, c, inner, beta)
+
+    def relu_forward(self, x, y, size):
+        activation.relu_forward(x, y, size)
+
+    def relu_backward(self, y, dy, dx, size):
+        activation.relu_backward(y, dy, dx, size)
+
+    def sigmoid_forward(self, x, y, size):
+        activation.sigmoid_forward(x, y, size)
+
+    def sigmoid_backward(self, y, dy, dx, size):
+        activation.sigmoid_backward(y, dy, dx, size)
+
+    def softmax_xent_forward(self, logits, labels, probs, loss_, n, c, accumulate=False):
+        loss.softmax_xent_forward(logits, labels, probs, loss_, n, c, accumulate)
+
+    def softmax_xent_backward(self, probs, labels, dlogits, n, c):
+        loss.softmax_xent_backward(probs, labels, dlogits, n, c)
+
+    def sigmoid_bce_forward(self, logits, labels, probs, loss_, n, accumulate=False):
+        loss.sigmoid_bce_forward(logits, labels, probs, loss_, n, accumulate)
+
+    def sigmoid_bce_backward(self, probs, labels, dlogits, n):
+        loss.sigmoid_bce_backward(probs, labels, dlogits, n)
+
+    def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
+        sgd.sgd_update(param, grad, velocity, size, lr, momentum, weight_decay)

@@ -1,0 +1,97 @@
+"""OpenCL program building for clcnn: -D options, in-process memo, and an on-disk binary cache."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import pyopencl as cl
+
+from .base import DeviceError
+
+_sources: dict[str, str] = {}
+_programs: dict[tuple[int, str, str], cl.Program] = {}   # (context ptr, file, options) -> built program
+
+
+def cache_dir() -> Path:
+    """``$CLCNN_CACHE_DIR`` or ``~/.cache/clcnn/kernels``."""
+    env = os.environ.get("CLCNN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "clcnn" / "kernels"
+
+
+def build_options(defines: dict | None) -> str:
+    """{"TM": 64, "TRANS_A": 0} -> "-D TM=64 -D TRANS_A=0" (sorted, so equal dicts give equal strings)."""
+    return " ".join(f"-D {k}={v}" for k, v in sorted((defines or {}).items()))
+
+
+def source(file: str) -> str:
+    """The text of ``cl/<file>`` (package ``clcnn.cl``)."""
+    if file not in _sources:
+        _sources[file] = resources.files("clcnn.cl").joinpath(file).read_text(encoding="utf-8")
+    return _sources[file]
+
+
+def _cache_key(dev: cl.Device, src: str, options: str) -> str:
+    h = hashlib.sha256()
+    for part in (dev.platform.name, dev.name, dev.version, dev.driver_version, src, options):
+        h.update(part.encode("utf-8", "replace") + b"\0")
+    return h.hexdigest()
+
+
+def _debug(msg: str) -> None:
+    if os.environ.get("CLCNN_DEBUG"):
+        warnings.warn(msg, stacklevel=3)
+
+
+def _load_binary(ctx: cl.Context, dev: cl.Device, path: Path, options: str) -> cl.Program | None:
+    try:
+        binary = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        return cl.Program(ctx, [dev], [binary]).build(options=options)
+    except Exception as exc:  # stale or foreign binary: rebuild from source
+        _debug(f"clcnn: cached kernel binary {path} rejected ({exc}); rebuilding")
+        return None
+
+
+def _store_binary(prg: cl.Program, path: Path) -> None:
+    try:
+        binary = prg.get_info(cl.program_info.BINARIES)[0]
+        if not binary:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(binary)
+        os.replace(tmp, path)
+    except Exception as exc:  # a read-only home or odd driver must not break training
+        _debug(f"clcnn: could not cache kernel binary at {path}: {exc}")
+
+
+def _build_source(ctx: cl.Context, dev: cl.Device, file: str, src: str, options: str) -> cl.Program:
+    try:
+        return cl.Program(ctx, src).build(options=options, devices=[dev], cache_dir=False)
+    except cl.Error as exc:
+        raise DeviceError(f"OpenCL build of cl/{file} (options '{options}') failed on {dev.name.strip()} "
+                          f"[{dev.platform.name.strip()}]:\n{exc}") from exc
+
+
+def get_program(ctx: cl.Context, dev: cl.Device, file: str, defines: dict | None = None) -> cl.Program:
+    """The built program for ``cl/<file>`` with ``-D`` ``defines``: memoized per (context, file, options),
+    loaded from the disk cache when a matching binary exists, else built from source and cached."""
+    options = build_options(defines)
+    memo_key = (ctx.int_ptr, file, options)
+    prg = _programs.get(memo_key)
+    if prg is None:
+        src = source(file)
+        path = cache_dir() / f"{_cache_key(dev, src, options)}.bin"
+        prg = _load_binary(ctx, dev, path, options)
+        if prg is None:
+            prg = _build_source(ctx, dev, file, src, options)
+            _store_binary(prg, path)
+        _programs[memo_key] = prg
+    return prg

@@ -1,0 +1,117 @@
+"""The `clcnn` command line: devices, train, eval. User errors become one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import click
+
+from . import data, io
+from .backends import DeviceError, list_devices
+
+USER_ERRORS = (data.DataError, DeviceError, ValueError)
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def _fail(exc: Exception):
+    raise UserError(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Train convolutional networks with clcnn's own OpenCL and Numba kernels."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def devices(as_json):
+    """List every device: `cpu` (Numba) and `cl:N` for each OpenCL device of every platform."""
+    devs = list_devices()
+    if as_json:
+        click.echo(json.dumps([{"id": d.id, "name": d.name, "backend": d.backend, "type": d.type,
+                                "platform": d.platform, "version": d.version} for d in devs], indent=2))
+        return
+    for d in devs:
+        click.echo(str(d))
+
+
+@main.command()
+@click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
+@click.option("--data-dir", default=None, help="Folder with the IDX files (else $CLCNN_DATA, ~/.cache/clcnn, "
+              "/usr/share/datasets).")
+@click.option("--model", default="lenet5", show_default=True)
+@click.option("--device", default=None, help="auto | cpu | cl:N  [default: $CLCNN_DEVICE or auto]")
+@click.option("--epochs", default=1, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--lr", default=0.05, show_default=True, type=float)
+@click.option("--momentum", default=0.0, show_default=True, type=float)
+@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit-train", default=None, type=int, help="Train on the first N training images only.")
+@click.option("--out", default=None, help="Output folder [default: runs/<timestamp>].")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(no_progress, **kwargs):
+    """Train a model; writes OUT/metrics.jsonl (one line per epoch) and OUT/model.safetensors."""
+    from .training import TrainConfig, train as run
+    cfg = TrainConfig(**kwargs)
+    try:
+        cfg.validate()
+        if cfg.device is None:
+            import os
+            cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
+        from .backends import resolve_device
+        resolve_device(cfg.device)
+        run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@main.command(name="eval")
+@click.option("--weights", required=True, help="A model.safetensors written by `clcnn train`.")
+@click.option("--model", default="lenet5", show_default=True)
+@click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
+@click.option("--data-dir", default=None)
+@click.option("--device", default=None, help="auto | cpu | cl:N")
+@click.option("--batch-size", default=1000, show_default=True, type=int)
+def evaluate(weights, model, dataset, data_dir, device, batch_size):
+    """Print the test loss and accuracy of saved weights."""
+    from .models import get_model
+    from .training import cross_entropy
+    try:
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be positive (got {batch_size})")
+        tensors, meta = io.load_safetensors(weights)
+        tr_x, _ = data.load_raw(dataset, "train", data_dir)
+        mean, std = (float(meta["mean"]), float(meta["std"])) if "mean" in meta else data.pixel_stats(tr_x)
+        te_x, te_y = data.load_raw(dataset, "test", data_dir)
+        x = ((te_x.astype("float32") / 255.0 - mean) / std)[:, None].astype("float32")
+        net = get_model(model).to(device)
+        net.load_state_dict(tensors)
+        loss, acc = cross_entropy(net.predict(x, batch_size), te_y.astype("int32"))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(f"test loss {loss:.4f}  test accuracy {acc:.4f}  ({len(te_y)} images, {net.device.id})")
+
+
+def run():
+    """Entry point: click's own errors and ours both end as one `clcnn: error: ...` line, exit status 2."""
+    warnings.filterwarnings("default")
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("clcnn: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"clcnn: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("clcnn: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,290 @@
+"""Layers: thin classes that hold parameters and saved activations, with the maths delegated to Backend ops.
+
+Every layer is written once against the Backend interface: ``forward`` keeps what ``backward`` needs,
+``backward`` returns the input gradient (or None when the input needs none) and accumulates parameter gradients.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_WORKSPACE_BYTES = 64 << 20  # cap of the im2col/col2im workspace (the seed's one reused X_unroll)
+
+
+class Parameter:
+    """A trainable tensor: host initial value, then device ``data`` and accumulated ``grad`` after ``to``."""
+
+    def __init__(self, value: np.ndarray):
+        self.host = np.ascontiguousarray(value, dtype=np.float32)
+        self.shape = self.host.shape
+        self.size = self.host.size
+        self.data = self.grad = None
+
+    def to(self, backend):
+        src = self.host if self.data is None else self._backend.download(self.data)
+        self._backend = backend
+        self.data = backend.upload(src)
+        self.grad = backend.zeros(self.shape)
+
+
+class Layer:
+    """Base class. Subclasses set ``params`` (name -> Parameter) and implement forward/backward."""
+
+    params: dict[str, Parameter] = {}
+
+    def init(self, rng: np.random.Generator) -> None:
+        """(Re)initialise parameters from ``rng`` on the host (He-normal weights, zero biases)."""
+
+    def output_shape(self, shape: tuple) -> tuple:
+        return shape
+
+    def to(self, backend) -> None:
+        self.backend = backend
+        self._bufs = {}
+        for p in self.params.values():
+            p.to(backend)
+
+    def _buffer(self, name: str, shape, dtype=np.float32):
+        """A device array kept on the layer and reused by later steps of the same shape (every op that writes
+        one overwrites it completely, so no re-zeroing is needed)."""
+        shape = tuple(int(s) for s in shape)
+        a = self._bufs.get(name)
+        if a is None or tuple(a.shape) != shape or a.dtype != dtype:
+            a = self._bufs[name] = self.backend.zeros(shape, dtype)
+        return a
+
+    def forward(self, x, train: bool = True):
+        raise TypeError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, dy, need_dx: bool = True):
+        raise TypeError(f"{type(self).__name__} must implement backward")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+def _he_normal(rng, shape, fan_in):
+    return rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+
+
+class Dense(Layer):
+    """Fully connected layer, y = x @ W.T + b, one GEMM over the mini-batch.
+
+    Args:
+        in_features, out_features: sizes of the input and output vectors.
+    Shape:
+        x: (N, in_features) -> y: (N, out_features). weight: (out, in), bias: (out,) as PyTorch's nn.Linear.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.params = {"weight": Parameter(np.zeros((self.out_features, self.in_features))),
+                       "bias": Parameter(np.zeros(self.out_features))}
+
+    def init(self, rng):
+        self.params["weight"].host[...] = _he_normal(rng, self.params["weight"].shape, self.in_features)
+        self.params["bias"].host[...] = 0.0
+
+    def output_shape(self, shape):
+        if shape[-1] != self.in_features:
+            raise ValueError(f"Dense expects {self.in_features} input features, got shape {shape}")
+        return (shape[0], self.out_features)
+
+    def forward(self, x, train=True):
+        # x: (N, in) -> y: (N, out); keeps x for the weight gradient.
+        be, w, b = self.backend, self.params["weight"], self.params["bias"]
+        n = x.shape[0]
+        y = self._buffer("y", (n, self.out_features))
+        be.gemm(x, w.data, y, n, self.out_features, self.in_features, trans_b=True)
+        be.bias_add(y, b.data, n, self.out_features, 1)
+        self.x = x
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dy: (N, out) -> dx: (N, in); dW += dy.T @ x, db += sum_n dy.
+        be, w, b = self.backend, self.params["weight"], self.params["bias"]
+        n = dy.shape[0]
+        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=1.0)
+        be.bias_grad(dy, b.grad, n, self.out_features, 1, beta=1.0)
+        dx = None
+        if need_dx:
+            dx = self._buffer("dx", (n, self.in_features))
+            be.gemm(dy, w.data, dx, n, self.in_features, self.out_features)
+        self.x = None
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+
+class Conv2D(Layer):
+    """2-D convolution as im2col + GEMM, the mini-batch processed in chunks so the unrolled buffer stays bounded.
+
+    Args:
+        in_channels, out_channels: C and M.
+        kernel_size, stride, padding: square kernel k, stride s, zero padding p.
+        workspace_bytes: cap of the shared unrolled workspace (default 64 MiB); a chunk holds at least one image.
+    Shape:
+        x: (N, C, H, W) -> y: (N, M, Ho, Wo), Ho = (H + 2p - k)//s + 1. weight: (M, C, k, k), bias: (M,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, workspace_bytes=None):
+        self.c, self.m, self.k = int(in_channels), int(out_channels), int(kernel_size)
+        self.stride, self.pad = int(stride), int(padding)
+        if min(self.c, self.m, self.k, self.stride) < 1 or self.pad < 0:
+            raise ValueError("Conv2D sizes must be positive and padding non-negative")
+        self.workspace_bytes = int(workspace_bytes or DEFAULT_WORKSPACE_BYTES)
+        self.params = {"weight": Parameter(np.zeros((self.m, self.c, self.k, self.k))),
+                       "bias": Parameter(np.zeros(self.m))}
+
+    def init(self, rng):
+        fan_in = self.c * self.k * self.k
+        self.params["weight"].host[...] = _he_normal(rng, self.params["weight"].shape, fan_in)
+        self.params["bias"].host[...] = 0.0
+
+    def output_shape(self, shape):
+        n, c, h, w = shape
+        if c != self.c:
+            raise ValueError(f"Conv2D expects {self.c} input channels, got shape {shape}")
+        ho, wo = (h + 2 * self.pad - self.k) // self.stride + 1, (w + 2 * self.pad - self.k) // self.stride + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"Conv2D kernel {self.k} does not fit input {h}x{w} with padding {self.pad}")
+        return (n, self.m, ho, wo)
+
+    def _chunk(self, n, ckk, l, buffers):
+        """Images per chunk so that `buffers` unrolled (ckk, nb*l) matrices fit the workspace cap."""
+        return max(1, min(n, self.workspace_bytes // (4 * buffers * ckk * l)))
+
+    def forward(self, x, train=True):
+        # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x), y[n] = W @ cols[:, n].
+        be, w, b = self.backend, self.params["weight"], self.params["bias"]
+        n, c, h, wd = x.shape
+        _, m, ho, wo = self.output_shape(x.shape)
+        ckk, l = c * self.k * self.k, ho * wo
+        y = self._buffer("y", (n, m, ho, wo))
+        nb = self._chunk(n, ckk, l, 1)
+        cols = be.scratch("cols", ckk * nb * l)
+        for n0 in range(0, n, nb):
+            cnt = min(nb, n - n0)
+            be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
+            be.gemm(w.data, cols, y, m, l, ckk, ldb=cnt * l, c_off=n0 * m * l,
+                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l)
+        be.bias_add(y, b.data, n, m, l)
+        self.x = x
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW += sum_n dy[n] @ cols[:, n].T; dcols = W.T @ dy[n] -> col2im.
+        be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
+        n, c, h, wd = x.shape
+        _, m, ho, wo = dy.shape
+        ckk, l = c * self.k * self.k, ho * wo
+        be.bias_grad(dy, b.grad, n, m, l, beta=1.0)
+        dx = self._buffer("dx", x.shape) if need_dx else None
+        nb = self._chunk(n, ckk, l, 2 if need_dx else 1)
+        cols = be.scratch("cols", ckk * nb * l)
+        dcols = be.scratch("dcols", ckk * nb * l) if need_dx else None
+        for n0 in range(0, n, nb):
+            cnt = min(nb, n - n0)
+            be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
+            be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=1.0, a_off=n0 * m * l, ldb=cnt * l,
+                    batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
+            if need_dx:
+                be.gemm(w.data, dy, dcols, ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=cnt * l,
+                        batch=cnt, stride_a=0, stride_b=m * l, stride_c=l)
+                be.col2im(dcols, dx, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
+        self.x = None
+        return dx
+
+    def extra_repr(self):
+        return f"{self.c}, {self.m}, kernel_size={self.k}, stride={self.stride}, padding={self.pad}"
+
+
+class MaxPool2D(Layer):
+    """Max pooling without padding; the gradient goes to the arg-max kept from forward.
+
+    Shape: x: (N, C, H, W) -> y: (N, C, Ho, Wo), Ho = (H - k)//s + 1, s defaults to k.
+    """
+
+    def __init__(self, kernel_size, stride=None):
+        self.k = int(kernel_size)
+        self.stride = int(stride) if stride is not None else self.k
+        self.params = {}
+
+    def output_shape(self, shape):
+        n, c, h, w = shape
+        if h < self.k or w < self.k:
+            raise ValueError(f"MaxPool2D window {self.k} larger than input {h}x{w}")
+        return (n, c, (h - self.k) // self.stride + 1, (w - self.k) // self.stride + 1)
+
+    def forward(self, x, train=True):
+        be = self.backend
+        n, c, h, w = x.shape
+        oshape = self.output_shape(x.shape)
+        y, self.argmax = self._buffer("y", oshape), self._buffer("argmax", oshape, np.int32)
+        be.maxpool_forward(x, y, self.argmax, n, c, h, w, self.k, self.stride)
+        self.xshape = x.shape
+        return y
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        n, c, h, w = self.xshape
+        dx = self._buffer("dx", self.xshape)
+        self.backend.maxpool_backward(dy, self.argmax, dx, n, c, h, w, self.k, self.stride)
+        return dx
+
+    def extra_repr(self):
+        return f"kernel_size={self.k}, stride={self.stride}"
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), a view."""
+
+    def __init__(self):
+        self.params = {}
+
+    def output_shape(self, shape):
+        return (shape[0], int(np.prod(shape[1:])))
+
+    def forward(self, x, train=True):
+        self.xshape = x.shape
+        return x.reshape(self.output_shape(x.shape))
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape(self.xshape) if need_dx else None
+
+
+class _Activation(Layer):
+    op = ""
+
+    def __init__(self):
+        self.params = {}
+
+    def forward(self, x, train=True):
+        y = self._buffer("y", x.shape)
+        getattr(self.backend, f"{self.op}_forward")(x, y, x.size)
+        self.y = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", dy.shape)
+        getattr(self.backend, f"{self.op}_backward")(self.y, dy, dx, dy.size)
+        self.y = None
+        return dx
+
+
+class ReLU(_Activation):
+    """y = max(x, 0); backward passes dy where y > 0. Shape: any, unchanged."""
+    op = "relu"
+
+
+class Sigmoid(_Activation):
+    """y = 1 / (1 + exp(-x)); backward dy * y * (1 - y). Shape: any, unchanged."""
+    op = "sigmoid"

@@ -1,0 +1,175 @@
+"""Sequential: a stack of layers with a loss, placed on one device, laid out like PyTorch's nn.Sequential."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import get_backend
+from .layers import Layer
+
+LOSSES = ("cross_entropy", "bce")
+
+
+class Sequential:
+    """Layers applied in order, with softmax cross-entropy (or sigmoid binary cross-entropy) on the logits.
+
+    Args:
+        layers: the layers; parameter names are ``"<index>.weight"`` / ``"<index>.bias"`` as in nn.Sequential.
+        loss: ``"cross_entropy"`` (softmax over C classes) or ``"bce"`` (one logit, labels 0/1).
+        seed: seeds the He-normal initialisation (host RNG, so every device starts from the same weights).
+    Shape:
+        x: float32 (N, ...) as the first layer expects (NCHW for convolutions); y: int class indices (N,).
+    """
+
+    def __init__(self, layers: list[Layer], loss: str = "cross_entropy", seed: int | None = 0):
+        if loss not in LOSSES:
+            raise ValueError(f"Invalid loss {loss!r}; expected one of {LOSSES}")
+        self.layers = list(layers)
+        self.loss = loss
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.init(rng)
+        self.backend = None
+        self._loss_buf = None
+
+    # ---- placement and parameters -------------------------------------------------------------------------
+    def to(self, device=None) -> "Sequential":
+        """Move the parameters to ``device`` (an id such as "cpu"/"cl:0"/"auto", or a DeviceInfo)."""
+        backend = get_backend(device)
+        for layer in self.layers:
+            layer.to(backend)
+        self.backend = backend
+        self._loss_buf = backend.zeros((1,))
+        self._inputs, self._probs, self._dlogits = {}, None, None
+        return self
+
+    @property
+    def device(self):
+        return self.backend.info if self.backend else None
+
+    def named_parameters(self):
+        for i, layer in enumerate(self.layers):
+            for name, p in layer.params.items():
+                yield f"{i}.{name}", p
+
+    def _ensure_device(self):
+        if self.backend is None:
+            self.to("cpu")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters as float32 NumPy arrays, named and shaped as PyTorch's equivalent nn.Sequential."""
+        if self.backend is None:
+            return {k: p.host.copy() for k, p in self.named_parameters()}
+        return {k: self.backend.download(p.data).reshape(p.shape) for k, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` (as from state_dict or PyTorch) into the parameters; names and shapes must match."""
+        params = dict(self.named_parameters())
+        missing, unexpected = set(params) - set(state), set(state) - set(params)
+        if missing or unexpected:
+            raise ValueError(f"state_dict mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        for k, p in params.items():
+            v = np.asarray(state[k], dtype=np.float32)
+            if v.shape != p.shape:
+                raise ValueError(f"state_dict[{k!r}] has shape {v.shape}, expected {p.shape}")
+            p.host[...] = v
+            if self.backend is not None:
+                self.backend.upload_into(p.data, np.ascontiguousarray(p.host))
+        if self.backend is not None:
+            self.backend.synchronize()
+
+    # ---- computation --------------------------------------------------------------------------------------
+    def _input(self, name, host):
+        """Copy a host batch into a device array kept for batches of this shape (no allocation per step)."""
+        bufs = self.__dict__.setdefault("_inputs", {})
+        a = bufs.get(name)
+        if a is None or tuple(a.shape) != host.shape or a.dtype != host.dtype:
+            a = bufs[name] = self.backend.zeros(host.shape, host.dtype)
+        self.backend.upload_into(a, host)
+        return a
+
+    def _upload_batch(self, x, y=None):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        dy = None
+        if y is not None:
+            y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+            dy = self._input("y", y)
+        self._host_refs = (x, y)  # alive until the next batch: uploads may still be in flight
+        return self._input("x", x), dy
+
+    def forward(self, x, train=True):
+        """Device array in -> device array of logits (N, classes)."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Logits (N, classes) as float32 NumPy, computed in batches."""
+        self._ensure_device()
+        out = []
+        for i in range(0, len(x), batch_size):
+            dx, _ = self._upload_batch(x[i:i + batch_size])
+            out.append(self.backend.download(self.forward(dx, train=False)))
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+    def _loss_forward_backward(self, logits, labels, accumulate):
+        """Loss into self._loss_buf (mean over the batch), returns dL/dlogits (device)."""
+        be, n = self.backend, logits.shape[0]
+        probs = self._probs if getattr(self, "_probs", None) is not None and self._probs.shape == logits.shape \
+            else be.zeros(logits.shape)
+        dlogits = self._dlogits if getattr(self, "_dlogits", None) is not None and \
+            self._dlogits.shape == logits.shape else be.zeros(logits.shape)
+        self._probs, self._dlogits = probs, dlogits
+        if self.loss == "cross_entropy":
+            c = logits.shape[1]
+            be.softmax_xent_forward(logits, labels, probs, self._loss_buf, n, c, accumulate=accumulate)
+            be.softmax_xent_backward(probs, labels, dlogits, n, c)
+        else:
+            if logits.shape[1] != 1:
+                raise ValueError("the bce loss needs a model with exactly one output")
+            be.sigmoid_bce_forward(logits, labels, probs, self._loss_buf, n, accumulate=accumulate)
+            be.sigmoid_bce_backward(probs, labels, dlogits, n)
+        return dlogits
+
+    def zero_grad(self):
+        for _, p in self.named_parameters():
+            self.backend.fill(p.grad, 0.0)
+
+    def _forward_backward(self, dx, dy, accumulate=False):
+        """Enqueue forward, loss and backward for one device batch; gradients are accumulated into .grad."""
+        g = self._loss_forward_backward(self.forward(dx, train=True), dy, accumulate)
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(g, need_dx=i > 0)
+
+    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
+        self._ensure_device()
+        self.zero_grad()
+        dx, dy = self._upload_batch(x, y)
+        self._forward_backward(dx, dy)
+        loss = float(self.backend.download(self._loss_buf)[0])
+        return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
+
+    def train_step(self, x, y, optimizer, sync: bool = True):
+        """Forward, backward and one optimizer update on batch (x, y). Returns the mean loss as a float, or
+        None with ``sync=False`` (then the loss is added to the device accumulator read by ``read_loss``)."""
+        self._ensure_device()
+        self.zero_grad()
+        dx, dy = self._upload_batch(x, y)
+        self._forward_backward(dx, dy, accumulate=not sync)
+        optimizer.step()
+        if sync:
+            return float(self.backend.download(self._loss_buf)[0])
+        return None
+
+    def read_loss(self, reset: bool = True) -> float:
+        """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""
+        value = float(self.backend.download(self._loss_buf)[0])
+        if reset:
+            self.backend.fill(self._loss_buf, 0.0)
+        return value
+
+    def __repr__(self) -> str:
+        body = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{body}\n)"

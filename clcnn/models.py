@@ -1,0 +1,28 @@
+"""Model presets, indexed like the equivalent PyTorch nn.Sequential."""
+from __future__ import annotations
+
+from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from .model import Sequential
+
+
+def lenet5(num_classes: int = 10, in_channels: int = 1, seed: int | None = 0) -> Sequential:
+    """LeNet-5 for 28x28 inputs: conv(6,5x5,pad 2)-ReLU-pool2-conv(16,5x5)-ReLU-pool2-flatten-
+    dense(400,120)-ReLU-dense(120,84)-ReLU-dense(84,classes). Layers 0..11."""
+    return Sequential([
+        Conv2D(in_channels, 6, 5, padding=2), ReLU(), MaxPool2D(2),
+        Conv2D(6, 16, 5), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(16 * 5 * 5, 120), ReLU(),
+        Dense(120, 84), ReLU(),
+        Dense(84, num_classes),
+    ], seed=seed)
+
+
+MODELS = {"lenet5": lenet5}
+
+
+def get_model(name: str, **kwargs) -> Sequential:
+    """A preset by name; raises ValueError naming the known presets."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name](**kwargs)

@@ -1,0 +1,126 @@
+"""The training loop: epochs of shuffled mini-batch SGD, evaluation, metrics.jsonl and an atomic checkpoint.
+
+    clcnn train --dataset fashion-mnist --model lenet5 --epochs 1 --batch-size 64 --lr 0.05 --device cpu --seed 0
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data, io
+from .models import get_model
+from .optim import SGD
+
+LOSS_READ_EVERY = 20  # steps between reads of the device-side loss accumulator (the only per-step sync)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (the CLI fills it from its flags)."""
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    model: str = "lenet5"
+    device: str = "auto"
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    limit_train: int | None = None
+    out: str | None = None
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be positive (got {self.batch_size})")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive (got {self.lr})")
+        if not self.momentum >= 0:
+            raise ValueError(f"--momentum must be non-negative (got {self.momentum})")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"--weight-decay must be non-negative (got {self.weight_decay})")
+        if self.limit_train is not None and self.limit_train < 1:
+            raise ValueError(f"--limit-train must be positive (got {self.limit_train})")
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean softmax cross-entropy, accuracy) computed on the host in float64."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(len(labels)), labels].mean()
+    return float(loss), float((logits.argmax(axis=1) == labels).mean())
+
+
+def evaluate(model, split: data.Split, batch_size: int = 1000) -> tuple[float, float]:
+    """(test loss, test accuracy) of ``model`` on ``split``."""
+    return cross_entropy(model.predict(split.images, batch_size), split.labels)
+
+
+def _progress(total, desc, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+
+
+def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="") -> tuple[float, float, float]:
+    """One shuffled pass; returns (mean train loss, images/s, seconds)."""
+    bar = _progress(len(split), desc, show_progress)
+    t0, steps, seen, loss_sum, pending = time.perf_counter(), 0, 0, 0.0, 0
+    for x, y in data.batches(split, batch_size, rng):
+        model.train_step(x, y, opt, sync=False)
+        steps, seen, pending = steps + 1, seen + len(y), pending + 1
+        if bar is not None:
+            bar.update(len(y))
+        if pending == LOSS_READ_EVERY:
+            chunk = model.read_loss()
+            loss_sum, pending = loss_sum + chunk, 0
+            if bar is not None:
+                bar.set_postfix(loss=f"{chunk / LOSS_READ_EVERY:.4f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):,.0f}")
+    loss_sum += model.read_loss()
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return loss_sum / max(steps, 1), seen / seconds, seconds
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
+    """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl)."""
+    cfg.validate()
+    train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
+    model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed).to(cfg.device)
+    opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    out = Path(cfg.out) if cfg.out else default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    dev = model.device
+    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images) "
+        f"on {dev.id}: {dev.name} -> {out}")
+    rng = np.random.default_rng(cfg.seed)
+    meta = {"model": cfg.model, "dataset": cfg.dataset, "mean": repr(stats["mean"]), "std": repr(stats["std"]),
+            "config": json.dumps(asdict(cfg))}
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        train_loss, ips, seconds = train_epoch(model, opt, train_set, cfg.batch_size, rng, show_progress,
+                                               desc=f"epoch {epoch}/{cfg.epochs}")
+        test_loss, test_acc = evaluate(model, test_set)
+        row = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc,
+               "images_per_second": ips, "seconds": seconds, "device": dev.id, "device_name": dev.name}
+        history.append(row)
+        log(f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
+            f"test acc {test_acc:.4f}  {ips:,.0f} img/s  {seconds:.1f} s")
+        io.append_jsonl(out / "metrics.jsonl", row)
+        io.save_safetensors(out / "model.safetensors", model.state_dict(), meta)
+    return history

@@ -1,0 +1,64 @@
+"""Elementwise activations for the Numba backend: relu_forward/backward and sigmoid_forward/backward."""
+from __future__ import annotations
+
+import math
+
+from numba import njit, prange
+
+from .gemm import flat
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _relu_forward(x, y, size):
+    # x: (size,) -> y: (size,) = max(x, 0); NaN passes through
+    for i in prange(size):
+        v = x[i]
+        y[i] = 0.0 if v < 0.0 else v
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _relu_backward(y, dy, dx, size):
+    # y, dy: (size,) -> dx: (size,) = dy where y > 0 else 0
+    for i in prange(size):
+        dx[i] = dy[i] if y[i] > 0.0 else 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _sigmoid_forward(x, y, size):
+    # x: (size,) -> y: (size,) = 1/(1+exp(-x)); exp only of -|x|, so it never overflows
+    for i in prange(size):
+        v = float(x[i])
+        if v >= 0.0:
+            y[i] = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            y[i] = e / (1.0 + e)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _sigmoid_backward(y, dy, dx, size):
+    # y, dy: (size,) -> dx: (size,) = dy * y * (1 - y)
+    for i in prange(size):
+        s = y[i]
+        dx[i] = dy[i] * s * (1.0 - s)
+
+
+def relu_forward(x, y, size) -> None:
+    """y = max(x, 0) over ``size`` elements (y may be x)."""
+    _relu_forward(flat(x, size, "relu x"), flat(y, size, "relu y"), int(size))
+
+
+def relu_backward(y, dy, dx, size) -> None:
+    """dx = dy where y > 0 else 0 (y is the forward output; dx may be dy)."""
+    _relu_backward(flat(y, size, "relu y"), flat(dy, size, "relu dy"), flat(dx, size, "relu dx"), int(size))
+
+
+def sigmoid_forward(x, y, size) -> None:
+    """y = 1/(1+exp(-x)), stable for large |x| (y may be x)."""
+    _sigmoid_forward(flat(x, size, "sigmoid x"), flat(y, size, "sigmoid y"), int(size))
+
+
+def sigmoid_backward(y, dy, dx, size) -> None:
+    """dx = dy * y * (1 - y) (y is the forward output; dx may be dy)."""
+    _sigmoid_backward(flat(y, size, "sigmoid y"), flat(dy, size, "sigmoid dy"), flat(dx, size, "sigmoid dx"),
+                      int(size))

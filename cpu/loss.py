@@ -1,0 +1,90 @@
+"""Losses for the Numba backend: softmax cross-entropy and sigmoid binary cross-entropy, forward and backward."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .gemm import flat
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
+    # logits: (N, C), labels: (N,) -> probs: (N, C), loss: (1,) = mean_n(logsumexp - logit[label])
+    rows = np.empty(n)
+    for r in prange(n):
+        base = r * c
+        m = logits[base]
+        for j in range(1, c):
+            m = max(m, logits[base + j])
+        s = 0.0
+        for j in range(c):
+            s += math.exp(logits[base + j] - m)
+        inv = 1.0 / s
+        for j in range(c):
+            probs[base + j] = math.exp(logits[base + j] - m) * inv
+        rows[r] = m + math.log(s) - logits[base + labels[r]]
+    total = 0.0
+    for r in range(n):  # fixed order: the same loss for any thread count
+        total += rows[r]
+    loss[0] = total / n + (loss[0] if accumulate else 0.0)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _softmax_xent_backward(probs, labels, dlogits, n, c):
+    # probs: (N, C), labels: (N,) -> dlogits: (N, C) = (probs - onehot(labels)) / N
+    inv = 1.0 / n
+    for r in prange(n):
+        base = r * c
+        for j in range(c):
+            dlogits[base + j] = probs[base + j] * inv
+        dlogits[base + labels[r]] = (probs[base + labels[r]] - 1.0) * inv
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate):
+    # logits: (N,), labels: (N,) in {0,1} -> probs: (N,), loss: (1,) = mean(softplus(z) - y*z)
+    rows = np.empty(n)
+    for r in prange(n):
+        z = float(logits[r])
+        e = math.exp(-abs(z))
+        probs[r] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+        rows[r] = max(z, 0.0) + math.log1p(e) - labels[r] * z
+    total = 0.0
+    for r in range(n):
+        total += rows[r]
+    loss[0] = total / n + (loss[0] if accumulate else 0.0)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _sigmoid_bce_backward(probs, labels, dlogits, n):
+    # probs: (N,), labels: (N,) -> dlogits: (N,) = (probs - labels) / N
+    inv = 1.0 / n
+    for r in prange(n):
+        dlogits[r] = (probs[r] - labels[r]) * inv
+
+
+def softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=False) -> None:
+    """logits: (N, C), labels: int32 (N,) -> probs: (N, C), loss: (1,) = (+=) mean cross-entropy."""
+    _softmax_xent_forward(flat(logits, n * c, "softmax logits"), flat(labels, n, "softmax labels", np.int32),
+                          flat(probs, n * c, "softmax probs"), flat(loss, 1, "softmax loss"), int(n), int(c),
+                          bool(accumulate))
+
+
+def softmax_xent_backward(probs, labels, dlogits, n, c) -> None:
+    """dlogits: (N, C) = (probs - onehot(labels)) / N."""
+    _softmax_xent_backward(flat(probs, n * c, "softmax probs"), flat(labels, n, "softmax labels", np.int32),
+                           flat(dlogits, n * c, "softmax dlogits"), int(n), int(c))
+
+
+def sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=False) -> None:
+    """logits: (N, 1), labels: int32 (N,) -> probs = sigmoid(logits), loss: (1,) = (+=) mean BCE."""
+    _sigmoid_bce_forward(flat(logits, n, "bce logits"), flat(labels, n, "bce labels", np.int32),
+                         flat(probs, n, "bce probs"), flat(loss, 1, "bce loss"), int(n), bool(accumulate))
+
+
+def sigmoid_bce_backward(probs, labels, dlogits, n) -> None:
+    """dlogits: (N, 1) = (probs - labels) / N."""
+    _sigmoid_bce_backward(flat(probs, n, "bce probs"), flat(labels, n, "bce labels", np.int32),
+                          flat(dlogits, n, "bce dlogits"), int(n))

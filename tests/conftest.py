@@ -1,0 +1,64 @@
+"""Shared pytest fixtures: a ``device`` fixture over every clcnn device, simulator detection, markers."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+import clcnn
+
+
+def platform_slug(platform: str) -> str:
+    """A short readable tag for an OpenCL platform name ("Portable Computing Language" -> "pocl")."""
+    low = platform.lower()
+    for key, tag in (("oclgrind", "oclgrind"), ("portable computing language", "pocl"), ("pocl", "pocl"),
+                     ("nvidia", "nvidia"), ("amd", "amd"), ("intel", "intel"), ("apple", "apple")):
+        if key in low:
+            return tag
+    return re.sub(r"[^a-z0-9]+", "-", low).strip("-")[:16] or "cl"
+
+
+def is_simulator(backend_or_info) -> bool:
+    """True for Oclgrind devices (slow simulators: tests should use small shapes there)."""
+    info = getattr(backend_or_info, "info", backend_or_info)
+    return "oclgrind" in info.platform.lower()
+
+
+def _device_params():
+    params = []
+    for info in clcnn.list_devices():
+        if info.backend == "numba":
+            params.append(pytest.param(info.id, id=info.id))
+        elif is_simulator(info):
+            params.append(pytest.param(info.id, id=f"{info.id}-oclgrind", marks=[pytest.mark.oclgrind]))
+        else:
+            params.append(pytest.param(info.id, id=f"{info.id}-{platform_slug(info.platform)}"))
+    return params
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
+    config.addinivalue_line("markers", "oclgrind: runs on the Oclgrind simulator (slow; small shapes)")
+
+
+def pytest_sessionstart(session):
+    """CI sets CLCNN_REQUIRE_OPENCL=1: a missing PoCL device must fail the run, not silently skip tests."""
+    if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1":
+        devs = clcnn.list_devices()
+        if not any(d.backend == "opencl" and platform_slug(d.platform) == "pocl" for d in devs):
+            listed = "; ".join(str(d) for d in devs)
+            pytest.exit(f"CLCNN_REQUIRE_OPENCL=1 but no PoCL OpenCL device was found (devices: {listed}). "
+                        "Set CLCNN_DEBUG=1 to see why OpenCL is unavailable.", returncode=3)
+
+
+@pytest.fixture(scope="session", params=_device_params())
+def device(request):
+    """The Backend of one device ("cpu", "cl:0", ...); one instance per device for the whole session."""
+    return clcnn.get_backend(request.param)
+
+
+@pytest.fixture
+def small(device) -> bool:
+    """True when ``device`` is a simulator and the test should shrink its shapes."""
+    return is_simulator(device)

@@ -1,0 +1,208 @@
+"""Slow, plain float64 NumPy references for every Backend op (the ground truth the op tests compare against).
+
+Each function takes host arrays (any float dtype; they are promoted to float64) and returns NEW float64 arrays;
+inputs are never modified. Semantics follow the docstrings of ``clcnn/backends/base.py`` word for word.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def f64(a) -> np.ndarray:
+    """A float64 copy of ``a``."""
+    return np.array(a, dtype=np.float64, copy=True)
+
+
+# ---- gemm ------------------------------------------------------------------------------------------------
+def strided_view(flat: np.ndarray, off: int, rows: int, cols: int, ld: int) -> np.ndarray:
+    """flat[off:] viewed as a (rows, cols) matrix with row stride ld (a gathered float64 copy)."""
+    idx = off + np.arange(rows)[:, None] * ld + np.arange(cols)[None, :]
+    return f64(flat.reshape(-1)[idx])
+
+
+def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None, ldc=None,
+         a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False) -> np.ndarray:
+    """The whole flat storage of ``c`` after Backend.gemm (entries outside every C_b are unchanged).
+
+    a: flat, A_b = (k, m) if trans_a else (m, k) at a_off + b*stride_a, row stride lda; b likewise (n, k)/(k, n);
+    C_b = (m, n) at c_off + b*stride_c, row stride ldc. beta == 0 never reads C.
+    """
+    a, b = f64(a).reshape(-1), f64(b).reshape(-1)
+    out = f64(c).reshape(-1)
+    lda = lda if lda is not None else (m if trans_a else k)
+    ldb = ldb if ldb is not None else (k if trans_b else n)
+    ldc = ldc if ldc is not None else n
+    a_rows, a_cols = (k, m) if trans_a else (m, k)
+    b_rows, b_cols = (n, k) if trans_b else (k, n)
+    total = np.zeros((m, n))
+    for bi in range(batch):
+        A = strided_view(a, a_off + bi * stride_a, a_rows, a_cols, lda)
+        B = strided_view(b, b_off + bi * stride_b, b_rows, b_cols, ldb)
+        prod = (A.T if trans_a else A) @ (B.T if trans_b else B)
+        if reduce:
+            total += prod
+            continue
+        _store(out, c_off + bi * stride_c, m, n, ldc, alpha * prod, beta)
+    if reduce:
+        _store(out, c_off, m, n, ldc, alpha * total, beta)
+    return out.reshape(np.shape(c))
+
+
+def _store(out, off, m, n, ldc, value, beta):
+    idx = off + np.arange(m)[:, None] * ldc + np.arange(n)[None, :]
+    out[idx] = value if beta == 0 else value + beta * out[idx]
+
+
+# ---- im2col / col2im -------------------------------------------------------------------------------------
+def out_size(h, k, stride, pad):
+    return (h + 2 * pad - k) // stride + 1
+
+
+def im2col(x, n0, nb, c, h, w, kh, kw, stride, pad) -> np.ndarray:
+    """x: (N, C, H, W) -> cols: (C*kh*kw, nb*Ho*Wo) (dense, just the written part)."""
+    x = f64(x).reshape(-1, c, h, w)
+    ho, wo = out_size(h, kh, stride, pad), out_size(w, kw, stride, pad)
+    cols = np.zeros((c * kh * kw, nb * ho * wo))
+    for ci in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                row = (ci * kh + i) * kw + j
+                for n in range(nb):
+                    for oh in range(ho):
+                        for ow in range(wo):
+                            y, xx = oh * stride - pad + i, ow * stride - pad + j
+                            if 0 <= y < h and 0 <= xx < w:
+                                cols[row, n * ho * wo + oh * wo + ow] = x[n0 + n, ci, y, xx]
+    return cols
+
+
+def col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad) -> np.ndarray:
+    """The new x (N, C, H, W): images n0..n0+nb-1 replaced by the adjoint of im2col, the others unchanged."""
+    out = f64(x).reshape(-1, c, h, w)
+    ho, wo = out_size(h, kh, stride, pad), out_size(w, kw, stride, pad)
+    cols = f64(cols).reshape(-1)[: c * kh * kw * nb * ho * wo].reshape(c * kh * kw, nb * ho * wo)
+    out[n0:n0 + nb] = 0.0
+    for ci in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                row = (ci * kh + i) * kw + j
+                for n in range(nb):
+                    for oh in range(ho):
+                        for ow in range(wo):
+                            y, xx = oh * stride - pad + i, ow * stride - pad + j
+                            if 0 <= y < h and 0 <= xx < w:
+                                out[n0 + n, ci, y, xx] += cols[row, n * ho * wo + oh * wo + ow]
+    return out.reshape(np.shape(x))
+
+
+# ---- max pooling -----------------------------------------------------------------------------------------
+def maxpool_forward(x, n, c, h, w, k, stride):
+    """x: (N, C, H, W) -> (y: (N, C, Ho, Wo) float64, argmax: int32 hi*W + wi, first max in scan order)."""
+    x = f64(x).reshape(n, c, h, w)
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    y = np.zeros((n, c, ho, wo))
+    arg = np.zeros((n, c, ho, wo), np.int32)
+    for ni in range(n):
+        for ci in range(c):
+            for oh in range(ho):
+                for ow in range(wo):
+                    best, best_at = -np.inf, -1
+                    for i in range(k):
+                        for j in range(k):
+                            hi, wi = oh * stride + i, ow * stride + j
+                            if x[ni, ci, hi, wi] > best:          # strict: the first max wins on ties
+                                best, best_at = x[ni, ci, hi, wi], hi * w + wi
+                    y[ni, ci, oh, ow], arg[ni, ci, oh, ow] = best, best_at
+    return y, arg
+
+
+def maxpool_backward(dy, argmax, n, c, h, w, k, stride) -> np.ndarray:
+    """dy, argmax: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy added to the pixel its window picked."""
+    dy = f64(dy).reshape(n, c, -1)
+    arg = np.asarray(argmax).reshape(n, c, -1)
+    dx = np.zeros((n, c, h * w))
+    for ni in range(n):
+        for ci in range(c):
+            for o in range(dy.shape[2]):
+                dx[ni, ci, arg[ni, ci, o]] += dy[ni, ci, o]
+    return dx.reshape(n, c, h, w)
+
+
+# ---- bias ------------------------------------------------------------------------------------------------
+def bias_add(y, bias, n, c, inner) -> np.ndarray:
+    return (f64(y).reshape(n, c, inner) + f64(bias).reshape(1, c, 1)).reshape(np.shape(y))
+
+
+def bias_grad(dy, db, n, c, inner, beta=0.0) -> np.ndarray:
+    total = f64(dy).reshape(n, c, inner).sum(axis=(0, 2))
+    return total if beta == 0 else beta * f64(db) + total
+
+
+# ---- activations -----------------------------------------------------------------------------------------
+def relu_forward(x) -> np.ndarray:
+    return np.maximum(f64(x), 0.0)
+
+
+def relu_backward(y, dy) -> np.ndarray:
+    return np.where(f64(y) > 0, f64(dy), 0.0)
+
+
+def sigmoid(x) -> np.ndarray:
+    """1/(1+exp(-x)) without overflow: exp of a non-positive number only."""
+    x = f64(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_forward(x) -> np.ndarray:
+    return sigmoid(x)
+
+
+def sigmoid_backward(y, dy) -> np.ndarray:
+    y = f64(y)
+    return f64(dy) * y * (1.0 - y)
+
+
+# ---- losses ----------------------------------------------------------------------------------------------
+def softmax_xent_forward(logits, labels, n, c, loss_before=0.0, accumulate=False):
+    """-> (probs (N, C), loss scalar) with loss = mean(logsumexp - logit[label]) (+ loss_before if accumulate)."""
+    z = f64(logits).reshape(n, c)
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    s = e.sum(axis=1, keepdims=True)
+    lse = (zmax + np.log(s))[:, 0]
+    loss = float(np.mean(lse - z[np.arange(n), np.asarray(labels)]))
+    return e / s, (float(loss_before) + loss if accumulate else loss)
+
+
+def softmax_xent_backward(probs, labels, n, c) -> np.ndarray:
+    d = f64(probs).reshape(n, c)
+    d[np.arange(n), np.asarray(labels)] -= 1.0
+    return d / n
+
+
+def softplus(z) -> np.ndarray:
+    z = f64(z)
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def sigmoid_bce_forward(logits, labels, n, loss_before=0.0, accumulate=False):
+    """-> (probs (N, 1), loss scalar) with loss = mean(softplus(z) - y*z) (+ loss_before if accumulate)."""
+    z = f64(logits).reshape(n)
+    y = np.asarray(labels, np.float64).reshape(n)
+    loss = float(np.mean(softplus(z) - y * z))
+    return sigmoid(z).reshape(n, 1), (float(loss_before) + loss if accumulate else loss)
+
+
+def sigmoid_bce_backward(probs, labels, n) -> np.ndarray:
+    return ((f64(probs).reshape(n) - np.asarray(labels, np.float64).reshape(n)) / n).reshape(n, 1)
+
+
+# ---- optimizer -------------------------------------------------------------------------------------------
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
+    """One PyTorch SGD step -> (new param, new velocity or None when momentum == 0)."""
+    p, g = f64(param), f64(grad) + weight_decay * f64(param)
+    if momentum == 0:
+        return p - lr * g, None
+    v = momentum * f64(velocity) + g
+    return p - lr * v, v
