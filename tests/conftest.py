@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
 import clcnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import reference` from the test modules
 
 
 def platform_slug(platform: str) -> str:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cpu import activation, bias, gemm, im2col, loss, pool, sgd  # Numba; this module is imported lazily
+from ..cpu import activation as _act, bias as _bias, gemm as _gemm, im2col as _im2col  # Numba: imported lazily
+from ..cpu import loss as _loss, pool as _pool, sgd as _sgd
 from .base import Backend, DeviceInfo
 
 
@@ -50,50 +51,50 @@ class NumbaBackend(Backend):
     # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False):
-        gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
+        _gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
                   stride_a, stride_b, stride_c, reduce)
 
     def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
-        im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)
+        _im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)
 
     def col2im(self, cols, x, n0, nb, c, h, w, kh, kw, stride, pad):
-        im2col.col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad)
+        _im2col.col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad)
 
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
-        pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
+        _pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
 
     def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride):
-        pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride)
+        _pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride)
 
-    def bias_add(self, y, bias_, n, c, inner):
-        bias.bias_add(y, bias_, n, c, inner)
+    def bias_add(self, y, bias, n, c, inner):
+        _bias.bias_add(y, bias, n, c, inner)
 
     def bias_grad(self, dy, db, n, c, inner, beta=0.0):
-        bias.bias_grad(dy, db, n, c, inner, beta)
+        _bias.bias_grad(dy, db, n, c, inner, beta)
 
     def relu_forward(self, x, y, size):
-        activation.relu_forward(x, y, size)
+        _act.relu_forward(x, y, size)
 
     def relu_backward(self, y, dy, dx, size):
-        activation.relu_backward(y, dy, dx, size)
+        _act.relu_backward(y, dy, dx, size)
 
     def sigmoid_forward(self, x, y, size):
-        activation.sigmoid_forward(x, y, size)
+        _act.sigmoid_forward(x, y, size)
 
     def sigmoid_backward(self, y, dy, dx, size):
-        activation.sigmoid_backward(y, dy, dx, size)
+        _act.sigmoid_backward(y, dy, dx, size)
 
-    def softmax_xent_forward(self, logits, labels, probs, loss_, n, c, accumulate=False):
-        loss.softmax_xent_forward(logits, labels, probs, loss_, n, c, accumulate)
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False):
+        _loss.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate)
 
     def softmax_xent_backward(self, probs, labels, dlogits, n, c):
-        loss.softmax_xent_backward(probs, labels, dlogits, n, c)
+        _loss.softmax_xent_backward(probs, labels, dlogits, n, c)
 
-    def sigmoid_bce_forward(self, logits, labels, probs, loss_, n, accumulate=False):
-        loss.sigmoid_bce_forward(logits, labels, probs, loss_, n, accumulate)
+    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
+        _loss.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate)
 
     def sigmoid_bce_backward(self, probs, labels, dlogits, n):
-        loss.sigmoid_bce_backward(probs, labels, dlogits, n)
+        _loss.sigmoid_bce_backward(probs, labels, dlogits, n)
 
     def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
-        sgd.sgd_update(param, grad, velocity, size, lr, momentum, weight_decay)
+        _sgd.sgd_update(param, grad, velocity, size, lr, momentum, weight_decay)

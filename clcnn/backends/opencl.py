@@ -7,7 +7,7 @@ import numpy as np
 import pyopencl as cl
 
 from .base import Backend, DeviceError, DeviceInfo
-from .opencl_ops import OpenCLOps
+from .opencl_ops import OpenCLOps, _roundup
 from .opencl_programs import get_program
 
 _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_type.ACCELERATOR: "accelerator"}
@@ -68,18 +68,6 @@ class CLArray:
 
     def __repr__(self) -> str:
         return f"CLArray(shape={self.shape}, dtype={self.dtype})"
-
-
-def _i(v) -> np.int32:
-    return np.int32(v)
-
-
-def _f(v) -> np.float32:
-    return np.float32(v)
-
-
-def _roundup(x: int, m: int) -> int:
-    return (x + m - 1) // m * m
 
 
 class OpenCLBackend(OpenCLOps, Backend):

@@ -1,0 +1,114 @@
+"""OpenCLBackend's compute ops: argument packing and NDRange shapes for the kernels in cl/*.cl."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _i(v) -> np.int32:
+    return np.int32(v)
+
+
+def _f(v) -> np.float32:
+    return np.float32(v)
+
+
+def _roundup(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+class OpenCLOps:
+    """Mixin for OpenCLBackend: every compute op of base.Backend (see its docstrings for the semantics).
+    Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``gemm_params``, ``reduce_wg``."""
+
+    # ---- gemm ---------------------------------------------------------------------------------------------
+    def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
+             ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False):
+        if m <= 0 or n <= 0 or batch <= 0:
+            return
+        lda = (m if trans_a else k) if lda is None else lda
+        ldb = (k if trans_b else n) if ldb is None else ldb
+        ldc = n if ldc is None else ldc
+        p = self.gemm_params
+        knl = self.kernel("gemm.cl", "gemm", dict(p, TRANS_A=int(bool(trans_a)), TRANS_B=int(bool(trans_b))))
+        ntx, nty = p["TN"] // p["WN"], p["TM"] // p["WM"]
+        gsize = (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, 1 if reduce else batch)
+        self._run(knl, gsize, (ntx, nty, 1), _i(m), _i(n), _i(k), _f(alpha), _f(beta),
+                  a.buf, _i(a_off), _i(lda), _i(stride_a), b.buf, _i(b_off), _i(ldb), _i(stride_b),
+                  c.buf, _i(c_off), _i(ldc), _i(stride_c), _i(batch if reduce else 1))
+
+    # ---- convolution unrolling ---------------------------------------------------------------------------
+    def _unroll(self, name, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
+        ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        self._eltwise("im2col.cl", name, total(ho * wo), src.buf, dst.buf, _i(n0), _i(nb), _i(c), _i(h),
+                      _i(w), _i(kh), _i(kw), _i(stride), _i(pad), _i(ho), _i(wo), _i(total(ho * wo)))
+
+    def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
+        self._unroll("im2col", x, cols, n0, nb, c, h, w, kh, kw, stride, pad, lambda L: c * kh * kw * nb * L)
+
+    def col2im(self, cols, x, n0, nb, c, h, w, kh, kw, stride, pad):
+        self._unroll("col2im", cols, x, n0, nb, c, h, w, kh, kw, stride, pad, lambda L: nb * c * h * w)
+
+    # ---- pooling ------------------------------------------------------------------------------------------
+    def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
+        ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+        total = n * c * ho * wo
+        self._eltwise("pool.cl", "maxpool_forward", total, x.buf, y.buf, argmax.buf, _i(h), _i(w), _i(k),
+                      _i(stride), _i(ho), _i(wo), _i(total))
+
+    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride):
+        ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+        total = n * c * h * w
+        self._eltwise("pool.cl", "maxpool_backward", total, dy.buf, argmax.buf, dx.buf, _i(h), _i(w), _i(k),
+                      _i(stride), _i(ho), _i(wo), _i(total))
+
+    # ---- bias ---------------------------------------------------------------------------------------------
+    def bias_add(self, y, bias, n, c, inner):
+        wg = {"WG": self.reduce_wg}
+        self._eltwise("bias.cl", "bias_add", n * c * inner, y.buf, bias.buf, _i(c), _i(inner), _i(n * c * inner),
+                      defines=wg)
+
+    def bias_grad(self, dy, db, n, c, inner, beta=0.0):
+        wg = self.reduce_wg
+        if c > 0:
+            self._run(self.kernel("bias.cl", "bias_grad", {"WG": wg}), (c * wg,), (wg,),
+                      dy.buf, db.buf, _i(n), _i(c), _i(inner), _f(beta))
+
+    # ---- activations --------------------------------------------------------------------------------------
+    def relu_forward(self, x, y, size):
+        self._eltwise("activation.cl", "relu_forward", size, x.buf, y.buf, _i(size))
+
+    def relu_backward(self, y, dy, dx, size):
+        self._eltwise("activation.cl", "relu_backward", size, y.buf, dy.buf, dx.buf, _i(size))
+
+    def sigmoid_forward(self, x, y, size):
+        self._eltwise("activation.cl", "sigmoid_forward", size, x.buf, y.buf, _i(size))
+
+    def sigmoid_backward(self, y, dy, dx, size):
+        self._eltwise("activation.cl", "sigmoid_backward", size, y.buf, dy.buf, dx.buf, _i(size))
+
+    # ---- losses -------------------------------------------------------------------------------------------
+    def _loss_forward(self, name, *args):
+        wg = self.reduce_wg
+        self._run(self.kernel("loss.cl", name, {"WG": wg}), (wg,), (wg,), *args)
+
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False):
+        self._loss_forward("softmax_xent_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n), _i(c),
+                           _i(bool(accumulate)))
+
+    def softmax_xent_backward(self, probs, labels, dlogits, n, c):
+        self._eltwise("loss.cl", "softmax_xent_backward", n * c, probs.buf, labels.buf, dlogits.buf, _i(n), _i(c),
+                      defines={"WG": self.reduce_wg})
+
+    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
+        self._loss_forward("sigmoid_bce_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n),
+                           _i(bool(accumulate)))
+
+    def sigmoid_bce_backward(self, probs, labels, dlogits, n):
+        self._eltwise("loss.cl", "sigmoid_bce_backward", n, probs.buf, labels.buf, dlogits.buf, _i(n),
+                      defines={"WG": self.reduce_wg})
+
+    # ---- optimizer ----------------------------------------------------------------------------------------
+    def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
+        vel = velocity.buf if momentum != 0 and velocity is not None else param.buf   # unused when momentum == 0
+        self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, _i(size), _f(lr), _f(momentum),
+                      _f(weight_decay))

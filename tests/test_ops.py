@@ -1,0 +1,424 @@
+"""Every Backend op on every device against the float64 references in tests/reference.py.
+
+Accuracy criterion (float32 results vs float64 truth), "norm-wise max-abs":
+    err = max|got - ref| / max|ref|        (scaled by the largest reference magnitude of that output)
+    forward ops  : err <= FWD_TOL  = 1e-5
+    gradient ops : err <= GRAD_TOL = 1e-4  (col2im, maxpool_backward, bias_grad, *_backward, sgd_update)
+Pure data movement (im2col, relu, maxpool forward values/arg-max, memory ops) must be bit-exact.
+Scalar losses: |got - ref| <= FWD_TOL * max(|ref|, 1).
+On the Oclgrind simulator (fixture ``small``) the shapes shrink so the suite stays fast.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref  # tests/ is on sys.path (conftest.py)
+
+FWD_TOL = 1e-5
+GRAD_TOL = 1e-4
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+def check(got, want, tol, what="result"):
+    """Assert got (float32 from the device) matches want (float64) to max|got-want|/max|want| <= tol."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = ~np.isfinite(got) & np.isfinite(want)
+    assert not bad.any(), f"{what}: non-finite at {np.argwhere(bad)[:5].tolist()} (got {got[bad][:5]})"
+    if got.size == 0:
+        return
+    diff = np.abs(got - want)
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    err = float(diff[worst]) / scale
+    assert err <= tol, (f"{what}: rel err {err:.3g} > {tol:g} at {tuple(int(i) for i in worst)}: "
+                        f"got {got[worst]!r}, want {want[worst]!r} (max|want| {scale:.4g})")
+
+
+def check_exact(got, want, what="result"):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = ~((got == want) | (np.isnan(got.astype(np.float64)) & np.isnan(want.astype(np.float64))))
+    assert not bad.any(), (f"{what}: {int(bad.sum())} entries differ, first at {np.argwhere(bad)[0].tolist()}: "
+                           f"got {got[bad][:5]}, want {want[bad][:5]}")
+
+
+def check_scalar(got, want, tol, what="loss"):
+    got = float(np.asarray(got).reshape(-1)[0])
+    assert np.isfinite(got), f"{what}: got {got}"
+    assert abs(got - want) <= tol * max(abs(want), 1.0), f"{what}: got {got!r}, want {want!r}"
+
+
+def randn(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def up(dev, host):
+    return dev.upload(np.ascontiguousarray(host))
+
+
+# ---- memory ops ------------------------------------------------------------------------------------------
+def test_memory_ops(device):
+    rng = np.random.default_rng(1)
+    x = randn(rng, 3, 5)
+    d = up(device, x)
+    assert d.shape == (3, 5) and d.dtype == np.float32 and d.size == 15
+    check_exact(device.download(d), x, "upload/download")
+    lab = rng.integers(0, 9, 11).astype(np.int32)
+    dl = up(device, lab)
+    assert device.download(dl).dtype == np.int32
+    check_exact(device.download(dl), lab, "int32 round trip")
+    z = device.zeros((4, 3))
+    check_exact(device.download(z), np.zeros((4, 3), np.float32), "zeros")
+    zi = device.zeros((7,), np.int32)
+    assert device.download(zi).dtype == np.int32
+    device.fill(z, 2.5)
+    check_exact(device.download(z), np.full((4, 3), 2.5, np.float32), "fill")
+    y = randn(rng, 4, 3)
+    device.upload_into(z, y)
+    check_exact(device.download(z), y, "upload_into")
+    dst = device.zeros((15,))
+    device.copy(d, dst)
+    check_exact(device.download(dst), x.reshape(-1), "copy")
+    view = d.reshape((15,))
+    assert view.shape == (15,)
+    device.fill(view, -1.0)  # a view shares storage with its base
+    check_exact(device.download(d), np.full((3, 5), -1.0, np.float32), "fill through a reshape view")
+    s = device.scratch("test_memory_ops", 100)
+    assert len(s.shape) == 1 and s.size >= 100 and s.dtype == np.float32
+    assert device.scratch("test_memory_ops", 10).size >= 10
+    assert device.scratch("test_memory_ops", 1000).size >= 1000
+
+
+# ---- gemm ------------------------------------------------------------------------------------------------
+def _index(off, rows, cols, ld):
+    return (off + np.arange(rows)[:, None] * ld + np.arange(cols)[None, :]).reshape(-1)
+
+
+def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, pad_ld=(0, 0, 0),
+             offs=(0, 0, 0), batch=1, share_a=False, reduce=False, c_nan=False, seed=0):
+    """Build padded/offset/batched flat storage, run dev.gemm, compare the WHOLE C storage with the reference
+    (the C_b blocks to FWD_TOL, every other entry bit-exact unchanged)."""
+    rng = np.random.default_rng(seed)
+    ra, ca = (k, m) if trans_a else (m, k)
+    rb, cb = (n, k) if trans_b else (k, n)
+    lda, ldb, ldc = ca + pad_ld[0], cb + pad_ld[1], n + pad_ld[2]
+    stride_a = 0 if share_a else ra * lda + 3
+    stride_b, stride_c = rb * ldb + 5, (0 if reduce else m * ldc + 2)
+    size_a = offs[0] + (0 if share_a else batch - 1) * stride_a + ra * lda + 1
+    size_b = offs[1] + (batch - 1) * stride_b + rb * ldb + 2
+    size_c = offs[2] + (0 if reduce else batch - 1) * stride_c + m * ldc + 3
+    a, b = randn(rng, size_a), randn(rng, size_b)
+    c = np.full(size_c, np.nan, np.float32) if c_nan else randn(rng, size_c)
+    kw = dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, a_off=offs[0], b_off=offs[1],
+              c_off=offs[2], batch=batch, stride_a=stride_a, stride_b=stride_b, stride_c=stride_c, reduce=reduce)
+    if any(pad_ld):  # otherwise leave the leading dimensions to their dense defaults
+        kw.update(lda=lda, ldb=ldb, ldc=ldc)
+    dc = up(dev, c)
+    dev.gemm(up(dev, a), up(dev, b), dc, m, n, k, **kw)
+    got = dev.download(dc)
+    want = ref.gemm(a, b, c, m, n, k, **kw)
+    touched = np.zeros(size_c, bool)
+    for bi in range(1 if reduce else batch):
+        touched[_index(offs[2] + bi * stride_c, m, n, ldc)] = True
+    check(got[touched], want[touched], FWD_TOL, f"gemm {m}x{n}x{k} C blocks")
+    check_exact(got[~touched], c[~touched], "gemm: C storage outside the C blocks")
+
+
+GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), (16, 16, 16), (65, 67, 129), (130, 9, 70)]
+GEMM_SMALL = {(65, 67, 129): (17, 33, 19), (130, 9, 70): (33, 9, 18), (37, 29, 53): (19, 13, 21)}
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["NN", "NT", "TN", "TT"])
+@pytest.mark.parametrize("mnk", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_shapes(device, small, mnk, trans_a, trans_b):
+    m, n, k = GEMM_SMALL.get(mnk, mnk) if small else mnk
+    run_gemm(device, m, n, k, trans_a=trans_a, trans_b=trans_b)
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.75, 0.0), (1.0, 1.0), (-0.5, 2.0), (0.0, 0.5)])
+def test_gemm_alpha_beta(device, alpha, beta):
+    run_gemm(device, 19, 23, 29, alpha=alpha, beta=beta, trans_b=True, seed=2)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)], ids=["NN", "TT"])
+def test_gemm_beta0_does_not_read_nan_c(device, trans_a, trans_b):
+    run_gemm(device, 21, 18, 13, trans_a=trans_a, trans_b=trans_b, beta=0.0, c_nan=True, seed=3)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["NN", "NT", "TN", "TT"])
+def test_gemm_offsets_and_lds(device, trans_a, trans_b):
+    run_gemm(device, 13, 11, 17, trans_a=trans_a, trans_b=trans_b, pad_ld=(3, 5, 7), offs=(5, 9, 4),
+             beta=0.5, seed=4)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)], ids=["NN", "TN", "NT"])
+@pytest.mark.parametrize("share_a", [False, True], ids=["stride_a", "stride_a0"])
+def test_gemm_batched(device, share_a, trans_a, trans_b):
+    run_gemm(device, 9, 14, 11, trans_a=trans_a, trans_b=trans_b, batch=3, share_a=share_a,
+             pad_ld=(1, 0, 2), offs=(2, 3, 1), alpha=1.5, beta=0.25, seed=5)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, True), (True, False)], ids=["NT", "TN"])
+def test_gemm_batch_reduce(device, trans_a, trans_b, beta):
+    run_gemm(device, 10, 7, 12, trans_a=trans_a, trans_b=trans_b, batch=4, reduce=True, beta=beta,
+             offs=(1, 0, 3), c_nan=(beta == 0.0), seed=6)
+
+
+def test_gemm_batch_reduce_large_k(device, small):
+    """Batch-reduce as the conv weight gradient uses it: dW (M, CKK) = sum_n dY_n (M, L) @ cols_n.T."""
+    m, n, k, batch = (8, 27, 20, 3) if small else (32, 75, 196, 8)
+    run_gemm(device, m, n, k, trans_b=True, batch=batch, reduce=True, seed=7)
+
+
+# ---- im2col / col2im -------------------------------------------------------------------------------------
+# (N, C, H, W, kh, kw, stride, pad, n0, nb)
+CONV_CASES = [
+    (2, 3, 7, 7, 3, 3, 1, 1, 0, 2),
+    (3, 2, 9, 8, 3, 3, 2, 1, 1, 2),     # stride 2, n0 > 0
+    (2, 3, 11, 9, 5, 5, 2, 2, 0, 2),    # pad 2
+    (2, 2, 6, 7, 2, 3, 1, 0, 1, 1),     # non-square kernel, last image only
+    (4, 3, 13, 10, 3, 1, 2, 0, 2, 2),   # 3x1 kernel, chunk in the middle
+    (1, 1, 5, 5, 5, 5, 1, 0, 0, 1),     # one output pixel
+    (2, 1, 4, 5, 1, 1, 2, 0, 0, 2),     # 1x1 stride 2
+    (1, 2, 5, 6, 3, 3, 1, 2, 0, 1),     # pad 2, stride 1: outputs larger than the input
+    (3, 2, 8, 9, 4, 2, 2, 1, 1, 1),     # even kernel with stride 2 and pad 1
+]
+CONV_BIG = (5, 8, 17, 15, 3, 3, 1, 1, 1, 3)
+
+
+def _conv_case(case, small):
+    return case if case != "big" else ((3, 2, 9, 7, 3, 3, 1, 1, 1, 2) if small else CONV_BIG)
+
+
+def _ho_wo(h, w, kh, kw, stride, pad):
+    return ref.out_size(h, kh, stride, pad), ref.out_size(w, kw, stride, pad)
+
+
+@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=lambda c: "-".join(map(str, c)) if c != "big" else c)
+def test_im2col(device, small, case):
+    n, c, h, w, kh, kw, stride, pad, n0, nb = _conv_case(case, small)
+    rng = np.random.default_rng(10)
+    x = randn(rng, n, c, h, w)
+    ho, wo = _ho_wo(h, w, kh, kw, stride, pad)
+    used = c * kh * kw * nb * ho * wo
+    cols = up(device, np.full(used + 37, 12345.0, np.float32))  # larger than needed: the tail must survive
+    device.im2col(up(device, x), cols, n0, nb, c, h, w, kh, kw, stride, pad)
+    got = device.download(cols)
+    want = ref.im2col(x, n0, nb, c, h, w, kh, kw, stride, pad)
+    check_exact(got[:used].reshape(want.shape), want.astype(np.float32), "im2col")
+    check_exact(got[used:], np.full(37, 12345.0, np.float32), "im2col wrote past C*kh*kw*nb*L")
+
+
+@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=lambda c: "-".join(map(str, c)) if c != "big" else c)
+def test_col2im(device, small, case):
+    n, c, h, w, kh, kw, stride, pad, n0, nb = _conv_case(case, small)
+    rng = np.random.default_rng(11)
+    ho, wo = _ho_wo(h, w, kh, kw, stride, pad)
+    used = c * kh * kw * nb * ho * wo
+    cols = np.concatenate([randn(rng, used), np.full(13, np.nan, np.float32)])  # the tail must not be read
+    x0 = randn(rng, n, c, h, w)  # garbage in the target images must be overwritten, the others kept
+    dx = up(device, x0)
+    device.col2im(up(device, cols), dx, n0, nb, c, h, w, kh, kw, stride, pad)
+    got = device.download(dx)
+    want = ref.col2im(cols, x0, n0, nb, c, h, w, kh, kw, stride, pad)
+    check(got[n0:n0 + nb], want[n0:n0 + nb], GRAD_TOL, "col2im")
+    keep = np.ones(n, bool)
+    keep[n0:n0 + nb] = False
+    check_exact(got[keep], x0[keep], "col2im touched images outside n0..n0+nb-1")
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], CONV_CASES[8]], ids=["s2p1", "k5s2p2", "k4x2"])
+def test_im2col_col2im_adjoint(device, case):
+    """<im2col(x), C> == <x, col2im(C)> over all images (the identity backprop relies on)."""
+    n, c, h, w, kh, kw, stride, pad, _, _ = case
+    rng = np.random.default_rng(12)
+    ho, wo = _ho_wo(h, w, kh, kw, stride, pad)
+    x, cm = randn(rng, n, c, h, w), randn(rng, c * kh * kw, n * ho * wo)
+    cols, xt = device.zeros((c * kh * kw, n * ho * wo)), device.zeros((n, c, h, w))
+    device.im2col(up(device, x), cols, 0, n, c, h, w, kh, kw, stride, pad)
+    device.col2im(up(device, cm), xt, 0, n, c, h, w, kh, kw, stride, pad)
+    ax, at = device.download(cols).astype(np.float64), device.download(xt).astype(np.float64)
+    lhs, rhs = float(np.sum(ax * cm)), float(np.sum(x * at))
+    scale = float(np.sum(np.abs(ax * cm)))
+    assert abs(lhs - rhs) <= GRAD_TOL * scale, f"<im2col x, C> = {lhs} but <x, col2im C> = {rhs}"
+
+
+# ---- max pooling -----------------------------------------------------------------------------------------
+# (N, C, H, W, k, stride, kind of input)
+POOL_CASES = [
+    (2, 3, 8, 8, 2, 2, "randn"),
+    (2, 3, 9, 7, 3, 2, "randn"),      # overlapping windows
+    (1, 2, 7, 9, 2, 2, "randn"),      # odd sizes: the last row/column is dropped
+    (2, 2, 6, 5, 3, 1, "randn"),      # heavy overlap
+    (1, 1, 3, 3, 3, 3, "randn"),      # one global window
+    (2, 3, 8, 8, 2, 2, "ties"),       # values from {0, 1, 2}: first max must win
+    (2, 2, 9, 9, 3, 2, "ties"),
+    (1, 2, 6, 6, 2, 2, "const"),      # every window all-equal
+    (2, 2, 7, 7, 3, 2, "negative"),   # all < 0: the running max must not start at 0
+    (3, 16, 32, 32, 2, 2, "big"),
+]
+
+
+def _pool_input(rng, kind, shape):
+    if kind == "ties":
+        return rng.integers(0, 3, shape).astype(np.float32)
+    if kind == "const":
+        return np.full(shape, 0.5, np.float32)
+    if kind == "negative":
+        return -np.abs(randn(rng, *shape)) - 1.0
+    return randn(rng, *shape)
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_maxpool(device, small, case):
+    n, c, h, w, k, stride, kind = case
+    if small and kind == "big":
+        n, c, h, w = 1, 2, 10, 10
+    rng = np.random.default_rng(20)
+    x = _pool_input(rng, kind, (n, c, h, w))
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    y, arg = up(device, np.full((n, c, ho, wo), np.nan, np.float32)), device.zeros((n, c, ho, wo), np.int32)
+    device.maxpool_forward(up(device, x), y, arg, n, c, h, w, k, stride)
+    want_y, want_arg = ref.maxpool_forward(x, n, c, h, w, k, stride)
+    check_exact(device.download(y), want_y.astype(np.float32), "maxpool_forward y")
+    check_exact(device.download(arg), want_arg, "maxpool_forward argmax")
+    # backward from the reference arg-max so a forward bug does not mask a backward one
+    dy = randn(rng, n, c, ho, wo)
+    dx = up(device, np.full((n, c, h, w), np.nan, np.float32))
+    device.maxpool_backward(up(device, dy), up(device, want_arg), dx, n, c, h, w, k, stride)
+    check(device.download(dx), ref.maxpool_backward(dy, want_arg, n, c, h, w, k, stride), GRAD_TOL,
+          "maxpool_backward")
+
+
+# ---- bias ------------------------------------------------------------------------------------------------
+BIAS_SHAPES = [(3, 5, 7), (4, 10, 1), (1, 1, 1), (2, 16, 64), (8, 32, 1024)]
+
+
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bias_add(device, small, shape):
+    n, c, inner = (2, 3, 40) if small and shape[2] > 64 else shape
+    rng = np.random.default_rng(30)
+    y0, bias = randn(rng, n, c, inner), randn(rng, c)
+    y = up(device, y0)
+    device.bias_add(y, up(device, bias), n, c, inner)
+    check(device.download(y), ref.bias_add(y0, bias, n, c, inner), FWD_TOL, "bias_add")
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("shape", BIAS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bias_grad(device, small, shape, beta):
+    n, c, inner = (2, 3, 40) if small and shape[2] > 64 else shape
+    rng = np.random.default_rng(31)
+    dy, db0 = randn(rng, n, c, inner), randn(rng, c, scale=5.0)
+    db = up(device, db0)  # beta == 0 overwrites whatever db held
+    device.bias_grad(up(device, dy), db, n, c, inner, beta=beta)
+    check(device.download(db), ref.bias_grad(dy, db0, n, c, inner, beta), GRAD_TOL, "bias_grad")
+
+
+# ---- activations -----------------------------------------------------------------------------------------
+def _act_input(rng, size):
+    x = randn(rng, size, scale=3.0)
+    special = np.array([-1000.0, 1000.0, 0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 88.0, -88.0, 89.0, -89.0,
+                        100.0, -100.0, 3e38, -3e38], np.float32)
+    m = min(size, special.size)
+    x[:m] = special[:m]
+    return x
+
+
+@pytest.mark.parametrize("size", [1, 1001, 65536 + 3])
+@pytest.mark.parametrize("inplace", [False, True], ids=["outofplace", "inplace"])
+def test_relu(device, small, size, inplace):
+    size = min(size, 2000) if small else size
+    rng = np.random.default_rng(40)
+    x, dy = _act_input(rng, size), randn(rng, size)
+    dx_, dy_ = up(device, x), up(device, dy)
+    y_ = dx_ if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.relu_forward(dx_, y_, size)
+    yv = device.download(y_)
+    check_exact(yv, ref.relu_forward(x).astype(np.float32), "relu_forward")
+    dx_out = dy_ if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.relu_backward(y_, dy_, dx_out, size)
+    check_exact(device.download(dx_out), ref.relu_backward(yv, dy).astype(np.float32), "relu_backward")
+
+
+@pytest.mark.parametrize("size", [1, 1001, 65536 + 3])
+@pytest.mark.parametrize("inplace", [False, True], ids=["outofplace", "inplace"])
+def test_sigmoid(device, small, size, inplace):
+    size = min(size, 2000) if small else size
+    rng = np.random.default_rng(41)
+    x, dy = _act_input(rng, size), randn(rng, size)
+    dx_, dy_ = up(device, x), up(device, dy)
+    y_ = dx_ if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.sigmoid_forward(dx_, y_, size)
+    yv = device.download(y_)
+    check(yv, ref.sigmoid_forward(x), FWD_TOL, "sigmoid_forward")
+    assert np.all((yv >= 0) & (yv <= 1)), "sigmoid outside [0, 1]"
+    dx_out = dy_ if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.sigmoid_backward(y_, dy_, dx_out, size)
+    check(device.download(dx_out), ref.sigmoid_backward(yv, dy), GRAD_TOL, "sigmoid_backward")
+
+
+# ---- losses ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,scale", [(8, 10, 1.0), (5, 3, 1.0), (1, 1, 1.0), (33, 100, 4.0),
+                                       (16, 10, 1000.0), (4, 1000, 1.0)])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["set", "accumulate"])
+def test_softmax_xent(device, small, n, c, scale, accumulate):
+    if small and n * c > 2000:
+        n, c = 3, 700
+    rng = np.random.default_rng(50)
+    logits = randn(rng, n, c, scale=scale) + np.float32(50.0 if scale > 100 else 0.0)
+    labels = rng.integers(0, c, n).astype(np.int32)
+    before = 1.25 if accumulate else np.nan  # accumulate adds to it; otherwise it must be overwritten
+    probs, loss = up(device, np.full((n, c), np.nan, np.float32)), up(device, np.array([before], np.float32))
+    dlab = up(device, labels)
+    device.softmax_xent_forward(up(device, logits), dlab, probs, loss, n, c, accumulate=accumulate)
+    want_p, want_loss = ref.softmax_xent_forward(logits, labels, n, c, 1.25, accumulate)
+    pv = device.download(probs)
+    check(pv, want_p, FWD_TOL, "softmax probs")
+    check_scalar(device.download(loss), want_loss, FWD_TOL, "softmax_xent loss")
+    dl = up(device, np.full((n, c), np.nan, np.float32))
+    device.softmax_xent_backward(probs, dlab, dl, n, c)
+    check(device.download(dl), ref.softmax_xent_backward(pv, labels, n, c), GRAD_TOL, "softmax_xent_backward")
+
+
+@pytest.mark.parametrize("n,scale", [(1, 1.0), (37, 3.0), (64, 1000.0)])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["set", "accumulate"])
+def test_sigmoid_bce(device, n, scale, accumulate):
+    rng = np.random.default_rng(51)
+    logits = randn(rng, n, 1, scale=scale)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    before = -0.5 if accumulate else np.nan
+    probs, loss = up(device, np.full((n, 1), np.nan, np.float32)), up(device, np.array([before], np.float32))
+    dlab = up(device, labels)
+    device.sigmoid_bce_forward(up(device, logits), dlab, probs, loss, n, accumulate=accumulate)
+    want_p, want_loss = ref.sigmoid_bce_forward(logits, labels, n, -0.5, accumulate)
+    pv = device.download(probs)
+    check(pv, want_p, FWD_TOL, "bce probs")
+    check_scalar(device.download(loss), want_loss, FWD_TOL, "sigmoid_bce loss")
+    dl = up(device, np.full((n, 1), np.nan, np.float32))
+    device.sigmoid_bce_backward(probs, dlab, dl, n)
+    check(device.download(dl), ref.sigmoid_bce_backward(pv, labels, n), GRAD_TOL, "sigmoid_bce_backward")
+
+
+# ---- optimizer -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.0, 5e-4), (0.9, 0.0), (0.9, 1e-2)])
+def test_sgd_update_three_steps(device, momentum, weight_decay):
+    size, lr = 1003, 0.1
+    rng = np.random.default_rng(60)
+    p = randn(rng, size)
+    grads = [randn(rng, size) for _ in range(3)]
+    dp = up(device, p)
+    dv = device.zeros((size,)) if momentum else None
+    dgs = [up(device, g) for g in grads]  # keep every gradient alive: ops only enqueue
+    want_p, want_v = p.astype(np.float64), np.zeros(size)
+    for dg, g in zip(dgs, grads):
+        device.sgd_update(dp, dg, dv, size, lr, momentum, weight_decay)
+        want_p, want_v = ref.sgd_update(want_p, g, want_v, lr, momentum, weight_decay)
+    check(device.download(dp), want_p, GRAD_TOL, "sgd param")
+    if momentum:
+        check(device.download(dv), want_v, GRAD_TOL, "sgd velocity")
