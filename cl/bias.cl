@@ -24,8 +24,8 @@ void bias_grad(__global const float* restrict dy, __global float* restrict db,
         s += dy[((idx / inner) * c + ch) * inner + idx % inner];
     part[lid] = s;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int half = WG / 2; half > 0; half >>= 1) {
-        if (lid < half) part[lid] += part[lid + half];
+    for (int step = WG / 2; step > 0; step >>= 1) {
+        if (lid < step) part[lid] += part[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (lid == 0) db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + part[0];

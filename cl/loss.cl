@@ -6,8 +6,8 @@
 inline void tree_sum(__local float* part, const int lid)
 {
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int half = WG / 2; half > 0; half >>= 1) {
-        if (lid < half) part[lid] += part[lid + half];
+    for (int step = WG / 2; step > 0; step >>= 1) {
+        if (lid < step) part[lid] += part[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }

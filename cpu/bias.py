@@ -1,6 +1,7 @@
 """Bias for the Numba backend: bias_add (broadcast over N and the inner axis) and bias_grad (its reduction)."""
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from .gemm import flat
@@ -13,7 +14,7 @@ def _bias_add(y, bias, n, c, inner):
         b = bias[p % c]
         base = p * inner
         for t in range(inner):
-            y[base + t] += b
+            y[np.uint64(base + t)] += b  # unsigned index: no wraparound branch, vectorizes
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -26,11 +27,11 @@ def _bias_grad(dy, db, n, c, inner, beta):
             base = (nn * c + ci) * inner
             t = 0
             while t + 1 < inner:  # two float64 chains: shorter dependency chain, same result every run
-                s0 += dy[base + t]
-                s1 += dy[base + t + 1]
+                s0 += dy[np.uint64(base + t)]
+                s1 += dy[np.uint64(base + t + 1)]
                 t += 2
             if t < inner:
-                s0 += dy[base + t]
+                s0 += dy[np.uint64(base + t)]
         s = s0 + s1
         db[ci] = s if beta == 0.0 else beta * db[ci] + s
 

@@ -50,24 +50,40 @@ def gemm(a, b, c, m, n, k, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, ld
     ra, ca = (k, m) if trans_a else (m, k)
     rb, cb = (n, k) if trans_b else (k, n)
     fa, fb, fc = flat(a, 0, "gemm A"), flat(b, 0, "gemm B"), flat(c, 0, "gemm C")
+    ldc = n if ldc is None else ldc
     A = _matrix(fa, "A", a_off, ra, ca, ca if lda is None else lda, batch, stride_a)
     B = _matrix(fb, "B", b_off, rb, cb, cb if ldb is None else ldb, batch, stride_b)
-    cbatch = 1 if reduce else batch
-    C = _matrix(fc, "C", c_off, m, n, n if ldc is None else ldc, cbatch, stride_c)
+    C = _matrix(fc, "C", c_off, m, n, ldc, 1 if reduce else batch, stride_c)
     if trans_a:
         A = A.transpose(0, 2, 1)
     if trans_b:
         B = B.transpose(0, 2, 1)
-    if reduce and batch > 1:
-        # sum_b A_b @ B_b as one GEMM with inner dimension batch*k: (m, batch, k) x (batch, k, n)
-        prod = np.tensordot(A.transpose(1, 0, 2), B, axes=([1, 2], [0, 1]))[None]
+    if reduce and batch > 1:  # sum_b A_b @ B_b as one GEMM of inner size batch*k: (m, batch, k) x (batch, k, n)
+        _store(C[0], np.tensordot(A.transpose(1, 0, 2), B, axes=([1, 2], [0, 1])), alpha, beta)
+    elif batch > 1 and stride_a == 0:  # shared A (conv forward/backward-data): fold the batch into n
+        Bf = B.transpose(1, 0, 2).reshape(k, batch * n)
+        if stride_c == n and ldc >= batch * n:  # C_b side by side: C is one (m, batch*n) matrix
+            _store(_matrix(fc, "C", c_off, m, batch * n, ldc, 1, 0)[0], A[0], alpha, beta, Bf)
+        else:
+            _store(C.transpose(1, 0, 2), (A[0] @ Bf).reshape(m, batch, n), alpha, beta)
+    elif batch > 1 and stride_b == 0:  # shared B: fold the batch into m
+        prod = (A.reshape(batch * m, k) @ B[0]).reshape(batch, m, n)
+        _store(C, prod, alpha, beta)
+    else:
+        _store(C, A, alpha, beta, B)
+
+
+def _store(C, X, alpha, beta, Y=None) -> None:
+    """C = alpha * P + beta * C with P = X @ Y when Y is given, else P = X; beta == 0 never reads C."""
+    if Y is None:
+        prod = X
     elif alpha == 1.0 and beta == 0.0:
-        np.matmul(A, B, out=C)
+        np.matmul(X, Y, out=C)
         return
     else:
-        prod = np.matmul(A, B)
+        prod = np.matmul(X, Y)
     if alpha != 1.0:
-        prod *= np.float32(alpha)
+        prod = prod * np.float32(alpha)
     if beta == 0.0:
         C[...] = prod
     else:

@@ -6,6 +6,8 @@ from numba import njit, prange
 
 from .gemm import flat
 
+# Indices are cast to np.uint64 where used, so Numba skips its negative-index wraparound branch (all are >= 0).
+
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _maxpool_forward(x, y, argmax, planes, h, w, k, stride, ho, wo):
@@ -16,17 +18,18 @@ def _maxpool_forward(x, y, argmax, planes, h, w, k, stride, ho, wo):
         for oh in range(ho):
             for ow in range(wo):
                 top = oh * stride * w + ow * stride
-                best = x[xb + top]
+                best = x[np.uint64(xb + top)]
                 arg = top
                 for i in range(k):
                     row = top + i * w
                     for j in range(k):
-                        v = x[xb + row + j]
+                        v = x[np.uint64(xb + row + j)]
                         if v > best:
                             best = v
                             arg = row + j
-                y[yb + oh * wo + ow] = best
-                argmax[yb + oh * wo + ow] = arg
+                o = np.uint64(yb + oh * wo + ow)
+                y[o] = best
+                argmax[o] = arg
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -36,9 +39,9 @@ def _maxpool_backward(dy, argmax, dx, planes, h, w, ho, wo):
         xb = p * h * w
         yb = p * ho * wo
         for q in range(h * w):
-            dx[xb + q] = 0.0
+            dx[np.uint64(xb + q)] = 0.0
         for o in range(ho * wo):
-            dx[xb + argmax[yb + o]] += dy[yb + o]
+            dx[np.uint64(xb + argmax[np.uint64(yb + o)])] += dy[np.uint64(yb + o)]
 
 
 def _out(h, w, k, stride):

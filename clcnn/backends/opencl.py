@@ -12,8 +12,10 @@ from .opencl_programs import get_program
 
 _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_type.ACCELERATOR: "accelerator"}
 # GEMM tile configs, best first: TM x TN C-tile, TK k-slab, WM x WN outputs per work-item
-GEMM_CONFIGS = ({"TM": 64, "TN": 64, "TK": 16, "WM": 4, "WN": 4}, {"TM": 32, "TN": 32, "TK": 16, "WM": 4, "WN": 4},
-                {"TM": 16, "TN": 16, "TK": 16, "WM": 2, "WN": 2})
+GEMM_CONFIGS = ({"TM": 128, "TN": 128, "TK": 16, "WM": 8, "WN": 8},   # 256 work-items, 16.5 KiB local
+                {"TM": 64, "TN": 64, "TK": 16, "WM": 4, "WN": 4},     # 256 work-items, 8.3 KiB local
+                {"TM": 32, "TN": 32, "TK": 16, "WM": 4, "WN": 4},     # 64 work-items
+                {"TM": 16, "TN": 16, "TK": 16, "WM": 4, "WN": 4})     # 16 work-items
 ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the device)
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 

@@ -52,7 +52,9 @@ def _load_binary(ctx: cl.Context, dev: cl.Device, path: Path, options: str) -> c
     except OSError:
         return None
     try:
-        return cl.Program(ctx, [dev], [binary]).build(options=options)
+        prg = cl.Program(ctx, [dev], [binary]).build(options=options)
+        prg._source = None   # cl.Kernel() probes it; unset, Program.__getattr__ makes a bogus clCreateKernel call
+        return prg
     except Exception as exc:  # stale or foreign binary: rebuild from source
         _debug(f"clcnn: cached kernel binary {path} rejected ({exc}); rebuilding")
         return None

@@ -1,0 +1,222 @@
+"""Run every Backend op with tiny shapes on the Oclgrind simulator (for its memory/race/uninitialized checkers).
+
+Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py
+Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialized C, offsets/lds, batch with
+stride_a=0, batch-reduce), im2col/col2im, maxpool, bias, activations, losses and sgd, and checks each result
+against tests/reference.py. Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
+Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import clcnn  # noqa: E402
+import reference as ref  # noqa: E402
+
+FAILURES: list[str] = []
+
+
+def compare(name, got, want, tol):
+    """Record a mismatch (max|got-want| / max|want| > tol, or NaN) instead of stopping at the first."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    err = float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30)) if want.size else 0.0
+    ok = got.shape == want.shape and np.isfinite(err) and err <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: rel err {err:.2e}", flush=True)
+    if not ok:
+        FAILURES.append(f"{name}: rel err {err:.3g} > {tol:g}")
+
+
+def rnd(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def run_gemm(dev, rng, name, m, n, k, ta=False, tb=False, alpha=1.0, beta=0.0, pad=0, offs=0, batch=1,
+             share_a=False, reduce=False, uninit_c=False):
+    ra, ca = (k, m) if ta else (m, k)
+    rb, cb = (n, k) if tb else (k, n)
+    lda, ldb, ldc = ca + pad, cb + pad, n + pad
+    sa = 0 if share_a else ra * lda + 1
+    sb, sc = rb * ldb + 2, (0 if reduce else m * ldc + 1)
+    a = rnd(rng, offs + max(batch - 1, 0) * sa + ra * lda)
+    b = rnd(rng, offs + (batch - 1) * sb + rb * ldb)
+    csize = offs + (0 if reduce else batch - 1) * sc + m * ldc
+    kw = dict(trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, a_off=offs, b_off=offs, c_off=offs, batch=batch,
+              stride_a=sa, stride_b=sb, stride_c=sc, reduce=reduce)
+    if pad:
+        kw.update(lda=lda, ldb=ldb, ldc=ldc)
+    if uninit_c:  # never written: Oclgrind flags any use of it (beta == 0 must not read C)
+        dc = dev.scratch(f"oclgrind_uninit_c_{name}", csize)
+        c = np.zeros(dc.size, np.float32)
+    else:
+        c = rnd(rng, csize)
+        dc = dev.upload(c)
+    dev.gemm(dev.upload(a), dev.upload(b), dc, m, n, k, **kw)
+    got, want = dev.download(dc), ref.gemm(a, b, c, m, n, k, **kw)
+    mask = np.zeros(got.size, bool)
+    for bi in range(1 if reduce else batch):
+        mask[offs + bi * sc + (np.arange(m)[:, None] * ldc + np.arange(n)[None, :]).reshape(-1)] = True
+    compare(f"gemm {name} {m}x{n}x{k} {'T' if ta else 'N'}{'T' if tb else 'N'}", got[mask], want[mask], 1e-5)
+
+
+def gemm_cases(dev, rng):
+    for ta in (False, True):
+        for tb in (False, True):
+            run_gemm(dev, rng, "edge", 65, 67, 17, ta, tb)     # crosses 64-wide tiles and a 16-deep k-slab
+            run_gemm(dev, rng, "tiny", 1, 1, 1, ta, tb)
+            run_gemm(dev, rng, "oddk", 5, 3, 33, ta, tb, alpha=0.5, beta=1.5)
+    run_gemm(dev, rng, "beta0-uninit", 7, 9, 5, beta=0.0, uninit_c=True)
+    run_gemm(dev, rng, "beta0-uninit", 7, 9, 5, True, True, beta=0.0, uninit_c=True)
+    run_gemm(dev, rng, "ld+off", 6, 5, 7, True, False, beta=0.5, pad=3, offs=4)
+    run_gemm(dev, rng, "batch", 5, 6, 7, False, True, batch=3, pad=1, offs=2, alpha=2.0, beta=0.5)
+    run_gemm(dev, rng, "batch-stride_a0", 5, 6, 7, True, False, batch=3, share_a=True)
+    run_gemm(dev, rng, "reduce", 4, 9, 6, False, True, batch=3, reduce=True)
+    run_gemm(dev, rng, "reduce-beta1", 4, 9, 6, True, False, batch=3, reduce=True, beta=1.0, offs=3)
+
+
+def conv_cases(dev, rng):
+    for (n, c, h, w, kh, kw, s, p, n0, nb) in [(2, 2, 5, 6, 3, 3, 1, 1, 1, 1), (2, 2, 7, 5, 3, 2, 2, 2, 0, 2),
+                                               (1, 1, 4, 4, 1, 1, 2, 0, 0, 1)]:
+        x = rnd(rng, n, c, h, w)
+        ho, wo = ref.out_size(h, kh, s, p), ref.out_size(w, kw, s, p)
+        rows, cols_n = c * kh * kw, nb * ho * wo
+        cols = dev.upload(np.zeros(rows * cols_n + 5, np.float32))
+        tag = f"{c}x{h}x{w} k{kh}x{kw} s{s} p{p} n0={n0}"
+        dev.im2col(dev.upload(x), cols, n0, nb, c, h, w, kh, kw, s, p)
+        want = ref.im2col(x, n0, nb, c, h, w, kh, kw, s, p)
+        compare(f"im2col {tag}", dev.download(cols)[:rows * cols_n].reshape(rows, cols_n), want, 0.0)
+        cm, x0 = rnd(rng, rows * cols_n), rnd(rng, n, c, h, w)
+        dx = dev.upload(x0)
+        dev.col2im(dev.upload(cm), dx, n0, nb, c, h, w, kh, kw, s, p)
+        compare(f"col2im {tag}", dev.download(dx), ref.col2im(cm, x0, n0, nb, c, h, w, kh, kw, s, p), 1e-4)
+
+
+def pool_cases(dev, rng):
+    for (n, c, h, w, k, s, ties) in [(1, 2, 5, 7, 2, 2, False), (2, 1, 7, 7, 3, 2, True), (1, 1, 4, 4, 2, 1, True)]:
+        x = rng.integers(0, 3, (n, c, h, w)).astype(np.float32) if ties else rnd(rng, n, c, h, w)
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        y, arg = dev.zeros((n, c, ho, wo)), dev.zeros((n, c, ho, wo), np.int32)
+        dev.maxpool_forward(dev.upload(x), y, arg, n, c, h, w, k, s)
+        wy, warg = ref.maxpool_forward(x, n, c, h, w, k, s)
+        tag = f"{h}x{w} k{k} s{s}{' ties' if ties else ''}"
+        compare(f"maxpool_forward {tag}", dev.download(y), wy, 0.0)
+        compare(f"maxpool_forward argmax {tag}", dev.download(arg), warg, 0.0)
+        dy, dx = rnd(rng, n, c, ho, wo), dev.upload(rnd(rng, n, c, h, w))
+        dev.maxpool_backward(dev.upload(dy), dev.upload(warg), dx, n, c, h, w, k, s)
+        compare(f"maxpool_backward {tag}", dev.download(dx), ref.maxpool_backward(dy, warg, n, c, h, w, k, s), 1e-4)
+
+
+def bias_cases(dev, rng):
+    for (n, c, inner) in [(2, 3, 5), (3, 4, 1), (2, 2, 300)]:
+        y0, b = rnd(rng, n, c, inner), rnd(rng, c)
+        y = dev.upload(y0)
+        dev.bias_add(y, dev.upload(b), n, c, inner)
+        compare(f"bias_add {n}x{c}x{inner}", dev.download(y), ref.bias_add(y0, b, n, c, inner), 1e-5)
+        for beta in (0.0, 0.5):
+            db0 = rnd(rng, c)
+            db = dev.upload(db0)
+            dev.bias_grad(dev.upload(y0), db, n, c, inner, beta=beta)
+            compare(f"bias_grad {n}x{c}x{inner} beta={beta}", dev.download(db),
+                    ref.bias_grad(y0, db0, n, c, inner, beta), 1e-4)
+
+
+def activation_cases(dev, rng):
+    size = 300  # more than one 256-wide work-group, not a multiple of it
+    x = rnd(rng, size) * 10
+    x[:4] = [1000.0, -1000.0, 0.0, 88.5]
+    dy = rnd(rng, size)
+    for fwd, bwd, rfwd, rbwd in [("relu_forward", "relu_backward", ref.relu_forward, ref.relu_backward),
+                                 ("sigmoid_forward", "sigmoid_backward", ref.sigmoid_forward, ref.sigmoid_backward)]:
+        y = dev.zeros((size,))
+        getattr(dev, fwd)(dev.upload(x), y, size)
+        yv = dev.download(y)
+        compare(fwd, yv, rfwd(x), 1e-5)
+        dx = dev.zeros((size,))
+        getattr(dev, bwd)(y, dev.upload(dy), dx, size)
+        compare(bwd, dev.download(dx), rbwd(yv, dy), 1e-4)
+        xi = dev.upload(x)  # in place: y is x, dx is dy
+        getattr(dev, fwd)(xi, xi, size)
+        ddy = dev.upload(dy)
+        getattr(dev, bwd)(xi, ddy, ddy, size)
+        compare(f"{bwd} in place", dev.download(ddy), rbwd(dev.download(xi), dy), 1e-4)
+
+
+def loss_cases(dev, rng):
+    for (n, c, acc) in [(3, 5, False), (2, 300, True), (1, 1, False)]:
+        z, lab = rnd(rng, n, c) * 20, rng.integers(0, c, n).astype(np.int32)
+        probs, loss, dlab = dev.zeros((n, c)), dev.upload(np.array([0.75], np.float32)), dev.upload(lab)
+        dev.softmax_xent_forward(dev.upload(z), dlab, probs, loss, n, c, accumulate=acc)
+        wp, wl = ref.softmax_xent_forward(z, lab, n, c, 0.75, acc)
+        pv = dev.download(probs)
+        compare(f"softmax_xent_forward {n}x{c} acc={acc}", pv, wp, 1e-5)
+        compare(f"softmax_xent loss {n}x{c} acc={acc}", dev.download(loss), [wl], 1e-5)
+        dl = dev.zeros((n, c))
+        dev.softmax_xent_backward(probs, dlab, dl, n, c)
+        compare(f"softmax_xent_backward {n}x{c}", dev.download(dl), ref.softmax_xent_backward(pv, lab, n, c), 1e-4)
+    for (n, acc) in [(300, False), (3, True)]:
+        z, lab = rnd(rng, n, 1) * 20, rng.integers(0, 2, n).astype(np.int32)
+        probs, loss, dlab = dev.zeros((n, 1)), dev.upload(np.array([0.75], np.float32)), dev.upload(lab)
+        dev.sigmoid_bce_forward(dev.upload(z), dlab, probs, loss, n, accumulate=acc)
+        wp, wl = ref.sigmoid_bce_forward(z, lab, n, 0.75, acc)
+        pv = dev.download(probs)
+        compare(f"sigmoid_bce_forward n={n} acc={acc}", pv, wp, 1e-5)
+        compare(f"sigmoid_bce loss n={n} acc={acc}", dev.download(loss), [wl], 1e-5)
+        dl = dev.zeros((n, 1))
+        dev.sigmoid_bce_backward(probs, dlab, dl, n)
+        compare(f"sigmoid_bce_backward n={n}", dev.download(dl), ref.sigmoid_bce_backward(pv, lab, n), 1e-4)
+
+
+def sgd_and_memory_cases(dev, rng):
+    size = 300
+    for momentum, wd in [(0.0, 1e-3), (0.9, 1e-3)]:
+        p, g = rnd(rng, size), rnd(rng, size)
+        dp, dv = dev.upload(p), (dev.zeros((size,)) if momentum else None)
+        dg = dev.upload(g)
+        wp, wv = p, np.zeros(size)
+        for _ in range(2):
+            dev.sgd_update(dp, dg, dv, size, 0.1, momentum, wd)
+            wp, wv = ref.sgd_update(wp, g, wv, 0.1, momentum, wd)
+        compare(f"sgd_update momentum={momentum}", dev.download(dp), wp, 1e-4)
+    a = dev.zeros((3, 7))
+    dev.fill(a, 1.5)
+    b = dev.zeros((21,))
+    dev.copy(a, b)
+    compare("fill+copy", dev.download(b), np.full(21, 1.5), 0.0)
+    h = rnd(rng, 3, 7)
+    dev.upload_into(a, h)
+    compare("upload_into", dev.download(a), h, 0.0)
+
+
+def main() -> int:
+    devs = [d for d in clcnn.list_devices() if "oclgrind" in d.platform.lower()]
+    if not devs:
+        print("no Oclgrind OpenCL device found", file=sys.stderr)
+        return 2
+    dev = clcnn.get_backend(devs[0].id)
+    print(f"device: {dev.info}", flush=True)
+    rng = np.random.default_rng(0)
+    for family in (gemm_cases, conv_cases, pool_cases, bias_cases, activation_cases, loss_cases,
+                   sgd_and_memory_cases):
+        t0 = time.perf_counter()
+        try:
+            family(dev, rng)
+        except Exception as exc:  # keep going: one broken op must not hide the others' reports
+            FAILURES.append(f"{family.__name__}: {type(exc).__name__}: {exc}")
+            print(f"FAIL {family.__name__} raised {type(exc).__name__}: {str(exc)[:2000]}", flush=True)
+        dev.synchronize()
+        print(f"-- {family.__name__} {time.perf_counter() - t0:.1f}s", flush=True)
+    if FAILURES:
+        print("FAILED:\n  " + "\n  ".join(FAILURES), flush=True)
+        return 1
+    print("ALL OK", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
