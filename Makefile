@@ -29,8 +29,10 @@ train: $(VENV)/.core data
 	$(BIN)/clcnn train --dataset fashion-mnist --model lenet5 --device $(DEVICE) --epochs $(EPOCHS) \
 		--batch-size 64 --lr 0.05 --momentum 0.9 --seed 0 --out runs/make-train
 
+# Debian's PoCL (LLVM 15) as well as the wheel's: the wheel's LLVM 14 cannot build for some newer CPUs.
 test: $(VENV)/.test
 	-@sh tools/get-data.sh fashion-mnist || echo "note: Fashion-MNIST missing; the end-to-end tests will skip"
+	-@sh tools/apt-install.sh pocl-opencl-icd
 	CLCNN_CACHE_DIR=$(CURDIR)/.cache/kernels $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

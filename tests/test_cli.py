@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _device_params
+from conftest import _device_params, open_device
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 POCL = [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
@@ -84,6 +84,7 @@ def test_train_then_eval_on_synthetic_idx(tmp_path):
 
 @pytest.mark.parametrize("dev", POCL)
 def test_train_on_pocl_synthetic(tmp_path, dev):
+    open_device(dev)
     data = make_dataset(tmp_path / "data", n_train=128, n_test=64)
     res = clcnn("train", "--data-dir", data, "--device", dev, "--epochs", 1, "--batch-size", 32, "--out",
                 tmp_path / "run")

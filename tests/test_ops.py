@@ -336,9 +336,9 @@ def test_relu(device, small, size, inplace):
     size = min(size, 2000) if small else size
     rng = np.random.default_rng(40)
     x, dy = _act_input(rng, size), randn(rng, size)
-    dx_, dy_ = up(device, x), up(device, dy)
-    y_ = dx_ if inplace else up(device, np.full(size, np.nan, np.float32))
-    device.relu_forward(dx_, y_, size)
+    xd, dy_ = up(device, x), up(device, dy)
+    y_ = xd if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.relu_forward(xd, y_, size)
     yv = device.download(y_)
     check_exact(yv, ref.relu_forward(x).astype(np.float32), "relu_forward")
     dx_out = dy_ if inplace else up(device, np.full(size, np.nan, np.float32))
@@ -352,9 +352,9 @@ def test_sigmoid(device, small, size, inplace):
     size = min(size, 2000) if small else size
     rng = np.random.default_rng(41)
     x, dy = _act_input(rng, size), randn(rng, size)
-    dx_, dy_ = up(device, x), up(device, dy)
-    y_ = dx_ if inplace else up(device, np.full(size, np.nan, np.float32))
-    device.sigmoid_forward(dx_, y_, size)
+    xd, dy_ = up(device, x), up(device, dy)
+    y_ = xd if inplace else up(device, np.full(size, np.nan, np.float32))
+    device.sigmoid_forward(xd, y_, size)
     yv = device.download(y_)
     check(yv, ref.sigmoid_forward(x), FWD_TOL, "sigmoid_forward")
     assert np.all((yv >= 0) & (yv <= 1)), "sigmoid outside [0, 1]"

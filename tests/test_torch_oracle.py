@@ -8,7 +8,7 @@ import pytest
 
 import clcnn
 from clcnn.optim import SGD
-from conftest import _device_params
+from conftest import _device_params, open_device
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -24,13 +24,13 @@ def torch_lenet5(classes=10):
 
 def torch_small_bce():
     return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.Sigmoid(), nn.MaxPool2d(3, 2), nn.Flatten(),
-                         nn.Linear(3 * 3 * 3, 1))
+                         nn.Linear(3 * 2 * 2, 1))
 
 
 def clcnn_small_bce():
     from clcnn import Conv2D, Dense, Flatten, MaxPool2D, Sequential, Sigmoid
     return Sequential([Conv2D(1, 3, 3, stride=2, padding=1), Sigmoid(), MaxPool2D(3, 2), Flatten(),
-                       Dense(27, 1)], loss="bce", seed=3)
+                       Dense(12, 1)], loss="bce", seed=3)
 
 
 def _torch_run(tmodel, sd, x, y, loss_fn, steps, lr, momentum, wd):
@@ -70,6 +70,7 @@ def _check(model, tmodel, x, y, loss_fn, steps=3, lr=0.05, momentum=0.9, wd=5e-4
 
 @pytest.mark.parametrize("device_id", FAST)
 def test_lenet5_matches_pytorch(device_id):
+    open_device(device_id)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, 16).astype(np.int32)
@@ -79,6 +80,7 @@ def test_lenet5_matches_pytorch(device_id):
 
 @pytest.mark.parametrize("device_id", FAST)
 def test_sigmoid_bce_overlapping_pool_matches_pytorch(device_id):
+    open_device(device_id)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 1, 12, 12)).astype(np.float32)
     y = rng.integers(0, 2, 6).astype(np.int32)

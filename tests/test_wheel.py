@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from conftest import _device_params
+import clcnn
+
+from conftest import platform_slug, usable_device_ids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
@@ -35,7 +37,8 @@ def test_wheel_install_trains(tmp_path):
                            str(whl)], capture_output=True, text=True)
     assert inst.returncode == 0, inst.stderr
     assert (site / "clcnn" / "cl" / "gemm.cl").is_file() and (site / "clcnn" / "cpu" / "gemm.py").is_file()
-    devs = ["cpu"] + [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
+    devs = ["cpu"] + [d.id for d in clcnn.list_devices() if d.id in usable_device_ids(simulators=False)
+                      and platform_slug(d.platform) == "pocl"]
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(site)] + devs, capture_output=True, text=True,
                          cwd=tmp_path, env=env)

@@ -51,10 +51,10 @@ def gather(buf, off, rows, cols, ld):
     return buf.astype(np.float64)[off + np.arange(rows)[:, None] * ld + np.arange(cols)[None, :]]
 
 
-def gemm_case(ta, tb, batch, reduce, alpha, beta, pad, layout=""):
+def gemm_case(ta, tb, batch, reduce, alpha, beta, pad, layout="", mnk=(37, 29, 53)):
     """layout: "" (separate matrices), "A" / "B" (that operand shared, batch stride 0), "A-side" (shared A and
     the C_b side by side in one (m, batch*n) matrix, as conv backward-data writes its columns)."""
-    m, n, k = 37, 29, 53
+    m, n, k = mnk
     ra, ca = (k, m) if ta else (m, k)
     rb, cb = (n, k) if tb else (k, n)
     lda, ldb, ldc = ca + pad, cb + pad, n + pad
@@ -93,7 +93,7 @@ def gemm_case(ta, tb, batch, reduce, alpha, beta, pad, layout=""):
     idx = np.concatenate(idx)
     untouched = np.setdiff1d(np.arange(c.size), idx)
     same = np.array_equal(c[untouched], c0[untouched], equal_nan=True)
-    check(f"gemm ta={ta:d} tb={tb:d} b={batch} red={reduce:d} a={alpha} b={beta} pad={pad} {layout}"
+    check(f"gemm {mnk} ta={ta:d} tb={tb:d} b={batch} red={reduce:d} a={alpha} b={beta} pad={pad} {layout}"
           + ("" if same else " (WROTE OUTSIDE C)"), c[idx] if same else c, ref[idx] if same else ref)
 
 
@@ -109,6 +109,10 @@ def check_gemm():
                 gemm_case(ta, tb, 3, False, 1.0, 0.0, 2, layout)
                 gemm_case(ta, tb, 3, False, 0.5, 2.0, 0, layout)
     gemm_case(False, False, 3, False, 1.0, 0.0, 1)
+    for ta, tb in ((False, False), (True, True)):  # sizes past gemm's fold threshold (the other code paths)
+        for layout in ("A", "B", "A-side", ""):
+            gemm_case(ta, tb, 3, False, 1.5, 0.5, 1, layout, (300, 270, 7))
+        gemm_case(ta, tb, 3, True, 1.5, 0.5, 1, "", (7, 9, 300))
     FIRST.setdefault("gemm", time.perf_counter() - t)
     try:  # a view reaching past the end must raise
         be.gemm(f32(10), f32(10), f32(10), 3, 3, 4)
@@ -278,22 +282,20 @@ def conv_steps(tag, x, nb, c, h, m, k, p, chunk):
 
     def each(fn):
         return lambda: [fn(n0, min(chunk, nb - n0)) for n0 in range(0, nb, chunk)]
-    return y, [
-        (f"{tag} im2col+gemm fwd", each(lambda n0, q: (
-            be.im2col(x, cols, n0, q, c, h, h, k, k, 1, p),
-            be.gemm(w, cols, y, m, L, ckk, ldb=q * L, batch=q, stride_b=L, stride_c=m * L, c_off=n0 * m * L)))),
+    return y, [  # im2col is listed once but a chunked layer runs it twice (forward and weight gradient)
+        (f"{tag} im2col", each(lambda n0, q: be.im2col(x, cols, n0, q, c, h, h, k, k, 1, p))),
+        (f"{tag} gemm fwd", each(lambda n0, q: be.gemm(w, cols, y, m, L, ckk, ldb=q * L, batch=q, stride_b=L,
+                                                       stride_c=m * L, c_off=n0 * m * L))),
         (f"{tag} bias_add", lambda: be.bias_add(y, b, nb, m, L)),
         (f"{tag} relu_forward", lambda: be.relu_forward(y, y, y.size)),
         (f"{tag} relu_backward", lambda: be.relu_backward(y, y, y, y.size)),
         (f"{tag} bias_grad", lambda: be.bias_grad(y, db, nb, m, L)),
-        (f"{tag} im2col+gemm dW", each(lambda n0, q: (
-            be.im2col(x, cols, n0, q, c, h, h, k, k, 1, p),
-            be.gemm(y, cols, dw, m, ckk, L, trans_b=True, ldb=q * L, batch=q, a_off=n0 * m * L, stride_a=m * L,
-                    stride_b=L, reduce=True, beta=1.0 if n0 else 0.0)))),
-        (f"{tag} gemm dcols+col2im", each(lambda n0, q: (
-            be.gemm(w, y, dcols, ckk, L, m, trans_a=True, ldc=q * L, batch=q, b_off=n0 * m * L, stride_b=m * L,
-                    stride_c=L),
-            be.col2im(dcols, dx, n0, q, c, h, h, k, k, 1, p))))]
+        (f"{tag} gemm dW", each(lambda n0, q: be.gemm(
+            y, cols, dw, m, ckk, L, trans_b=True, ldb=q * L, batch=q, a_off=n0 * m * L, stride_a=m * L,
+            stride_b=L, reduce=True, beta=1.0 if n0 else 0.0))),
+        (f"{tag} gemm dcols", each(lambda n0, q: be.gemm(w, y, dcols, ckk, L, m, trans_a=True, ldc=q * L, batch=q,
+                                                         b_off=n0 * m * L, stride_b=m * L, stride_c=L))),
+        (f"{tag} col2im", each(lambda n0, q: be.col2im(dcols, dx, n0, q, c, h, h, k, k, 1, p)))]
 
 
 def pool_steps(tag, x, nb, c, h):
@@ -335,10 +337,10 @@ def bench(chunk, reps=20):
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
         whole = min(whole, time.perf_counter() - t_all)
-    for name, sec in sorted(best.items(), key=lambda kv: -kv[1])[:12]:
+    for name, sec in sorted(best.items(), key=lambda kv: -kv[1])[:16]:
         print(f"  {name:30s} {sec * 1e3:8.3f} ms")
-    print(f"  LeNet-5 op sequence (conv chunk {chunk}): sum of per-op minima {sum(best.values()) * 1e3:.2f} ms, best whole step "
-          f"{whole * 1e3:.2f} ms per batch of {nb} -> {nb / whole:.0f} img/s")
+    print(f"  LeNet-5 op sequence (conv chunk {chunk}): sum of per-op minima {sum(best.values()) * 1e3:.2f} ms, "
+          f"best whole step {whole * 1e3:.2f} ms per batch of {nb} -> {nb / whole:.0f} img/s")
 
 
 def bench_torch(reps=20):

@@ -9,12 +9,8 @@ have() {
   return 1
 }
 have && exit 0
-if [ "$name" = fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  echo "installing Debian's dataset-fashion-mnist ..."
-  { $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
-    { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } \
-    && have && exit 0
+if [ "$name" = fashion-mnist ]; then
+  sh "$(dirname "$0")/apt-install.sh" dataset-fashion-mnist && have && exit 0
 fi
 cat >&2 <<MSG
 clcnn: $name not found. Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz
