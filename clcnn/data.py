@@ -75,15 +75,27 @@ def search_dirs(name: str, data_dir=None) -> list[Path]:
     return dirs
 
 
-def _find(name: str, stem: str, data_dir) -> Path:
+def _stems():
+    return [stem for pair in FILES.values() for stem in pair]
+
+
+def dataset_dir(name: str, data_dir=None) -> Path:
+    """The first search directory holding any of the dataset's IDX files (all four must then be there)."""
     dirs = search_dirs(name, data_dir)
     for d in dirs:
-        for candidate in (d / stem, d / f"{stem}.gz"):
-            if candidate.is_file():
-                return candidate
+        if any((d / s).is_file() or (d / f"{s}.gz").is_file() for s in _stems()):
+            return d
     where = ", ".join(str(d) for d in dirs)
     hint = " (on Debian: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-    raise DataError(f"{name}: {stem}[.gz] not found in {where}{hint}")
+    raise DataError(f"{name} not found: no IDX files in {where}{hint}")
+
+
+def _find(name: str, stem: str, data_dir) -> Path:
+    d = dataset_dir(name, data_dir)
+    for candidate in (d / stem, d / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{name}: {stem}[.gz] not found in {d}")
 
 
 @dataclass

@@ -97,8 +97,7 @@ def gemm_case(ta, tb, batch, reduce, alpha, beta, pad, layout="", mnk=(37, 29, 5
           + ("" if same else " (WROTE OUTSIDE C)"), c[idx] if same else c, ref[idx] if same else ref)
 
 
-def check_gemm():
-    t = time.perf_counter()
+def check_gemm():  # NumPy BLAS: nothing to compile
     for ta in (False, True):
         for tb in (False, True):
             gemm_case(ta, tb, 1, False, 1.0, 0.0, 0)
@@ -113,7 +112,6 @@ def check_gemm():
         for layout in ("A", "B", "A-side", ""):
             gemm_case(ta, tb, 3, False, 1.5, 0.5, 1, layout, (300, 270, 7))
         gemm_case(ta, tb, 3, True, 1.5, 0.5, 1, "", (7, 9, 300))
-    FIRST.setdefault("gemm", time.perf_counter() - t)
     try:  # a view reaching past the end must raise
         be.gemm(f32(10), f32(10), f32(10), 3, 3, 4)
         FAILS.append("gemm bounds")
@@ -374,7 +372,7 @@ if __name__ == "__main__":
     check_misc()
     be.self_test()
     print(f"\nimport of clcnn.backends.numba: {IMPORT_S:.2f} s")
-    print("first call per op (compile or cache load + run): " +
+    print("first call per Numba op (compile or cache load + run): " +
           ", ".join(f"{k} {v:.2f}s" for k, v in FIRST.items()) + f"; sum {sum(FIRST.values()):.2f} s")
     for arg in sys.argv[1:]:
         if arg.startswith("--bench"):  # --bench or --bench=CHUNK (images per im2col/gemm chunk)
