@@ -151,14 +151,25 @@ def _require_fashion():
 
 
 def test_train_real_fashion_mnist_reaches_accuracy_bar(tmp_path):
-    """Real data, numba backend: 1 epoch over 12k images of the recipe gives well above chance (>= 0.78)."""
+    """The issue's recipe on the full real training set, numba backend: >= 0.84 test accuracy (PyTorch: 0.855)."""
     _require_fashion()
     res = clcnn("train", "--dataset", "fashion-mnist", "--model", "lenet5", "--device", "cpu", "--epochs", 1,
-                "--batch-size", 64, "--lr", 0.05, "--momentum", 0.9, "--seed", 0, "--limit-train", 12000,
-                "--out", tmp_path / "run")
+                "--batch-size", 64, "--lr", 0.05, "--seed", 0, "--out", tmp_path / "run")
     assert res.returncode == 0, res.stderr
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
-    assert row["test_accuracy"] >= 0.78, row
+    assert row["test_accuracy"] >= 0.84, row
+
+
+@pytest.mark.parametrize("dev", POCL)
+def test_train_real_fashion_mnist_on_pocl(tmp_path, dev):
+    """The same recipe on PoCL over a 6k-image subset (PoCL is ~20x slower than numba here): well above chance."""
+    _require_fashion()
+    open_device(dev)
+    res = clcnn("train", "--dataset", "fashion-mnist", "--device", dev, "--epochs", 1, "--batch-size", 64,
+                "--lr", 0.05, "--momentum", 0.9, "--seed", 0, "--limit-train", 6000, "--out", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert row["test_accuracy"] >= 0.70 and row["device"] == dev, row
 
 
 def test_make_data_message_without_apt(tmp_path):

@@ -15,7 +15,9 @@ _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_ty
 GEMM_CONFIGS = ({"TM": 128, "TN": 128, "TK": 16, "WM": 8, "WN": 8},   # 256 work-items, 16.5 KiB local
                 {"TM": 64, "TN": 64, "TK": 16, "WM": 4, "WN": 4},     # 256 work-items, 8.3 KiB local
                 {"TM": 32, "TN": 32, "TK": 16, "WM": 4, "WN": 4},     # 64 work-items
-                {"TM": 16, "TN": 16, "TK": 16, "WM": 4, "WN": 4})     # 16 work-items
+                {"TM": 16, "TN": 16, "TK": 16, "WM": 4, "WN": 4},     # 16 work-items
+                {"TM": 16, "TN": 128, "TK": 16, "WM": 2, "WN": 8},    # 128 work-items: few rows (conv forward)
+                {"TM": 128, "TN": 16, "TK": 16, "WM": 8, "WN": 2})    # 128 work-items: few columns
 ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the device)
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
@@ -88,12 +90,25 @@ class OpenCLBackend(OpenCLOps, Backend):
         maxwg = self.device.max_work_group_size
         self.eltwise_wg = min(ELTWISE_WG, maxwg)
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
-        self.gemm_params = next((p for p in GEMM_CONFIGS if self._gemm_fits(p)), GEMM_CONFIGS[-1])
+        self.gemm_configs = [p for p in GEMM_CONFIGS if self._gemm_fits(p)] or [GEMM_CONFIGS[3]]
+        self.gemm_params = self.gemm_configs[0]   # the largest tile: what big square GEMMs use
+        self._gemm_choice: dict[tuple, dict] = {}
         self._kernels: dict[tuple, cl.Kernel] = {}
         self._scratch: dict[str, CLArray] = {}
         self._pending: list[np.ndarray] = []   # host arrays of in-flight non-blocking uploads
 
     # ---- kernels --------------------------------------------------------------------------------------
+    def gemm_config(self, m: int, n: int) -> dict:
+        """The tile config for an (m, n) output: least padded work, weighted against small per-thread blocks
+        (a 128x128 tile on a 6-row conv output would compute 95% padding)."""
+        key = (m, n)
+        if key not in self._gemm_choice:
+            def cost(p):
+                padded = -(-m // p["TM"]) * p["TM"] * -(-n // p["TN"]) * p["TN"]
+                return padded * (1 + 16 / (p["WM"] * p["WN"]))
+            self._gemm_choice[key] = min(self.gemm_configs, key=cost)
+        return self._gemm_choice[key]
+
     def _gemm_fits(self, p: dict) -> bool:
         threads = (p["TM"] // p["WM"]) * (p["TN"] // p["WN"])
         local = 4 * p["TK"] * (p["TM"] + p["TN"] + 2)

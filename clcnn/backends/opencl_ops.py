@@ -28,7 +28,7 @@ class OpenCLOps:
         lda = (m if trans_a else k) if lda is None else lda
         ldb = (k if trans_b else n) if ldb is None else ldb
         ldc = n if ldc is None else ldc
-        p = self.gemm_params
+        p = self.gemm_config(m, n)
         knl = self.kernel("gemm.cl", "gemm", dict(p, TRANS_A=int(bool(trans_a)), TRANS_B=int(bool(trans_b))))
         ntx, nty = p["TN"] // p["WN"], p["TM"] // p["WM"]
         gsize = (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, 1 if reduce else batch)
