@@ -1,7 +1,9 @@
 // gemm: row-major strided-batched C = alpha*op(A)@op(B) + beta*C, tiled through local memory.
 // A: (m, k) [or (k, m) when TRANS_A] row stride lda; B: (k, n) [or (n, k) when TRANS_B] row stride ldb;
-// C: (m, n) row stride ldc. Batch entry z starts at *_off + z*stride_*; with nloop > 1 (batch-reduce) one
-// work-item sums nloop consecutive batch entries before its single write-out (launch z-range 1).
+// C: (m, n) row stride ldc. Work-item z sums batch entries z*nloop .. min(z*nloop + nloop, nbatch) - 1 (entry e
+// starts at *_off + e*stride_*) before its single write-out to C + c_off + z*stride_c: nloop = 1 is the plain
+// batched GEMM; nloop = nbatch with one z is the batch-reduce; in between, split-K partial sums that
+// gemm_reduce adds up.
 // Build constants: TM x TN = C tile per work-group, TK = k-slab held in local memory, WM x WN = outputs per
 // work-item (strided by NTY / NTX so local reads are conflict-free), TRANS_A / TRANS_B in {0, 1}.
 // Work-group = (TN/WN, TM/WM, 1); NDRange = (ceil(n/TN)*TN/WN, ceil(m/TM)*TM/WM, batch or 1).
@@ -25,7 +27,7 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
           __global const float* restrict A, const int a_off, const int lda, const int stride_a,
           __global const float* restrict B, const int b_off, const int ldb, const int stride_b,
           __global float* restrict C, const int c_off, const int ldc, const int stride_c,
-          const int nloop)
+          const int nloop, const int nbatch)
 {
     __local float As[TK][TM + 1];
     __local float Bs[TK][TN + 1];
@@ -38,9 +40,10 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
         for (int v = 0; v < WN; ++v)
             acc[u][v] = 0.0f;
 
-    for (int bi = 0; bi < nloop; ++bi) {
-        __global const float* a = A + a_off + (z + bi) * stride_a;
-        __global const float* b = B + b_off + (z + bi) * stride_b;
+    const int e1 = min(z * nloop + nloop, nbatch);
+    for (int e = z * nloop; e < e1; ++e) {
+        __global const float* a = A + a_off + e * stride_a;
+        __global const float* b = B + b_off + e * stride_b;
         for (int p0 = 0; p0 < k; p0 += TK) {
             for (int l = lid; l < TM * TK; l += NT) {   // A tile (TM x TK), contiguous-in-memory index fastest
 #if TRANS_A
@@ -86,4 +89,21 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
             }
         }
     }
+}
+
+// gemm_reduce: C = alpha * sum_s P[s] + beta * C, summing split-K partials in a fixed order (deterministic).
+// P: (splits, m, n) dense; C: (m, n) row stride ldc at c_off; one work-item per output element.
+__kernel void gemm_reduce(const int m, const int n, const int splits, const float alpha, const float beta,
+                          __global const float* restrict P, __global float* restrict C, const int c_off,
+                          const int ldc)
+{
+    const int gid = get_global_id(0);
+    if (gid >= m * n) return;
+    float s = 0.0f;
+    for (int q = 0; q < splits; ++q)
+        s += P[q * m * n + gid];
+    const int i = gid / n, j = gid % n;
+    float r = alpha * s;
+    if (beta != 0.0f) r += beta * C[c_off + i * ldc + j];   // beta == 0 never reads C
+    C[c_off + i * ldc + j] = r;
 }

@@ -175,6 +175,15 @@ def test_gemm_batch_reduce_large_k(device, small):
     run_gemm(device, m, n, k, trans_b=True, batch=batch, reduce=True, seed=7)
 
 
+@pytest.mark.parametrize("batch", [5, 37, 300])
+def test_gemm_batch_reduce_split_k(device, small, batch):
+    """Long batch-reduces with tiny outputs: backends may split the batch into partial sums (OpenCL does, into
+    ~4 work-groups per compute unit); any split, even or not, must give the same sum."""
+    if small and batch > 5:
+        pytest.skip("the simulator covers the split with batch 5")
+    run_gemm(device, 3, 5, 4, trans_b=True, batch=batch, reduce=True, beta=0.5, alpha=0.75, seed=batch)
+
+
 # ---- im2col / col2im -------------------------------------------------------------------------------------
 # (N, C, H, W, kh, kw, stride, pad, n0, nb)
 CONV_CASES = [

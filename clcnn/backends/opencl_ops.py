@@ -29,12 +29,33 @@ class OpenCLOps:
         ldb = (k if trans_b else n) if ldb is None else ldb
         ldc = n if ldc is None else ldc
         p = self.gemm_config(m, n)
-        knl = self.kernel("gemm.cl", "gemm", dict(p, TRANS_A=int(bool(trans_a)), TRANS_B=int(bool(trans_b))))
+        defines = dict(p, TRANS_A=int(bool(trans_a)), TRANS_B=int(bool(trans_b)))
+        knl = self.kernel("gemm.cl", "gemm", defines)
         ntx, nty = p["TN"] // p["WN"], p["TM"] // p["WM"]
+        groups = -(-n // p["TN"]) * -(-m // p["TM"])
+        splits = self._gemm_splits(groups, batch) if reduce else 1
+        if splits > 1:   # split-K over the batch: partial products in scratch, then one deterministic sum
+            nloop = -(-batch // splits)
+            splits = -(-batch // nloop)
+            part = self.scratch("gemm_splitk", splits * m * n)
+            self._run(knl, (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, splits), (ntx, nty, 1),
+                      _i(m), _i(n), _i(k), _f(1.0), _f(0.0), a.buf, _i(a_off), _i(lda), _i(stride_a),
+                      b.buf, _i(b_off), _i(ldb), _i(stride_b), part.buf, _i(0), _i(n), _i(m * n),
+                      _i(nloop), _i(batch))
+            self._eltwise("gemm.cl", "gemm_reduce", m * n, _i(m), _i(n), _i(splits), _f(alpha), _f(beta),
+                          part.buf, c.buf, _i(c_off), _i(ldc), defines=defines)
+            return
+        nloop = batch if reduce else 1
         gsize = (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, 1 if reduce else batch)
         self._run(knl, gsize, (ntx, nty, 1), _i(m), _i(n), _i(k), _f(alpha), _f(beta),
                   a.buf, _i(a_off), _i(lda), _i(stride_a), b.buf, _i(b_off), _i(ldb), _i(stride_b),
-                  c.buf, _i(c_off), _i(ldc), _i(stride_c), _i(batch if reduce else 1))
+                  c.buf, _i(c_off), _i(ldc), _i(stride_c), _i(nloop), _i(batch))
+
+    def _gemm_splits(self, groups: int, batch: int) -> int:
+        """How many slices a batch-reduce GEMM is split into so the device has ~4 work-groups per compute unit
+        (a 6x25 conv weight gradient is otherwise one work-group looping over the whole mini-batch)."""
+        want = 4 * self.device.max_compute_units
+        return max(1, min(batch, -(-want // groups), 256))
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
     def _unroll(self, name, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
