@@ -26,17 +26,31 @@ def main():
     """Train convolutional networks with clcnn's own OpenCL and Numba kernels."""
 
 
+def _check(dev) -> str:
+    """"ok", or why the device cannot run clcnn's kernels (first line of the error)."""
+    from .backends import get_backend
+    try:
+        get_backend(dev.id).self_test()
+        return "ok"
+    except Exception as exc:  # any driver failure is reported, not raised: this is a diagnostic listing
+        lines = [ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()] or [str(exc).strip()]
+        return f"unusable: {lines[-1][:160]}"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def devices(as_json):
+@click.option("--check", is_flag=True, help="Build and run a small kernel on each device and report the result.")
+def devices(as_json, check):
     """List every device: `cpu` (Numba) and `cl:N` for each OpenCL device of every platform."""
     devs = list_devices()
+    status = {d.id: _check(d) for d in devs} if check else {}
     if as_json:
-        click.echo(json.dumps([{"id": d.id, "name": d.name, "backend": d.backend, "type": d.type,
-                                "platform": d.platform, "version": d.version} for d in devs], indent=2))
+        rows = [{"id": d.id, "name": d.name, "backend": d.backend, "type": d.type, "platform": d.platform,
+                 "version": d.version, **({"status": status[d.id]} if check else {})} for d in devs]
+        click.echo(json.dumps(rows, indent=2))
         return
     for d in devs:
-        click.echo(str(d))
+        click.echo(f"{d}  {status[d.id]}" if check else str(d))
 
 
 @main.command()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _device_params, open_device
+from conftest import _device_params, open_device, usable_device_ids
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 POCL = [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
@@ -62,6 +62,16 @@ def test_devices_lists_cpu_and_opencl_json():
     assert all(d["type"] in ("cpu", "gpu", "accelerator", "other") for d in devs)
     plain = clcnn("devices")
     assert plain.returncode == 0 and len(plain.stdout.strip().splitlines()) == len(devs)
+
+
+def test_devices_check_reports_each_device():
+    res = clcnn("devices", "--check", "--json")
+    assert res.returncode == 0, res.stderr
+    status = {d["id"]: d["status"] for d in json.loads(res.stdout)}
+    assert status["cpu"] == "ok"
+    usable = set(usable_device_ids())
+    for did, st in status.items():
+        assert (st == "ok") == (did in usable), (did, st)
 
 
 def test_train_then_eval_on_synthetic_idx(tmp_path):
