@@ -10,7 +10,7 @@ import click
 from . import data, io
 from .backends import DeviceError, list_devices
 
-USER_ERRORS = (data.DataError, DeviceError, ValueError)
+USER_ERRORS = (data.DataError, DeviceError, ValueError, OSError)  # OSError: e.g. --out names a file
 
 
 class UserError(click.ClickException):

@@ -39,7 +39,7 @@ class Sequential:
             layer.to(backend)
         self.backend = backend
         self._loss_buf = backend.zeros((1,))
-        self._inputs, self._probs, self._dlogits = {}, None, None
+        self._bufs = {}
         return self
 
     @property
@@ -78,12 +78,16 @@ class Sequential:
             self.backend.synchronize()
 
     # ---- computation --------------------------------------------------------------------------------------
+    def _buffer(self, name, shape, dtype=np.float32):
+        """A device array kept for later steps of the same shape (the ops that write it overwrite it whole)."""
+        a = self._bufs.get(name)
+        if a is None or tuple(a.shape) != tuple(shape) or a.dtype != dtype:
+            a = self._bufs[name] = self.backend.zeros(shape, dtype)
+        return a
+
     def _input(self, name, host):
         """Copy a host batch into a device array kept for batches of this shape (no allocation per step)."""
-        bufs = self.__dict__.setdefault("_inputs", {})
-        a = bufs.get(name)
-        if a is None or tuple(a.shape) != host.shape or a.dtype != host.dtype:
-            a = bufs[name] = self.backend.zeros(host.shape, host.dtype)
+        a = self._buffer(name, host.shape, host.dtype)
         self.backend.upload_into(a, host)
         return a
 
@@ -116,11 +120,7 @@ class Sequential:
     def _loss_forward_backward(self, logits, labels, accumulate):
         """Loss into self._loss_buf (mean over the batch), returns dL/dlogits (device)."""
         be, n = self.backend, logits.shape[0]
-        probs = self._probs if getattr(self, "_probs", None) is not None and self._probs.shape == logits.shape \
-            else be.zeros(logits.shape)
-        dlogits = self._dlogits if getattr(self, "_dlogits", None) is not None and \
-            self._dlogits.shape == logits.shape else be.zeros(logits.shape)
-        self._probs, self._dlogits = probs, dlogits
+        probs, dlogits = self._buffer("probs", logits.shape), self._buffer("dlogits", logits.shape)
         if self.loss == "cross_entropy":
             c = logits.shape[1]
             be.softmax_xent_forward(logits, labels, probs, self._loss_buf, n, c, accumulate=accumulate)

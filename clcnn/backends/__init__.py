@@ -57,7 +57,11 @@ def resolve_device(device=None) -> DeviceInfo:
 def _open(info: DeviceInfo) -> Backend:
     if info.id not in _backends:
         if info.backend == "numba":
-            from .numba import NumbaBackend
+            try:
+                from .numba import NumbaBackend
+            except ImportError as exc:
+                raise DeviceError(f"the cpu backend needs Numba, which does not import here ({exc}); "
+                                  "pip install numba, or pick an OpenCL device (clcnn devices)") from None
             _backends[info.id] = NumbaBackend(info)
         else:
             from .opencl import OpenCLBackend
