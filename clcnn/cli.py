@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 
@@ -17,8 +18,22 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+def _one_line(exc: Exception) -> str:
+    """A multi-line error (an OpenCL build log) as one line: its headline plus the first compiler error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    if len(lines) == 1 or os.environ.get("CLCNN_DEBUG"):
+        return " ".join(lines) if len(lines) == 1 else str(exc)
+    detail = next((ln for ln in lines[1:] if ln.lower().startswith("error") or ": error" in ln.lower()), lines[1])
+    return f"{lines[0].rstrip(':')}: {detail} (CLCNN_DEBUG=1 shows the full log)"
+
+
+def _is_driver_error(exc: Exception) -> bool:
+    """A failure raised by PyOpenCL while running (out of resources, lost device): a device problem."""
+    return type(exc).__module__.split(".")[0] == "pyopencl"
+
+
 def _fail(exc: Exception):
-    raise UserError(str(exc))
+    raise UserError(_one_line(exc))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,13 +90,16 @@ def train(no_progress, **kwargs):
     try:
         cfg.validate()
         if cfg.device is None:
-            import os
             cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
         from .backends import resolve_device
         resolve_device(cfg.device)
         run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
     except USER_ERRORS as exc:
         _fail(exc)
+    except Exception as exc:
+        if not _is_driver_error(exc):
+            raise
+        _fail(DeviceError(f"device {cfg.device} failed: {exc}"))
 
 
 @main.command(name="eval")

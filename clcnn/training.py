@@ -84,8 +84,7 @@ def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="")
             chunk = model.read_loss()
             loss_sum, pending = loss_sum + chunk, 0
             if bar is not None:
-                bar.set_postfix(loss=f"{chunk / LOSS_READ_EVERY:.4f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):,.0f}")
+                bar.set_postfix(loss=f"{chunk / LOSS_READ_EVERY:.4f}")   # the bar itself shows img/s
     loss_sum += model.read_loss()
     seconds = time.perf_counter() - t0
     if bar is not None:
@@ -102,6 +101,7 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     cfg.validate()
     train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
     model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed).to(cfg.device)
+    model.backend.self_test()   # a device that cannot build or run the kernels fails here, before any work
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     out = Path(cfg.out) if cfg.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)

@@ -193,3 +193,14 @@ def test_make_data_message_without_apt(tmp_path):
     (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
     ok = subprocess.run(["/bin/sh", str(root / "tools" / "get-data.sh"), "mnist"], capture_output=True, env=env)
     assert ok.returncode == 0
+
+
+UNUSABLE = [d["id"] for d in json.loads(clcnn("devices", "--json").stdout or "[]")
+            if d["id"] not in usable_device_ids()]
+
+
+@pytest.mark.parametrize("dev", UNUSABLE)
+def test_unusable_device_gives_one_line(tmp_path, dev):
+    """A device whose driver cannot build the kernels (here: the wheel's PoCL on a CPU its LLVM does not know)."""
+    d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
+    assert_one_line_error(clcnn("train", "--data-dir", d, "--device", dev, "--out", tmp_path / "run"), dev)

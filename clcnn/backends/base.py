@@ -187,11 +187,14 @@ class Backend(ABC):
     # ---- health -------------------------------------------------------------------------------------------
     def self_test(self) -> None:
         """Build and run a small GEMM and ReLU and compare with NumPy; raises DeviceError if they disagree."""
-        rng = np.random.default_rng(0)
-        a, b = rng.standard_normal((5, 7), np.float32), rng.standard_normal((7, 3), np.float32)
-        da, db, dc = self.upload(a), self.upload(b), self.zeros((5, 3))
-        self.gemm(da, db, dc, 5, 3, 7)
-        self.relu_forward(dc, dc, 15)
-        got, want = self.download(dc), np.maximum(a.astype(np.float64) @ b, 0)
+        try:
+            rng = np.random.default_rng(0)
+            a, b = rng.standard_normal((5, 7), np.float32), rng.standard_normal((7, 3), np.float32)
+            da, db, dc = self.upload(a), self.upload(b), self.zeros((5, 3))
+            self.gemm(da, db, dc, 5, 3, 7)
+            self.relu_forward(dc, dc, 15)
+            got, want = self.download(dc), np.maximum(a.astype(np.float64) @ b, 0)
+        except Exception as exc:
+            raise DeviceError(f"{self.info.id} ({self.info.name}) cannot run clcnn's kernels: {exc}") from exc
         if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
-            raise DeviceError(f"{self.info.id}: self-test GEMM gave wrong results")
+            raise DeviceError(f"{self.info.id} ({self.info.name}): self-test GEMM gave wrong results")
