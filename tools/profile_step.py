@@ -35,6 +35,9 @@ def main():
     be, tot, cnt = model.backend, {}, {}
     for name in OPS:
         def timed(*a, _f=getattr(be, name), _n=name, **k):
+            if _n == "gemm":  # break GEMMs down by shape: (m, n, k, transposes, batch, reduce)
+                _n = (f"gemm {a[3]}x{a[4]}x{a[5]} {'T' if k.get('trans_a') else 'N'}"
+                      f"{'T' if k.get('trans_b') else 'N'} b{k.get('batch', 1)}{' reduce' if k.get('reduce') else ''}")
             be.synchronize()
             t = time.perf_counter()
             _f(*a, **k)
@@ -48,7 +51,7 @@ def main():
     step = (time.perf_counter() - t) / args.steps
     print(f"{args.device} ({model.device.name}) batch {b}: {step * 1e3:.2f} ms per synchronised step")
     for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
-        print(f"  {k:22s} {v / args.steps * 1e3:8.3f} ms  ({cnt[k] // args.steps} calls)")
+        print(f"  {k:34s} {v / args.steps * 1e3:8.3f} ms  ({cnt[k] // args.steps} calls)")
 
 
 if __name__ == "__main__":

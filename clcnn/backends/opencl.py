@@ -8,7 +8,7 @@ import pyopencl as cl
 
 from .base import Backend, DeviceError, DeviceInfo
 from .opencl_ops import OpenCLOps, _roundup
-from .opencl_programs import get_program
+from .opencl_programs import get_program, scalar_arg_dtypes
 
 _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_type.ACCELERATOR: "accelerator"}
 # GEMM tile configs, best first: TM x TN C-tile, TK k-slab, WM x WN outputs per work-item
@@ -119,7 +119,9 @@ class OpenCLBackend(OpenCLOps, Backend):
         key = (file, name, tuple(sorted((defines or {}).items())))
         knl = self._kernels.get(key)
         if knl is None:
-            knl = self._kernels[key] = cl.Kernel(get_program(self.ctx, self.device, file, defines), name)
+            knl = cl.Kernel(get_program(self.ctx, self.device, file, defines), name)
+            knl.set_scalar_arg_dtypes(scalar_arg_dtypes(file, name))
+            self._kernels[key] = knl
         return knl
 
     def _run(self, knl: cl.Kernel, gsize, lsize, *args) -> None:
