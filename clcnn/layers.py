@@ -155,9 +155,10 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D kernel {self.k} does not fit input {h}x{w} with padding {self.pad}")
         return (n, self.m, ho, wo)
 
-    def _chunk(self, n, ckk, l, buffers):
-        """Images per chunk so that `buffers` unrolled (ckk, nb*l) matrices fit the workspace cap."""
-        return max(1, min(n, self.workspace_bytes // (4 * buffers * ckk * l)))
+    def _chunk(self, n, ckk, l):
+        """Images per chunk: the two unrolled (ckk, nb*l) workspaces (backward's cols and dcols; forward uses the
+        first) together stay within the cap, unless a single image needs more."""
+        return max(1, min(n, self.workspace_bytes // (4 * 2 * ckk * l)))
 
     def forward(self, x, train=True):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x), y[n] = W @ cols[:, n].
@@ -166,7 +167,7 @@ class Conv2D(Layer):
         _, m, ho, wo = self.output_shape(x.shape)
         ckk, l = c * self.k * self.k, ho * wo
         y = self._buffer("y", (n, m, ho, wo))
-        nb = self._chunk(n, ckk, l, 1)
+        nb = self._chunk(n, ckk, l)
         cols = be.scratch("cols", ckk * nb * l)
         for n0 in range(0, n, nb):
             cnt = min(nb, n - n0)
@@ -185,7 +186,7 @@ class Conv2D(Layer):
         ckk, l = c * self.k * self.k, ho * wo
         be.bias_grad(dy, b.grad, n, m, l, beta=1.0)
         dx = self._buffer("dx", x.shape) if need_dx else None
-        nb = self._chunk(n, ckk, l, 2 if need_dx else 1)
+        nb = self._chunk(n, ckk, l)
         cols = be.scratch("cols", ckk * nb * l)
         dcols = be.scratch("dcols", ckk * nb * l) if need_dx else None
         for n0 in range(0, n, nb):

@@ -102,6 +102,7 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
     model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed).to(cfg.device)
     model.backend.self_test()   # a device that cannot build or run the kernels fails here, before any work
+    model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     out = Path(cfg.out) if cfg.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)

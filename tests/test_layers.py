@@ -99,3 +99,22 @@ def test_conv_chunking_does_not_change_results(device):
         results.append([y, dx] + [device.download(p.grad) for p in layer.params.values()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_workspace_stays_under_the_cap(device, monkeypatch):
+    """The unrolled buffers (cols + dcols) a chunked conv asks for never exceed workspace_bytes (64 KiB here)."""
+    cap, asked = 64 << 10, {}
+    real = device.scratch
+
+    def recording(name, size):
+        asked[name] = max(asked.get(name, 0), size)
+        return real(name, size)
+    monkeypatch.setattr(device, "scratch", recording)
+    layer = Conv2D(3, 4, 3, padding=1, workspace_bytes=cap)
+    layer.init(np.random.default_rng(0))
+    layer.to(device)
+    x = np.random.default_rng(1).standard_normal((16, 3, 12, 12)).astype(np.float32)  # 1 image: 15.6 KiB unrolled
+    y = layer.forward(device.upload(x))
+    layer.backward(device.upload(np.ones(tuple(y.shape), np.float32)))
+    used = 4 * (asked["cols"] + asked["dcols"])
+    assert 2 * 27 * 144 * 4 <= used <= cap, asked

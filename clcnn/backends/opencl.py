@@ -184,6 +184,5 @@ class OpenCLBackend(OpenCLOps, Backend):
     def scratch(self, name: str, size: int) -> CLArray:
         cur = self._scratch.get(name)
         if cur is None or cur.size < size:
-            grown = max(int(size), int(cur.size * 1.25) if cur is not None else 0)
-            cur = self._scratch[name] = self._alloc((grown,), np.float32)
+            cur = self._scratch[name] = self._alloc((max(int(size), 1),), np.float32)   # exact: caps hold
         return cur
