@@ -38,7 +38,8 @@ class Sequential:
         for layer in self.layers:
             layer.to(backend)
         self.backend = backend
-        self._loss_buf = backend.zeros((1,))
+        self._loss_buf = backend.zeros((1,))   # the last synchronous step's loss
+        self._loss_acc = backend.zeros((1,))   # the sum of sync=False steps' losses since read_loss()
         self._bufs = {}
         return self
 
@@ -118,17 +119,18 @@ class Sequential:
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
     def _loss_forward_backward(self, logits, labels, accumulate):
-        """Loss into self._loss_buf (mean over the batch), returns dL/dlogits (device)."""
+        """Batch-mean loss into self._loss_buf (or added to self._loss_acc); returns dL/dlogits (device)."""
         be, n = self.backend, logits.shape[0]
+        loss = self._loss_acc if accumulate else self._loss_buf
         probs, dlogits = self._buffer("probs", logits.shape), self._buffer("dlogits", logits.shape)
         if self.loss == "cross_entropy":
             c = logits.shape[1]
-            be.softmax_xent_forward(logits, labels, probs, self._loss_buf, n, c, accumulate=accumulate)
+            be.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=accumulate)
             be.softmax_xent_backward(probs, labels, dlogits, n, c)
         else:
             if logits.shape[1] != 1:
                 raise ValueError("the bce loss needs a model with exactly one output")
-            be.sigmoid_bce_forward(logits, labels, probs, self._loss_buf, n, accumulate=accumulate)
+            be.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=accumulate)
             be.sigmoid_bce_backward(probs, labels, dlogits, n)
         return dlogits
 
@@ -165,9 +167,9 @@ class Sequential:
 
     def read_loss(self, reset: bool = True) -> float:
         """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""
-        value = float(self.backend.download(self._loss_buf)[0])
+        value = float(self.backend.download(self._loss_acc)[0])
         if reset:
-            self.backend.fill(self._loss_buf, 0.0)
+            self.backend.fill(self._loss_acc, 0.0)
         return value
 
     def __repr__(self) -> str:

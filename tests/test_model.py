@@ -123,3 +123,19 @@ def test_overfit_one_batch(fast_device_id):
         last = model.train_step(x, y, opt)
     assert first > 1.5 and last < 0.01, (first, last)
     assert (model.predict(x).argmax(1) == y).all()
+
+
+def test_async_steps_accumulate_loss_on_device(fast_device_id):
+    """sync=False steps add their losses on the device; read_loss() returns the sum once and resets it;
+    gradients() and synchronous steps in between do not disturb the accumulator."""
+    x, y = _batch(n=6)
+    ref = run_on("cpu", small_cnn, x, y, steps=3)["losses"]
+    model = small_cnn().to(fast_device_id)
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    model.gradients(x, y)
+    assert model.train_step(x, y, opt, sync=False) is None
+    model.gradients(x, y)
+    model.train_step(x, y, opt, sync=False)
+    assert model.read_loss() == pytest.approx(ref[0] + ref[1], rel=RTOL)
+    assert model.train_step(x, y, opt) == pytest.approx(ref[2], rel=RTOL)
+    assert model.read_loss() == 0.0
