@@ -140,7 +140,8 @@ def load(name: str, data_dir=None, limit_train: int | None = None) -> tuple[Spli
         x = ((x.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
         return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int32))
 
-    return prep(tr_x, tr_y), prep(te_x, te_y), {"mean": mean, "std": std}
+    stats = {"mean": mean, "std": std, "dir": str(dataset_dir(name, data_dir))}
+    return prep(tr_x, tr_y), prep(te_x, te_y), stats
 
 
 def batches(split: Split, batch_size: int, rng: np.random.Generator | None = None):

@@ -107,8 +107,8 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     out = Path(cfg.out) if cfg.out else default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     dev = model.device
-    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images) "
-        f"on {dev.id}: {dev.name} -> {out}")
+    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images from "
+        f"{stats['dir']}) on {dev.id}: {dev.name} -> {out}")
     rng = np.random.default_rng(cfg.seed)
     meta = {"model": cfg.model, "dataset": cfg.dataset, "mean": repr(stats["mean"]), "std": repr(stats["std"]),
             "config": json.dumps(asdict(cfg))}
