@@ -184,6 +184,22 @@ def test_gemm_batch_reduce_split_k(device, small, batch):
     run_gemm(device, 3, 5, 4, trans_b=True, batch=batch, reduce=True, beta=0.5, alpha=0.75, seed=batch)
 
 
+def test_gemm_every_tile_config(device, small):
+    """Backends with several GEMM tile configs (OpenCL) pick one per shape; force each on edges crossing it."""
+    configs = getattr(device, "gemm_configs", None)
+    if configs is None:
+        pytest.skip("this backend has a single GEMM path (covered by every other gemm test)")
+    try:
+        for cfg in configs:
+            device.gemm_override = cfg
+            for ta, tb in ((False, False), (True, True)) if small else ((False, False), (False, True),
+                                                                        (True, False), (True, True)):
+                run_gemm(device, cfg["TM"] + 3, cfg["TN"] + 5, 19, trans_a=ta, trans_b=tb, beta=0.5, seed=11)
+            run_gemm(device, 5, 7, 3, trans_b=True, batch=6, reduce=True, beta=0.5, seed=12)
+    finally:
+        device.gemm_override = None
+
+
 # ---- im2col / col2im -------------------------------------------------------------------------------------
 # (N, C, H, W, kh, kw, stride, pad, n0, nb)
 CONV_CASES = [

@@ -78,6 +78,12 @@ def gemm_cases(dev, rng):
     run_gemm(dev, rng, "batch-stride_a0", 5, 6, 7, True, False, batch=3, share_a=True)
     run_gemm(dev, rng, "reduce", 4, 9, 6, False, True, batch=3, reduce=True)
     run_gemm(dev, rng, "reduce-beta1", 4, 9, 6, True, False, batch=3, reduce=True, beta=1.0, offs=3)
+    for cfg in dev.gemm_configs:   # every tile config the device may pick, on edges that cross its tiles
+        dev.gemm_override = cfg
+        tag = f"tile{cfg['TM']}x{cfg['TN']}"
+        run_gemm(dev, rng, tag, cfg["TM"] + 3, cfg["TN"] + 5, 19, *((False, False) if cfg["TM"] > 32 else (True, True)))
+        run_gemm(dev, rng, f"{tag}-reduce", 5, 7, 3, True, True, batch=3, reduce=True, beta=0.5)
+    dev.gemm_override = None
 
 
 def conv_cases(dev, rng):

@@ -93,6 +93,7 @@ class OpenCLBackend(OpenCLOps, Backend):
         self.gemm_configs = [p for p in GEMM_CONFIGS if self._gemm_fits(p)] or [GEMM_CONFIGS[3]]
         self.gemm_params = self.gemm_configs[0]   # the largest tile: what big square GEMMs use
         self._gemm_choice: dict[tuple, dict] = {}
+        self.gemm_override: dict | None = None   # a config from gemm_configs to use for every GEMM (tools, tuning)
         self._kernels: dict[tuple, cl.Kernel] = {}
         self._scratch: dict[str, CLArray] = {}
         self._pending: list[np.ndarray] = []   # host arrays of in-flight non-blocking uploads
@@ -101,6 +102,8 @@ class OpenCLBackend(OpenCLOps, Backend):
     def gemm_config(self, m: int, n: int) -> dict:
         """The tile config for an (m, n) output: least padded work, weighted against small per-thread blocks
         (a 128x128 tile on a 6-row conv output would compute 95% padding)."""
+        if self.gemm_override is not None:
+            return self.gemm_override
         key = (m, n)
         if key not in self._gemm_choice:
             def cost(p):
