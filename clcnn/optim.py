@@ -22,6 +22,7 @@ class SGD:
         self.model, self.lr, self.momentum, self.weight_decay = model, float(lr), float(momentum), float(weight_decay)
         model._ensure_device()
         self._velocity = {}
+        self._backend = model.backend
 
     def _state(self, name, p):
         v = self._velocity.get(name)
@@ -29,8 +30,16 @@ class SGD:
             v = self._velocity[name] = self.model.backend.zeros(p.data.shape)
         return v
 
+    def _follow_model(self):
+        """After model.to(another device), carry the momentum buffers over to it."""
+        be = self.model.backend
+        if be is not self._backend:
+            self._velocity = {k: be.upload(self._backend.download(v)) for k, v in self._velocity.items()}
+            self._backend = be
+
     def step(self) -> None:
         """Apply the accumulated gradients of every parameter (enqueued; does not wait)."""
+        self._follow_model()
         be = self.model.backend
         for name, p in self.model.named_parameters():
             v = self._state(name, p) if self.momentum else None

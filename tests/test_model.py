@@ -139,3 +139,19 @@ def test_async_steps_accumulate_loss_on_device(fast_device_id):
     assert model.read_loss() == pytest.approx(ref[0] + ref[1], rel=RTOL)
     assert model.train_step(x, y, opt) == pytest.approx(ref[2], rel=RTOL)
     assert model.read_loss() == 0.0
+
+
+def test_move_between_devices_keeps_weights_and_training(all_device_ids):
+    """.to() another device carries the weights over; training continues there as it would have on the first."""
+    x, y = _batch()
+    ref = run_on("cpu", small_cnn, x, y, steps=3)["losses"]
+    for dev in all_device_ids:
+        model = small_cnn().to("cpu")
+        opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=1e-3)
+        model.train_step(x, y, opt)
+        before, logits_cpu = model.state_dict(), model.predict(x)
+        model.to(dev)
+        assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items()), dev
+        np.testing.assert_allclose(model.predict(x), logits_cpu, rtol=RTOL, atol=ATOL, err_msg=dev)
+        losses = [model.train_step(x, y, opt) for _ in range(2)]   # momentum buffers follow the model
+        np.testing.assert_allclose(losses, ref[1:], rtol=RTOL, err_msg=dev)
