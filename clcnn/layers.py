@@ -223,6 +223,7 @@ class MaxPool2D(Layer):
         return (n, c, (h - self.k) // self.stride + 1, (w - self.k) // self.stride + 1)
 
     def forward(self, x, train=True):
+        # x: (N, C, H, W) -> y: (N, C, Ho, Wo); keeps the int32 arg-max (N, C, Ho, Wo) for backward.
         be = self.backend
         n, c, h, w = x.shape
         oshape = self.output_shape(x.shape)
@@ -232,6 +233,7 @@ class MaxPool2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
+        # dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy routed to its window's arg-max.
         if not need_dx:
             return None
         n, c, h, w = self.xshape
@@ -253,6 +255,7 @@ class Flatten(Layer):
         return (shape[0], int(np.prod(shape[1:])))
 
     def forward(self, x, train=True):
+        # x: (N, C, H, W) -> (N, C*H*W), a view of the same storage.
         self.xshape = x.shape
         return x.reshape(self.output_shape(x.shape))
 
@@ -267,12 +270,14 @@ class _Activation(Layer):
         self.params = {}
 
     def forward(self, x, train=True):
+        # x: any shape -> y: same shape; keeps y (both derivatives are functions of the output).
         y = self._buffer("y", x.shape)
         getattr(self.backend, f"{self.op}_forward")(x, y, x.size)
         self.y = y
         return y
 
     def backward(self, dy, need_dx=True):
+        # dy: same shape as y -> dx: same shape.
         if not need_dx:
             return None
         dx = self._buffer("dx", dy.shape)
