@@ -116,7 +116,12 @@ class Sequential:
         for i in range(0, len(x), batch_size):
             dx, _ = self._upload_batch(x[i:i + batch_size])
             out.append(self.backend.download(self.forward(dx, train=False)))
-        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+        if not out:   # no inputs: an empty (0, classes) array
+            shape = tuple(np.shape(x)) or (0,)
+            for layer in self.layers:
+                shape = layer.output_shape(shape)
+            return np.zeros(shape, np.float32)
+        return np.concatenate(out)
 
     def _loss_forward_backward(self, logits, labels, accumulate):
         """Batch-mean loss into self._loss_buf (or added to self._loss_acc); returns dL/dlogits (device)."""

@@ -29,18 +29,19 @@ def write_idx(path: Path, array: np.ndarray, gz=True, magic_type=0x08):
     path.write_bytes(gzip.compress(payload) if gz else payload)
 
 
-def make_dataset(root: Path, n_train=256, n_test=128, seed=0) -> Path:
+def make_dataset(root: Path, n_train=256, n_test=128, seed=0, name="fashion-mnist", gz=True) -> Path:
     """A tiny learnable IDX dataset: class k lights up the k-th horizontal band of the image."""
     rng = np.random.default_rng(seed)
-    d = root / "fashion-mnist"
+    d = root / name
     d.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
         y = rng.integers(0, 10, n)
         x = rng.integers(0, 60, (n, 28, 28))
         for i, k in enumerate(y):
             x[i, 2 + 2 * k: 4 + 2 * k, :] = 255
-        write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
+        ext = ".gz" if gz else ""
+        write_idx(d / f"{split}-images-idx3-ubyte{ext}", x, gz=gz)
+        write_idx(d / f"{split}-labels-idx1-ubyte{ext}", y, gz=gz)
     return d
 
 
@@ -90,6 +91,15 @@ def test_train_then_eval_on_synthetic_idx(tmp_path):
                "--data-dir", data, "--device", "cpu")
     assert ev.returncode == 0, ev.stderr
     assert f"test accuracy {rows[-1]['test_accuracy']:.4f}" in ev.stdout
+
+
+def test_mnist_uncompressed_via_clcnn_data(tmp_path):
+    """--dataset mnist, plain (not gzipped) IDX files, found through $CLCNN_DATA/<name>."""
+    make_dataset(tmp_path / "data", n_train=64, n_test=32, name="mnist", gz=False)
+    res = clcnn("train", "--dataset", "mnist", "--device", "cpu", "--out", tmp_path / "run",
+                env={"CLCNN_DATA": str(tmp_path / "data")})
+    assert res.returncode == 0, res.stderr
+    assert str(tmp_path / "data" / "mnist") in res.stdout
 
 
 @pytest.mark.parametrize("dev", POCL)
