@@ -129,6 +129,58 @@ def evaluate(weights, model, dataset, data_dir, device, batch_size):
     click.echo(f"test loss {loss:.4f}  test accuracy {acc:.4f}  ({len(te_y)} images, {net.device.id})")
 
 
+@main.group()
+def bench():
+    """Time clcnn beside PyTorch on the same hardware (a table with a ratio column)."""
+
+
+def _bench_devices(device: str | None) -> list[str]:
+    return [d.strip() for d in (device or os.environ.get("CLCNN_DEVICE", "auto")).split(",") if d.strip()]
+
+
+def _report(rows: list[dict], json_path: str | None) -> None:
+    from .bench import format_table
+    click.echo(format_table(rows))
+    if json_path:
+        io.write_json(json_path, rows)
+
+
+@bench.command(name="train")
+@click.option("--model", default="lenet5", show_default=True, help="Preset: lenet5 | cifar.")
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each [default: auto].")
+@click.option("--steps", default=20, show_default=True, type=int, help="Training steps per timed round.")
+@click.option("--rounds", default=5, show_default=True, type=int, help="Rounds (the median is reported).")
+@click.option("--no-torch", is_flag=True, help="Time clcnn only.")
+@click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
+def bench_train(model, batch_size, device, steps, rounds, no_torch, json_path):
+    """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
+    from .bench import bench_train as run
+    try:
+        rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch) for d in _bench_devices(device)]
+        _report(rows, json_path)
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@bench.command(name="gemm")
+@click.option("--size", default=4096, show_default=True, type=int, help="N of the N x N x N FP32 product.")
+@click.option("--device", default=None, help="One id or a comma list [default: auto].")
+@click.option("--variant", default="auto", show_default=True,
+              help="auto (what training uses), all (every kernel variant: the progression), or one variant.")
+@click.option("--rounds", default=5, show_default=True, type=int)
+@click.option("--no-torch", is_flag=True, help="Time clcnn only.")
+@click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
+def bench_gemm(size, device, variant, rounds, no_torch, json_path):
+    """TFLOP/s of C = A @ B, clcnn's GEMM vs torch.mm."""
+    from .bench import bench_gemm as run
+    try:
+        rows = [r for d in _bench_devices(device) for r in run(size, d, variant, rounds, use_torch=not no_torch)]
+        _report(rows, json_path)
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
 def run():
     """Entry point: click's own errors and ours both end as one `clcnn: error: ...` line, exit status 2."""
     warnings.filterwarnings("default")

@@ -26,6 +26,11 @@ def write_atomic(path, payload: bytes) -> None:
         raise
 
 
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
 def append_jsonl(path, row: dict) -> None:
     """Append one JSON object as a line and flush it to disk."""
     with open(path, "a", encoding="utf-8") as f:

@@ -18,7 +18,21 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, seed: int | None = 0) ->
     ], seed=seed)
 
 
-MODELS = {"lenet5": lenet5}
+def cifar(num_classes: int = 10, in_channels: int = 3, seed: int | None = 0) -> Sequential:
+    """The 3-conv CIFAR CNN for 32x32 inputs: three conv(3x3, pad 1)-ReLU-pool2 blocks of 32, 64, 128 channels,
+    flatten (2048), dense(2048,256)-ReLU-dense(256,classes). Layers 0..12."""
+    return Sequential([
+        Conv2D(in_channels, 32, 3, padding=1), ReLU(), MaxPool2D(2),
+        Conv2D(32, 64, 3, padding=1), ReLU(), MaxPool2D(2),
+        Conv2D(64, 128, 3, padding=1), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(128 * 4 * 4, 256), ReLU(),
+        Dense(256, num_classes),
+    ], seed=seed)
+
+
+MODELS = {"lenet5": lenet5, "cifar": cifar}
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32)}   # (C, H, W) each preset is built for
 
 
 def get_model(name: str, **kwargs) -> Sequential:

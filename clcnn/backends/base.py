@@ -10,6 +10,8 @@ Ops only enqueue work; ``download`` and ``synchronize`` are the only calls that 
 """
 from __future__ import annotations
 
+import contextlib
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -88,8 +90,9 @@ class Backend(ABC):
     def gemm(self, a, b, c, m: int, n: int, k: int, *, trans_a: bool = False, trans_b: bool = False,
              alpha: float = 1.0, beta: float = 0.0, lda: int | None = None, ldb: int | None = None,
              ldc: int | None = None, a_off: int = 0, b_off: int = 0, c_off: int = 0, batch: int = 1,
-             stride_a: int = 0, stride_b: int = 0, stride_c: int = 0, reduce: bool = False) -> None:
-        """Row-major strided-batched GEMM over flat storage.
+             stride_a: int = 0, stride_b: int = 0, stride_c: int = 0, reduce: bool = False,
+             bias=None, bias_axis: int = 0, relu: bool = False) -> None:
+        """Row-major strided-batched GEMM over flat storage, with an optional fused bias + ReLU write-out.
 
         For b in range(batch), with op(X) = X.T if trans_X else X:
             A_b = a.flat[a_off + b*stride_a:] viewed as (k, m) with row stride lda if trans_a else (m, k)
@@ -99,6 +102,10 @@ class Backend(ABC):
         reduce=True:   C_0 = alpha * sum_b op(A_b) @ op(B_b) + beta * C_0     (batch-reduce; stride_c unused)
         Default leading dimensions are the dense ones (the column count of the stored matrix).
         Any m, n, k >= 1; beta == 0 must not read C (it may hold garbage/NaN).
+        Epilogue, applied to each written C_b (to C_0 once when reduce) after alpha/beta:
+            bias (a float32 device vector) is added as bias[i] to row i (bias_axis=0, length m: a conv's
+            per-channel bias) or as bias[j] to column j (bias_axis=1, length n: a dense layer's bias);
+            relu=True then stores max(., 0).
         """
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
@@ -183,6 +190,43 @@ class Backend(ABC):
         """PyTorch's SGD rule (dampening 0, no Nesterov), elementwise:
         g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v.
         When momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
+
+    # ---- accounting, prepared steps, variants (concrete defaults; backends refine them) --------------------
+    def _track(self, array, nbytes: int):
+        """Count ``nbytes`` as in use until ``array`` is garbage-collected; returns ``array``."""
+        self._mem_in_use = getattr(self, "_mem_in_use", 0) + nbytes
+        self._mem_peak = max(getattr(self, "_mem_peak", 0), self._mem_in_use)
+        weakref.finalize(array, self._untrack, nbytes)
+        return array
+
+    def _untrack(self, nbytes: int) -> None:
+        self._mem_in_use -= nbytes
+
+    def memory_stats(self) -> dict:
+        """{"in_use_bytes", "peak_bytes"}: device memory held by arrays this backend allocated."""
+        return {"in_use_bytes": getattr(self, "_mem_in_use", 0), "peak_bytes": getattr(self, "_mem_peak", 0)}
+
+    def reset_peak_memory(self) -> None:
+        self._mem_peak = getattr(self, "_mem_in_use", 0)
+
+    def capture(self):
+        """A context manager recording the ops enqueued inside it (they also run) into a prepared sequence that
+        ``replay`` enqueues again with no per-op host work; it yields None where the backend has none (then the
+        caller just runs the ops each time). Only ops whose arguments stay the same may be captured."""
+        return contextlib.nullcontext(None)
+
+    def replay(self, graph) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no prepared sequences")
+
+    def gemm_variants(self, m: int, n: int, k: int, variant: str | None = None) -> list[tuple[str, object]]:
+        """(name, config) pairs ``clcnn bench gemm`` compares; ``gemm_forced(config)`` selects one."""
+        if variant not in (None, "auto", "all"):
+            raise ValueError(f"{self.info.id} has no GEMM variant {variant!r} (it has: auto)")
+        return [("auto", None)]
+
+    def gemm_forced(self, config):
+        """A context manager inside which every GEMM uses ``config`` (from gemm_variants; None: the default)."""
+        return contextlib.nullcontext()
 
     # ---- health -------------------------------------------------------------------------------------------
     def self_test(self) -> None:

@@ -30,10 +30,12 @@ class NumbaBackend(Backend):
 
     # ---- memory ---------------------------------------------------------------------------------------
     def zeros(self, shape, dtype=np.float32):
-        return np.zeros(shape, dtype)
+        a = np.zeros(shape, dtype)
+        return self._track(a, a.nbytes)
 
     def upload(self, host):
-        return np.array(host, copy=True, order="C")
+        a = np.array(host, copy=True, order="C")
+        return self._track(a, a.nbytes)
 
     def upload_into(self, dst, host):
         host = np.asarray(host)
@@ -59,6 +61,7 @@ class NumbaBackend(Backend):
         buf = self._scratch.get(name)
         if buf is None or buf.size < size:
             buf = self._scratch[name] = np.empty(max(int(size), 1), np.float32)
+            self._track(buf, buf.nbytes)
         return buf
 
     # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------

@@ -46,8 +46,14 @@ def list_cl_devices() -> list[DeviceInfo]:
     return [info for info, _ in _enumerate()]
 
 
+class _Allocation:
+    """Lives as long as any CLArray view of one allocation (memory accounting)."""
+
+
 class CLArray:
     """A device array: an OpenCL buffer with a shape and dtype (row-major, no offset)."""
+
+    owner = None
 
     def __init__(self, buf: cl.Buffer, shape, dtype):
         self.buf, self.shape, self.dtype = buf, tuple(int(s) for s in shape), np.dtype(dtype)
@@ -68,7 +74,9 @@ class CLArray:
             shape[shape.index(-1)] = self.size // known
         if math.prod(shape) != self.size:
             raise ValueError(f"cannot reshape array of size {self.size} into shape {tuple(shape)}")
-        return CLArray(self.buf, shape, self.dtype)
+        view = CLArray(self.buf, shape, self.dtype)
+        view.owner = self.owner
+        return view
 
     def __repr__(self) -> str:
         return f"CLArray(shape={self.shape}, dtype={self.dtype})"
@@ -140,7 +148,9 @@ class OpenCLBackend(OpenCLOps, Backend):
     def _alloc(self, shape, dtype) -> CLArray:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         nbytes = max(math.prod(shape) * np.dtype(dtype).itemsize, 4)   # zero-size buffers are invalid
-        return CLArray(cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, nbytes), shape, dtype)
+        a = CLArray(cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, nbytes), shape, dtype)
+        a.owner = self._track(_Allocation(), nbytes)   # shared by every view: counted until the last one dies
+        return a
 
     def zeros(self, shape, dtype=np.float32) -> CLArray:
         a = self._alloc(shape, dtype)

@@ -1,0 +1,204 @@
+"""`clcnn bench`: clcnn beside PyTorch on the same hardware, alternating, with warm-up and medians.
+
+    clcnn bench train --model lenet5 --batch-size 256 --device cl:0 [--steps 20] [--rounds 5] [--json out.json]
+    clcnn bench gemm --size 4096 --device cl:0 [--variant all] [--json out.json]
+
+PyTorch runs on CUDA when the clcnn device is an NVIDIA GPU and torch sees CUDA (TF32 off), otherwise on the CPU
+with as many threads as this process may use. Each round times both in turn; a row reports medians over rounds.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from .backends import get_backend
+
+TORCH_CPU = "PyTorch CPU"
+
+
+def torch_device(info):
+    """("cuda"|"cpu", card name) PyTorch should use beside clcnn device ``info``; None when torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if info.backend == "opencl" and "nvidia" in info.platform.lower() and torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_name()
+    return "cpu", f"{TORCH_CPU} ({torch.get_num_threads()} threads)"
+
+
+def to_torch(model, device: str):
+    """A torch nn.Sequential with the same layers and weights as the clcnn ``model``."""
+    import torch
+    from torch import nn
+
+    from . import layers as L
+    mods = []
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2D):
+            mods.append(nn.Conv2d(layer.c, layer.m, layer.k, stride=layer.stride, padding=layer.pad))
+        elif isinstance(layer, L.Dense):
+            mods.append(nn.Linear(layer.in_features, layer.out_features))
+        elif isinstance(layer, L.MaxPool2D):
+            mods.append(nn.MaxPool2d(layer.k, layer.stride))
+        elif isinstance(layer, L.Flatten):
+            mods.append(nn.Flatten())
+        elif isinstance(layer, L.ReLU):
+            mods.append(nn.ReLU())
+        elif isinstance(layer, L.Sigmoid):
+            mods.append(nn.Sigmoid())
+        else:
+            raise ValueError(f"no PyTorch equivalent for {layer!r}")
+    net = nn.Sequential(*mods)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return net.to(device)
+
+
+def _median_rate(samples):
+    return statistics.median(samples) if samples else None
+
+
+def _alternate(runners: dict, rounds: int, work: float) -> dict:
+    """Run each runner once per round, in turn; returns name -> median of work / seconds."""
+    rates = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            rates[k].append(work / (time.perf_counter() - t0))
+    return {k: _median_rate(v) for k, v in rates.items()}
+
+
+def _row(what, info, ours, theirs, torch_on, unit, **extra):
+    return {"what": what, "device": info.id, "card": info.name, "clcnn": ours, "torch": theirs,
+            "ratio": (ours / theirs) if theirs else None, "unit": unit, "torch_on": torch_on,
+            "date": time.strftime("%Y-%m-%d"), **extra}
+
+
+def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
+                warmup: int = 3, use_torch: bool = True) -> dict:
+    """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch."""
+    from .models import INPUT_SHAPES, get_model
+    from .optim import SGD
+    if model_name not in INPUT_SHAPES:
+        raise ValueError(f"unknown model {model_name!r} (known: {', '.join(sorted(INPUT_SHAPES))})")
+    if batch_size < 1 or steps < 1 or rounds < 1:
+        raise ValueError("--batch-size, --steps and --rounds must be positive")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch_size, *INPUT_SHAPES[model_name])).astype(np.float32)
+    y = rng.integers(0, 10, batch_size).astype(np.int32)
+    model = get_model(model_name, seed=0).to(device)
+    be, info = model.backend, model.device
+    opt = SGD(model, lr=0.01, momentum=0.9)
+
+    def ours():
+        for _ in range(steps):
+            model.train_step(x, y, opt, sync=False)
+        model.read_loss()   # one device read: waits for every queued step
+
+    runners = {"clcnn": ours}
+    tdev = torch_device(info) if use_torch else None
+    if tdev:
+        import torch
+        from torch import nn
+        net = to_torch(get_model(model_name, seed=0), tdev[0])
+        topt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        tx, ty = torch.from_numpy(x).to(tdev[0]), torch.from_numpy(y.astype(np.int64)).to(tdev[0])
+
+        def theirs():
+            for _ in range(steps):
+                topt.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(net(tx), ty).backward()
+                topt.step()
+            if tdev[0] == "cuda":
+                torch.cuda.synchronize()
+        runners["torch"] = theirs
+    for _ in range(warmup):   # compile, allocate, capture
+        model.train_step(x, y, opt, sync=False)
+    model.read_loss()
+    if tdev:
+        runners["torch"]()
+        if tdev[0] == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+    be.reset_peak_memory()
+    rates = _alternate(runners, rounds, steps * batch_size)
+    torch_peak = torch.cuda.max_memory_allocated() if tdev and tdev[0] == "cuda" else None
+    return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
+                tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
+                torch_peak_bytes=torch_peak)
+
+
+def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int = 5, reps: int | None = None,
+               use_torch: bool = True) -> list[dict]:
+    """TFLOP/s of C = A @ B, all size x size FP32, clcnn (per GEMM variant) vs torch.mm, one row per variant."""
+    if size < 1:
+        raise ValueError("--size must be positive")
+    be = get_backend(device)
+    info = be.info
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    da, db, dc = be.upload(a), be.upload(b), be.zeros((size, size))
+    flop = 2.0 * size ** 3
+    reps = reps or max(3, min(50, int(2e11 / flop)))   # ~0.2 TFLOP per timed run
+    variants = be.gemm_variants(size, size, size, variant)
+    tdev = torch_device(info) if use_torch else None
+    rows = []
+    if tdev:
+        import torch
+        ta, tb = torch.from_numpy(a).to(tdev[0]), torch.from_numpy(b).to(tdev[0])
+
+        def theirs():
+            for _ in range(reps):
+                torch.mm(ta, tb)
+            if tdev[0] == "cuda":
+                torch.cuda.synchronize()
+        theirs()
+    for name, config in variants:
+        def ours(config=config):
+            with be.gemm_forced(config):
+                for _ in range(reps):
+                    be.gemm(da, db, dc, size, size, size)
+                be.synchronize()
+        ours()   # build + warm-up
+        err = _gemm_error(be, dc, a, b, size)
+        runners = {"clcnn": ours, **({"torch": theirs} if tdev else {})}
+        rates = _alternate(runners, rounds, flop * reps / 1e12)
+        rows.append(_row(f"gemm {size}^3 fp32, {name}", info, rates["clcnn"], rates.get("torch"),
+                         tdev[1] if tdev else None, "TFLOP/s", variant=name, max_rel_err=err))
+    return rows
+
+
+def _gemm_error(be, dc, a, b, size) -> float:
+    """Max relative error of a few rows of the device result against float64 NumPy."""
+    c = be.download(dc)
+    rows = np.linspace(0, size - 1, min(size, 8)).astype(int)
+    ref = a[rows].astype(np.float64) @ b.astype(np.float64)
+    return float(np.abs(c[rows] - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table with a ratio column."""
+    head = f"{'what':40s} {'device':30s} {'clcnn':>12s} {'torch':>12s} {'ratio':>6s}  unit"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        dev = f"{r['device']} {r['card']}"[:30]
+        fmt = (lambda v: f"{v:12,.0f}") if r["unit"] == "img/s" else (lambda v: f"{v:12.2f}")
+        theirs = fmt(r["torch"]) if r["torch"] else f"{'-':>12s}"
+        ratio = f"{r['ratio']:6.2f}" if r["ratio"] else f"{'-':>6s}"
+        out.append(f"{r['what'][:40]:40s} {dev:30s} {fmt(r['clcnn'])} {theirs} {ratio}  {r['unit']}")
+    torch_on = sorted({r["torch_on"] for r in rows if r.get("torch_on")})
+    if torch_on:
+        out.append("torch on: " + "; ".join(torch_on))
+    peaks = [f"{r['device']} {r['peak_bytes'] / 2**20:.1f} MiB" for r in rows if r.get("peak_bytes") is not None]
+    if peaks:
+        out.append("peak device memory of the clcnn step: " + ", ".join(peaks))
+    return "\n".join(out)
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
