@@ -181,6 +181,25 @@ def bench_gemm(size, device, variant, rounds, no_torch, json_path):
         _fail(exc)
 
 
+@main.command()
+@click.option("--device", default=None, help="auto | cl:N  [default: $CLCNN_DEVICE or auto]")
+@click.option("--model", default="lenet5,cifar", show_default=True, help="Presets whose GEMM shapes are tuned.")
+@click.option("--batch-size", default="256", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--repeats", default=5, show_default=True, type=int, help="Timed runs per candidate (median).")
+@click.option("--max-candidates", default=None, type=int, help="Try only the first N candidates per shape.")
+def tune(device, model, batch_size, repeats, max_candidates):
+    """Search kernel configs for a device and save the winners; later runs load them with no search."""
+    from .tune import tune as run
+    try:
+        sizes = [int(b) for b in batch_size.split(",") if b.strip()]
+        models = [m.strip() for m in model.split(",") if m.strip()]
+        if repeats < 1:
+            raise ValueError(f"--repeats must be positive (got {repeats})")
+        run(device, models, sizes, repeats, max_candidates, log=click.echo)
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
 def run():
     """Entry point: click's own errors and ours both end as one `clcnn: error: ...` line, exit status 2."""
     warnings.filterwarnings("default")

@@ -9,23 +9,36 @@ import math
 
 import numpy as np
 
-DEFAULT_WORKSPACE_BYTES = 64 << 20  # cap of the im2col/col2im workspace (the seed's one reused X_unroll)
 
 
 class Parameter:
-    """A trainable tensor: host initial value, then device ``data`` and accumulated ``grad`` after ``to``."""
+    """A trainable tensor: host initial value, then device ``data`` and accumulated ``grad`` after placement.
+
+    A model places all its parameters in one flat data buffer and one flat gradient buffer (``bind``), so zeroing
+    the gradients and the optimizer update are one launch each; a layer used alone places its own (``to``).
+    """
 
     def __init__(self, value: np.ndarray):
         self.host = np.ascontiguousarray(value, dtype=np.float32)
         self.shape = self.host.shape
         self.size = self.host.size
         self.data = self.grad = None
+        self._backend = None
+
+    def current(self) -> np.ndarray:
+        """The value as float32 NumPy: from the device once placed, else the host initial value."""
+        return self.host if self.data is None else self._backend.download(self.data).reshape(self.shape)
 
     def to(self, backend):
-        src = self.host if self.data is None else self._backend.download(self.data)
+        src = self.current()
         self._backend = backend
         self.data = backend.upload(src)
         self.grad = backend.zeros(self.shape)
+
+    def bind(self, backend, data, grad, value: np.ndarray) -> None:
+        """Use the device arrays ``data``/``grad`` (views of a model's flat buffers), uploading ``value``."""
+        self._backend, self.data, self.grad = backend, data, grad
+        backend.upload_into(data, np.ascontiguousarray(value, dtype=np.float32))
 
 
 class Layer:
@@ -39,11 +52,15 @@ class Layer:
     def output_shape(self, shape: tuple) -> tuple:
         return shape
 
-    def to(self, backend) -> None:
+    fuse_relu = False   # set by Sequential when a ReLU follows: forward writes max(y, 0) itself
+
+    def to(self, backend, place_params: bool = True) -> None:
+        """Run on ``backend``; ``place_params=False`` when the owning model places the parameters."""
         self.backend = backend
         self._bufs = {}
-        for p in self.params.values():
-            p.to(backend)
+        if place_params:
+            for p in self.params.values():
+                p.to(backend)
 
     def _buffer(self, name: str, shape, dtype=np.float32):
         """A device array kept on the layer and reused by later steps of the same shape (every op that writes
@@ -95,12 +112,12 @@ class Dense(Layer):
         return (shape[0], self.out_features)
 
     def forward(self, x, train=True):
-        # x: (N, in) -> y: (N, out); keeps x for the weight gradient.
+        # x: (N, in) -> y: (N, out) (max(y, 0) when fuse_relu); keeps x for the weight gradient.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n = x.shape[0]
         y = self._buffer("y", (n, self.out_features))
-        be.gemm(x, w.data, y, n, self.out_features, self.in_features, trans_b=True)
-        be.bias_add(y, b.data, n, self.out_features, 1)
+        be.gemm(x, w.data, y, n, self.out_features, self.in_features, trans_b=True, bias=b.data, bias_axis=1,
+                relu=self.fuse_relu)
         self.x = x
         return y
 
@@ -127,7 +144,8 @@ class Conv2D(Layer):
     Args:
         in_channels, out_channels: C and M.
         kernel_size, stride, padding: square kernel k, stride s, zero padding p.
-        workspace_bytes: cap of the shared unrolled workspace (default 64 MiB); a chunk holds at least one image.
+        workspace_bytes: cap of the shared unrolled workspace (default: the backend's ``workspace_bytes``,
+            64 MiB on CPUs, more on GPUs with the memory for it); a chunk holds at least one image.
     Shape:
         x: (N, C, H, W) -> y: (N, M, Ho, Wo), Ho = (H + 2p - k)//s + 1. weight: (M, C, k, k), bias: (M,).
     """
@@ -137,7 +155,7 @@ class Conv2D(Layer):
         self.stride, self.pad = int(stride), int(padding)
         if min(self.c, self.m, self.k, self.stride) < 1 or self.pad < 0:
             raise ValueError("Conv2D sizes must be positive and padding non-negative")
-        self.workspace_bytes = int(workspace_bytes or DEFAULT_WORKSPACE_BYTES)
+        self.workspace_bytes = int(workspace_bytes) if workspace_bytes else None
         self.params = {"weight": Parameter(np.zeros((self.m, self.c, self.k, self.k))),
                        "bias": Parameter(np.zeros(self.m))}
 
@@ -158,10 +176,12 @@ class Conv2D(Layer):
     def _chunk(self, n, ckk, l):
         """Images per chunk: the two unrolled (ckk, nb*l) workspaces (backward's cols and dcols; forward uses the
         first) together stay within the cap, unless a single image needs more."""
-        return max(1, min(n, self.workspace_bytes // (4 * 2 * ckk * l)))
+        cap = self.workspace_bytes or self.backend.workspace_bytes
+        return max(1, min(n, cap // (4 * 2 * ckk * l)))
 
     def forward(self, x, train=True):
-        # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x), y[n] = W @ cols[:, n].
+        # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x),
+        # y[n] = W @ cols[:, n] + b (then max(., 0) when fuse_relu), bias and ReLU in the GEMM's write-out.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n, c, h, wd = x.shape
         _, m, ho, wo = self.output_shape(x.shape)
@@ -173,8 +193,8 @@ class Conv2D(Layer):
             cnt = min(nb, n - n0)
             be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
             be.gemm(w.data, cols, y, m, l, ckk, ldb=cnt * l, c_off=n0 * m * l,
-                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l)
-        be.bias_add(y, b.data, n, m, l)
+                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l, bias=b.data, bias_axis=0,
+                    relu=self.fuse_relu)
         self.x = x
         return y
 
@@ -265,12 +285,16 @@ class Flatten(Layer):
 
 class _Activation(Layer):
     op = ""
+    fused = False   # ReLU only: the previous layer's GEMM already applied it (Sequential decides)
 
     def __init__(self):
         self.params = {}
 
     def forward(self, x, train=True):
         # x: any shape -> y: same shape; keeps y (both derivatives are functions of the output).
+        if self.fused:
+            self.y = x
+            return x
         y = self._buffer("y", x.shape)
         getattr(self.backend, f"{self.op}_forward")(x, y, x.size)
         self.y = y

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import get_backend
-from .layers import Layer
+from .layers import Conv2D, Dense, Layer, ReLU
 
 LOSSES = ("cross_entropy", "bce")
 
@@ -25,6 +25,9 @@ class Sequential:
             raise ValueError(f"Invalid loss {loss!r}; expected one of {LOSSES}")
         self.layers = list(layers)
         self.loss = loss
+        for prev, nxt in zip(self.layers, self.layers[1:]):   # bias + ReLU in the GEMM's write-out
+            if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense)):
+                prev.fuse_relu, nxt.fused = True, True
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.init(rng)
@@ -35,13 +38,35 @@ class Sequential:
     def to(self, device=None) -> "Sequential":
         """Move the parameters to ``device`` (an id such as "cpu"/"cl:0"/"auto", or a DeviceInfo)."""
         backend = get_backend(device)
+        values = [(p, p.current()) for _, p in self.named_parameters()]
         for layer in self.layers:
-            layer.to(backend)
+            layer.to(backend, place_params=False)
+        self._place_parameters(backend, values)
         self.backend = backend
+        self._graphs = {}
         self._loss_buf = backend.zeros((1,))   # the last synchronous step's loss
         self._loss_acc = backend.zeros((1,))   # the sum of sync=False steps' losses since read_loss()
         self._bufs = {}
         return self
+
+    def _place_parameters(self, backend, values) -> None:
+        """All parameters as views of one flat data buffer and one flat gradient buffer (offsets aligned to what
+        the backend's views need): zeroing gradients and the optimizer update are then one launch each, and the
+        gradients one contiguous buffer to sum across devices."""
+        align, offsets, total = backend.view_align, [], 0
+        for p, _ in values:
+            offsets.append(total)
+            total += -(-p.size // align) * align
+        self.flat_data, self.flat_grad = backend.zeros((max(total, 1),)), backend.zeros((max(total, 1),))
+        self.flat_offsets = {id(p): off for (p, _), off in zip(values, offsets)}
+        for (p, value), off in zip(values, offsets):
+            p.bind(backend, backend.view(self.flat_data, off, p.shape), backend.view(self.flat_grad, off, p.shape),
+                   value)
+        backend.synchronize()
+
+    def parameter_buffers(self):
+        """[(data, grad, size)]: the flat buffers an optimizer updates in one op each (here: one pair)."""
+        return [(self.flat_data, self.flat_grad, self.flat_data.size)]
 
     @property
     def device(self):
@@ -140,8 +165,7 @@ class Sequential:
         return dlogits
 
     def zero_grad(self):
-        for _, p in self.named_parameters():
-            self.backend.fill(p.grad, 0.0)
+        self.backend.fill(self.flat_grad, 0.0)
 
     def _forward_backward(self, dx, dy, accumulate=False):
         """Enqueue forward, loss and backward for one device batch; gradients are accumulated into .grad."""
@@ -158,17 +182,44 @@ class Sequential:
         loss = float(self.backend.download(self._loss_buf)[0])
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
+    capture_steps = True   # replay a prepared step (recorded on the second step of a shape) where supported
+    MAX_GRAPHS = 4
+
     def train_step(self, x, y, optimizer, sync: bool = True):
         """Forward, backward and one optimizer update on batch (x, y). Returns the mean loss as a float, or
-        None with ``sync=False`` (then the loss is added to the device accumulator read by ``read_loss``)."""
+        None with ``sync=False`` (then the loss is added to the device accumulator read by ``read_loss``).
+
+        From the second step with the same shapes and optimizer settings on, the step's kernels are recorded once
+        and then replayed with their arguments already set (where the backend supports it): no per-op host work.
+        """
         self._ensure_device()
-        self.zero_grad()
-        dx, dy = self._upload_batch(x, y)
-        self._forward_backward(dx, dy, accumulate=not sync)
-        optimizer.step()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+        dx, dy = self._input("train_x", x), self._input("train_y", y)
+        self._host_refs = (x, y)
+        key = (x.shape, not sync, id(optimizer), getattr(optimizer, "version", 0))
+        graph = self._graphs.get(key)
+        if graph is not None and graph[0][0] is dx and graph[0][1] is dy:
+            self.backend.replay(graph[1])
+        elif self.capture_steps and key in self._graphs:   # seen once: buffers exist; record this step
+            with self.backend.capture() as recorded:
+                self._step(dx, dy, optimizer, sync)
+            if len(self._graphs) >= self.MAX_GRAPHS:
+                self._graphs.clear()
+            self._graphs[key] = None if recorded is None else ((dx, dy), recorded)
+        else:
+            self._step(dx, dy, optimizer, sync)
+            self._graphs[key] = None
         if sync:
             return float(self.backend.download(self._loss_buf)[0])
         return None
+
+    def _step(self, dx, dy, optimizer, sync):
+        self.zero_grad()
+        self._forward_backward(dx, dy, accumulate=not sync)
+        optimizer.step()
 
     def read_loss(self, reset: bool = True) -> float:
         """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""

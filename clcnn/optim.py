@@ -21,32 +21,39 @@ class SGD:
             raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
         self.model, self.lr, self.momentum, self.weight_decay = model, float(lr), float(momentum), float(weight_decay)
         model._ensure_device()
-        self._velocity = {}
+        self._velocity: list = []   # one momentum buffer per flat parameter buffer of the model
         self._backend = model.backend
 
-    def _state(self, name, p):
-        v = self._velocity.get(name)
-        if v is None or v is not None and v.shape != p.data.shape:
-            v = self._velocity[name] = self.model.backend.zeros(p.data.shape)
-        return v
+    def __setattr__(self, name, value):
+        if name in ("lr", "momentum", "weight_decay"):   # a changed hyper-parameter invalidates prepared steps
+            self.__dict__["version"] = self.__dict__.get("version", 0) + 1
+        super().__setattr__(name, value)
 
     def _follow_model(self):
         """After model.to(another device), carry the momentum buffers over to it."""
         be = self.model.backend
         if be is not self._backend:
-            self._velocity = {k: be.upload(self._backend.download(v)) for k, v in self._velocity.items()}
+            self._velocity = [be.upload(self._backend.download(v)) for v in self._velocity]
             self._backend = be
 
     def step(self) -> None:
-        """Apply the accumulated gradients of every parameter (enqueued; does not wait)."""
+        """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
         self._follow_model()
         be = self.model.backend
-        for name, p in self.model.named_parameters():
-            v = self._state(name, p) if self.momentum else None
-            be.sgd_update(p.data, p.grad, v, p.size, self.lr, self.momentum, self.weight_decay)
+        buffers = self.model.parameter_buffers()
+        if self.momentum and len(self._velocity) != len(buffers):
+            self._velocity = [be.zeros(data.shape) for data, _, _ in buffers]
+        for i, (data, grad, size) in enumerate(buffers):
+            v = self._velocity[i] if self.momentum else None
+            be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
 
     def state_dict(self) -> dict:
-        """Hyper-parameters and host copies of the momentum buffers (for checkpoints)."""
-        be = self.model.backend
+        """Hyper-parameters and host copies of the momentum buffers, keyed like the model's state_dict."""
+        be, velocity = self.model.backend, {}
+        if self._velocity:
+            flat = be.download(self._velocity[0])
+            for name, p in self.model.named_parameters():
+                off = self.model.flat_offsets[id(p)]
+                velocity[name] = flat[off:off + p.size].reshape(p.shape).copy()
         return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "velocity": {k: be.download(v) for k, v in self._velocity.items()}}
+                "velocity": velocity}

@@ -85,6 +85,14 @@ class Backend(ABC):
         """A float32 workspace of at least ``size`` elements, reused across calls with the same ``name``.
         Contents are undefined. The returned handle is 1-D (size >= requested)."""
 
+    view_align: int = 1   # element offsets passed to ``view`` must be multiples of this
+    workspace_bytes: int = 64 << 20   # default cap of a convolution's unrolled (im2col) workspace
+
+    @abstractmethod
+    def view(self, a, offset: int, shape):
+        """A device array of ``shape`` sharing ``a``'s storage from element ``offset`` (a multiple of
+        ``view_align``): writes through either are seen by both. ``a`` must be a 1-D array from ``zeros``."""
+
     # ---- gemm ---------------------------------------------------------------------------------------------
     @abstractmethod
     def gemm(self, a, b, c, m: int, n: int, k: int, *, trans_a: bool = False, trans_b: bool = False,

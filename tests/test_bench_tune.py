@@ -1,0 +1,86 @@
+"""`clcnn bench` and `clcnn tune` smoke tests: they run, report what they promise, and a tuned device's next run
+loads the saved configs with no search. Timings are never asserted."""
+import json
+
+import numpy as np
+import pytest
+
+import clcnn
+import clcnn.backends as backends
+from clcnn import tune as tuner
+from conftest import usable_device_ids
+from test_cli import assert_one_line_error, clcnn as run_cli
+
+FAST_CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
+
+
+def test_bench_train_rows_and_json(tmp_path):
+    devs = ",".join(["cpu"] + FAST_CL[:1])
+    out = tmp_path / "b.json"
+    res = run_cli("bench", "train", "--model", "lenet5", "--batch-size", 4, "--device", devs, "--steps", 1,
+                  "--rounds", 1, "--json", out)
+    assert res.returncode == 0, res.stderr
+    assert "ratio" in res.stdout and "peak device memory" in res.stdout
+    rows = json.loads(out.read_text())
+    assert [r["device"] for r in rows] == devs.split(",")
+    for r in rows:
+        assert {"clcnn", "torch", "ratio", "unit", "device", "card", "peak_bytes"} <= set(r)
+        assert r["clcnn"] > 0 and r["unit"] == "img/s" and r["peak_bytes"] > 0
+        if r["torch"] is not None:
+            assert r["ratio"] == pytest.approx(r["clcnn"] / r["torch"])
+
+
+def test_bench_gemm_variants(tmp_path):
+    dev = FAST_CL[0] if FAST_CL else "cpu"
+    out = tmp_path / "g.json"
+    res = run_cli("bench", "gemm", "--size", 48, "--device", dev, "--variant", "all", "--rounds", 1,
+                  "--json", out)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())
+    assert rows and all(r["unit"] == "TFLOP/s" and r["clcnn"] > 0 for r in rows)
+    assert all(r["max_rel_err"] < 1e-5 for r in rows), rows
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["bench", "train", "--model", "nope", "--device", "cpu"], "unknown model"),
+    (["bench", "train", "--batch-size", "0", "--device", "cpu"], "positive"),
+    (["bench", "gemm", "--size", "-3", "--device", "cpu"], "positive"),
+    (["bench", "gemm", "--size", "8", "--device", "cpu", "--variant", "warp"], "variant"),
+    (["tune", "--device", "cl:99"], "unknown device"),
+    (["tune", "--device", "cpu", "--batch-size", "x"], "invalid literal"),
+])
+def test_bench_tune_bad_input_one_line(args, needle):
+    assert_one_line_error(run_cli(*args), needle)
+
+
+@pytest.mark.skipif(not FAST_CL, reason="no usable non-simulator OpenCL device")
+def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCNN_TUNING_DIR", str(tmp_path))
+    dev = FAST_CL[0]
+    res = run_cli("tune", "--device", dev, "--model", "lenet5", "--batch-size", 2, "--repeats", 1,
+                  "--max-candidates", 2, env={"CLCNN_TUNING_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert "tuned" in res.stdout and " s:" in res.stdout   # how long it took and what it won
+    saved = list(tmp_path.glob("*.json"))
+    assert len(saved) == 1
+    winners = json.loads(saved[0].read_text())["gemm"]
+    assert winners
+    # A fresh backend of the same device loads the winners; training then never searches.
+    backends._backends.pop(dev, None)
+    monkeypatch.setattr(tuner, "tune_shapes", lambda *a, **k: pytest.fail("a training run searched"))
+    be = clcnn.get_backend(dev)
+    assert be.gemm_tuned == winners
+    model = clcnn.models.lenet5().to(dev)
+    opt = clcnn.optim.SGD(model, lr=0.01)
+    used = []
+    real = be.gemm_config
+    monkeypatch.setattr(be, "gemm_config", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    model.train_step(x, np.zeros(2, np.int32), opt)
+    assert any(c in winners.values() for c in used)
+    backends._backends.pop(dev, None)
+
+
+def test_cpu_has_nothing_to_tune():
+    res = run_cli("tune", "--device", "cpu")
+    assert res.returncode == 0 and "nothing to tune" in res.stdout

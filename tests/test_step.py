@@ -1,0 +1,144 @@
+"""The prepared training step: flat parameter views, one-launch zeroing/update, capture and replay."""
+import numpy as np
+import pytest
+
+import clcnn
+from clcnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+from clcnn.optim import SGD
+from conftest import _device_params, open_device
+
+DEVICE_PARAMS = _device_params()
+
+
+@pytest.fixture(params=DEVICE_PARAMS)
+def device_id(request):
+    open_device(request.param)
+    return request.param
+
+
+def small_net(seed=0):
+    return Sequential([Conv2D(1, 3, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(3 * 4 * 4, 8), ReLU(),
+                       Dense(8, 4)], seed=seed)
+
+
+def batches(n, bs=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((bs, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, bs).astype(np.int32))
+            for _ in range(n)]
+
+
+def test_view_shares_storage(device_id):
+    # Views at aligned offsets read and write the same storage as the flat array.
+    be = clcnn.get_backend(device_id)
+    al = be.view_align
+    flat = be.zeros((3 * al,))
+    v = be.view(flat, al, (2, 3))
+    be.upload_into(v, np.arange(6, dtype=np.float32).reshape(2, 3))
+    got = be.download(flat)
+    assert np.array_equal(got[al:al + 6], np.arange(6)) and not got[:al].any() and not got[al + 6:].any()
+    be.fill(flat, 2.0)
+    assert np.array_equal(be.download(v), np.full((2, 3), 2.0))
+    with pytest.raises(ValueError):
+        be.view(flat, 3 * al, (1,))
+
+
+def test_parameters_live_in_one_flat_buffer(device_id):
+    # Every parameter is a view of model.flat_data; one fill zeroes every gradient.
+    model = small_net().to(device_id)
+    be = model.backend
+    be.fill(model.flat_grad, 1.0)
+    model.zero_grad()
+    for _, p in model.named_parameters():
+        assert not be.download(p.grad).any()
+    flat = be.download(model.flat_data)
+    for name, p in model.named_parameters():
+        off = model.flat_offsets[id(p)]
+        assert np.array_equal(flat[off:off + p.size].reshape(p.shape), model.state_dict()[name])
+    assert [d is model.flat_data for d, _, _ in model.parameter_buffers()] == [True]
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_replayed_steps_equal_plain_steps(device_id, sync):
+    # Steps 3.. are replays of a step recorded once (where the backend can); weights and losses must be
+    # bit-identical to running every op each step.
+    data = batches(5)
+    results = []
+    for capture in (False, True):
+        model = small_net(seed=3).to(device_id)
+        model.capture_steps = capture
+        opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=1e-3)
+        losses = [model.train_step(x, y, opt, sync=sync) for x, y in data]
+        if not sync:
+            losses = [model.read_loss()]
+        results.append((losses, model.state_dict(), opt.state_dict()["velocity"]))
+    (l0, s0, v0), (l1, s1, v1) = results
+    assert l0 == l1
+    for k in s0:
+        assert np.array_equal(s0[k], s1[k]), k
+        assert np.array_equal(v0[k], v1[k]), k
+
+
+def test_replay_follows_changes(device_id):
+    # A new learning rate, another batch size or predict() in between must not replay a stale step.
+    data = batches(4) + batches(3, bs=3, seed=1)
+    states = []
+    for capture in (False, True):
+        model = small_net(seed=4).to(device_id)
+        model.capture_steps = capture
+        opt = SGD(model, lr=0.1, momentum=0.5)
+        for i, (x, y) in enumerate(data):
+            if i == 3:
+                opt.lr = 0.02
+            model.train_step(x, y, opt)
+            if i == 4:
+                model.predict(np.ones((7, 1, 8, 8), np.float32))
+        states.append(model.state_dict())
+    for k in states[0]:
+        assert np.array_equal(states[0][k], states[1][k]), k
+
+
+def test_opencl_capture_records_and_replays():
+    # On an OpenCL device the third step is a replay of recorded launches (not a re-run of the layer code).
+    ids = [d.id for d in clcnn.list_devices() if d.backend == "opencl" and "oclgrind" not in d.platform.lower()]
+    usable = []
+    for i in ids:
+        try:
+            open_device(i)
+            usable.append(i)
+        except pytest.skip.Exception:
+            pass
+    if not usable:
+        pytest.skip("no usable OpenCL device")
+    model = small_net().to(usable[0])
+    opt = SGD(model, lr=0.1)
+    (x, y), = batches(1)
+    model.train_step(x, y, opt)
+    model.train_step(x, y, opt)
+    graph = next(g for g in model._graphs.values() if g is not None)[1]
+    assert len(graph) > 10
+    calls = []
+    model.layers[0].forward = lambda *a, **k: calls.append(a)   # would break a non-replayed step
+    model.train_step(x, y, opt)
+    assert calls == []
+
+
+def test_staged_uploads_keep_every_batch(monkeypatch):
+    # The pinned two-slot staging ring (used on GPUs) delivers each batch intact, even when batches are enqueued
+    # back to back without waiting.
+    ids = [d.id for d in clcnn.list_devices() if d.backend == "opencl" and "oclgrind" not in d.platform.lower()]
+    for i in ids:
+        try:
+            be = open_device(i)
+            break
+        except pytest.skip.Exception:
+            continue
+    else:
+        pytest.skip("no usable OpenCL device")
+    monkeypatch.setattr(be, "stage_uploads", True)
+    rng = np.random.default_rng(0)
+    hosts = [rng.standard_normal(40000).astype(np.float32) for _ in range(5)]   # 160 KB each: staged
+    dsts = [be.zeros(40000) for _ in range(5)]
+    for d, h in zip(dsts, hosts):
+        be.upload_into(d, h)
+    for d, h in zip(dsts, hosts):
+        assert np.array_equal(be.download(d), h)
