@@ -188,7 +188,10 @@ class Conv2D(Layer):
         ckk, l = c * self.k * self.k, ho * wo
         y = self._buffer("y", (n, m, ho, wo))
         nb = self._chunk(n, ckk, l)
-        cols = be.scratch("cols", ckk * nb * l)
+        # One chunk in training: the layer keeps its unrolled input (<= half the cap) and backward reuses it.
+        keep = train and nb >= n
+        cols = self._buffer("cols", (ckk * n * l,)) if keep else be.scratch("cols", ckk * nb * l)
+        self.kept_cols = cols if keep else None
         for n0 in range(0, n, nb):
             cnt = min(nb, n - n0)
             be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
@@ -199,7 +202,8 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW += sum_n dy[n] @ cols[:, n].T; dcols = W.T @ dy[n] -> col2im.
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW += sum_n dy[n] @ cols[:, n].T (cols kept from forward, or
+        # unrolled again per chunk); dcols = W.T @ dy[n] -> col2im.
         be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
         n, c, h, wd = x.shape
         _, m, ho, wo = dy.shape
@@ -207,18 +211,19 @@ class Conv2D(Layer):
         be.bias_grad(dy, b.grad, n, m, l, beta=1.0)
         dx = self._buffer("dx", x.shape) if need_dx else None
         nb = self._chunk(n, ckk, l)
-        cols = be.scratch("cols", ckk * nb * l)
+        cols = self.kept_cols if self.kept_cols is not None else be.scratch("cols", ckk * nb * l)
         dcols = be.scratch("dcols", ckk * nb * l) if need_dx else None
         for n0 in range(0, n, nb):
             cnt = min(nb, n - n0)
-            be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
+            if self.kept_cols is None:
+                be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
             be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=1.0, a_off=n0 * m * l, ldb=cnt * l,
                     batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
             if need_dx:
                 be.gemm(w.data, dy, dcols, ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=cnt * l,
                         batch=cnt, stride_a=0, stride_b=m * l, stride_c=l)
                 be.col2im(dcols, dx, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
-        self.x = None
+        self.x = self.kept_cols = None
         return dx
 
     def extra_repr(self):

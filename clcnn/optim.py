@@ -1,6 +1,8 @@
 """Optimizers: hold hyper-parameters and per-parameter state on the device, and call one Backend update op."""
 from __future__ import annotations
 
+import numpy as np
+
 
 class SGD:
     """Mini-batch SGD with PyTorch's momentum and weight-decay rule (g += wd*p; v = mu*v + g; p -= lr*v).
@@ -30,11 +32,18 @@ class SGD:
         super().__setattr__(name, value)
 
     def _follow_model(self):
-        """After model.to(another device), carry the momentum buffers over to it."""
+        """After model.to(another device), carry the momentum buffers over to it (re-laid out: the new device may
+        align the flat buffer's parameters differently)."""
         be = self.model.backend
         if be is not self._backend:
-            self._velocity = [be.upload(self._backend.download(v)) for v in self._velocity]
-            self._backend = be
+            if self._velocity:
+                old, new = self._backend.download(self._velocity[0]), np.zeros(self.model.flat_data.shape,
+                                                                                np.float32)
+                for _, p in self.model.named_parameters():
+                    o, n = self._layout[id(p)], self.model.flat_offsets[id(p)]
+                    new[n:n + p.size] = old[o:o + p.size]
+                self._velocity = [be.upload(new)]
+            self._backend, self._layout = be, dict(self.model.flat_offsets)
 
     def step(self) -> None:
         """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
@@ -43,6 +52,7 @@ class SGD:
         buffers = self.model.parameter_buffers()
         if self.momentum and len(self._velocity) != len(buffers):
             self._velocity = [be.zeros(data.shape) for data, _, _ in buffers]
+            self._layout = dict(self.model.flat_offsets)
         for i, (data, grad, size) in enumerate(buffers):
             v = self._velocity[i] if self.momentum else None
             be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)

@@ -43,10 +43,43 @@ def _im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
             s = src + iy * w - pad + j
             for ow in range(lo):
                 cols[np.uint64(d + ow)] = 0.0
-            for ow in range(lo, hi):
-                cols[np.uint64(d + ow)] = x[np.uint64(s + ow * stride)]
+            if stride == 1:  # a contiguous copy: its own loop so it vectorises
+                for ow in range(lo, hi):
+                    cols[np.uint64(d + ow)] = x[np.uint64(s + ow)]
+            else:
+                for ow in range(lo, hi):
+                    cols[np.uint64(d + ow)] = x[np.uint64(s + ow * stride)]
             for ow in range(hi, wo):
                 cols[np.uint64(d + ow)] = 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _im2col_same(x, cols, n0, nb, c, h, w, kh, kw, pad):
+    # x: (N, C, H, W) -> cols: (C*kh*kw, nb*H*W) for stride 1 and "same" padding (output H x W). A strip is then
+    # the image plane shifted by (i-pad)*W + (j-pad) in flat index: one long copy, zeros where the shift leaves
+    # the plane, then zeros on the |j-pad| columns that wrapped around a row edge.
+    L = h * w
+    ncols = nb * L
+    for t in prange(c * kh * kw * nb):
+        r = t // nb
+        n = t - r * nb
+        ci = r // (kh * kw)
+        dj = r % kw - pad
+        shift = ((r // kw) % kh - pad) * w + dj
+        src = (n0 + n) * c * L + ci * L + shift
+        dst = r * ncols + n * L
+        qlo = min(L, max(0, -shift))
+        qhi = max(qlo, min(L, L - shift))
+        for q in range(qlo):
+            cols[np.uint64(dst + q)] = 0.0
+        for q in range(qlo, qhi):
+            cols[np.uint64(dst + q)] = x[np.uint64(src + q)]
+        for q in range(qhi, L):
+            cols[np.uint64(dst + q)] = 0.0
+        lo, hi = (0, -dj) if dj < 0 else (w - dj, w)
+        for oh in range(h):
+            for ow in range(lo, hi):
+                cols[np.uint64(dst + oh * w + ow)] = 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -70,8 +103,40 @@ def _col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
                         continue
                     d = dst + iy * w - pad + j
                     s = src + oh * wo
-                    for ow in range(lo, hi):
-                        x[np.uint64(d + ow * stride)] += cols[np.uint64(s + ow)]
+                    if stride == 1:
+                        for ow in range(lo, hi):
+                            x[np.uint64(d + ow)] += cols[np.uint64(s + ow)]
+                    else:
+                        for ow in range(lo, hi):
+                            x[np.uint64(d + ow * stride)] += cols[np.uint64(s + ow)]
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _col2im_same(cols, x, n0, nb, c, h, w, kh, kw, pad):
+    # cols: (C*kh*kw, nb*H*W) -> x: (N, C, H, W) for stride 1 and "same" padding: pixel p of a plane gathers
+    # cols[strip(i, j), p - shift] over the whole plane at once, masked where column p%W - (j-pad) leaves the row
+    L = h * w
+    ncols = nb * L
+    inside = np.empty(kw * L, np.float32)  # inside[j*L + p] = 1 if pixel p's column minus (j - pad) is in [0, W)
+    for j in range(kw):
+        for p in range(L):
+            inside[j * L + p] = 1.0 if 0 <= p % w - (j - pad) < w else 0.0
+    for t in prange(nb * c):
+        n = t // c
+        ci = t - n * c
+        dst = (n0 + n) * c * L + ci * L
+        for p in range(L):
+            x[np.uint64(dst + p)] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                shift = (i - pad) * w + (j - pad)
+                src = ((ci * kh + i) * kw + j) * ncols + n * L - shift
+                plo = min(L, max(0, shift))
+                phi = max(plo, min(L, L + shift))
+                m = j * L
+                for p in range(plo, phi):
+                    v = cols[np.uint64(src + p)]
+                    x[np.uint64(dst + p)] += v * inside[np.uint64(m + p)]
 
 
 def _geometry(n0, nb, c, h, w, kh, kw, stride, pad):
@@ -87,12 +152,18 @@ def _geometry(n0, nb, c, h, w, kh, kw, stride, pad):
 def im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad) -> None:
     """x: (N, C, H, W) -> cols: (C*kh*kw, nb*Ho*Wo) for images n0 .. n0+nb-1 (zeros outside the image)."""
     ho, wo, nx, ncol = _geometry(n0, nb, c, h, w, kh, kw, stride, pad)
-    _im2col(flat(x, nx, "im2col x"), flat(cols, ncol, "im2col cols"), int(n0), int(nb), int(c), int(h), int(w),
-            int(kh), int(kw), int(stride), int(pad), ho, wo)
+    args = flat(x, nx, "im2col x"), flat(cols, ncol, "im2col cols"), int(n0), int(nb), int(c), int(h), int(w)
+    if stride == 1 and ho == h and wo == w:
+        _im2col_same(*args, int(kh), int(kw), int(pad))
+    else:
+        _im2col(*args, int(kh), int(kw), int(stride), int(pad), ho, wo)
 
 
 def col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad) -> None:
     """cols: (C*kh*kw, nb*Ho*Wo) -> x: (N, C, H, W), the adjoint of im2col; overwrites images n0 .. n0+nb-1."""
     ho, wo, nx, ncol = _geometry(n0, nb, c, h, w, kh, kw, stride, pad)
-    _col2im(flat(cols, ncol, "col2im cols"), flat(x, nx, "col2im x"), int(n0), int(nb), int(c), int(h), int(w),
-            int(kh), int(kw), int(stride), int(pad), ho, wo)
+    args = flat(cols, ncol, "col2im cols"), flat(x, nx, "col2im x"), int(n0), int(nb), int(c), int(h), int(w)
+    if stride == 1 and ho == h and wo == w:
+        _col2im_same(*args, int(kh), int(kw), int(pad))
+    else:
+        _col2im(*args, int(kh), int(kw), int(stride), int(pad), ho, wo)

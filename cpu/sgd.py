@@ -12,13 +12,15 @@ _NO_VELOCITY = np.zeros(0, np.float32)
 @njit(parallel=True, cache=True, fastmath=False)
 def _sgd_update(param, grad, velocity, size, lr, momentum, weight_decay):
     # param, grad, velocity: (size,); g = grad + wd*param; v = mu*v + g; param -= lr*v (momentum 0: lr*g)
-    for i in prange(size):
-        g = grad[i] + weight_decay * param[i]
-        if momentum != 0.0:
-            v = momentum * velocity[i] + g
+    lr32, mu32, wd32 = np.float32(lr), np.float32(momentum), np.float32(weight_decay)  # float32 maths, as torch
+    if momentum == 0.0:
+        for i in prange(size):
+            param[i] -= lr32 * (grad[i] + wd32 * param[i])
+    else:
+        for i in prange(size):
+            v = mu32 * velocity[i] + (grad[i] + wd32 * param[i])
             velocity[i] = v
-            g = v
-        param[i] -= lr * g
+            param[i] -= lr32 * v
 
 
 def sgd_update(param, grad, velocity, size, lr, momentum, weight_decay) -> None:

@@ -21,11 +21,13 @@ def strided_view(flat: np.ndarray, off: int, rows: int, cols: int, ld: int) -> n
 
 
 def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None, ldc=None,
-         a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False) -> np.ndarray:
+         a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False, bias=None,
+         bias_axis=0, relu=False) -> np.ndarray:
     """The whole flat storage of ``c`` after Backend.gemm (entries outside every C_b are unchanged).
 
     a: flat, A_b = (k, m) if trans_a else (m, k) at a_off + b*stride_a, row stride lda; b likewise (n, k)/(k, n);
-    C_b = (m, n) at c_off + b*stride_c, row stride ldc. beta == 0 never reads C.
+    C_b = (m, n) at c_off + b*stride_c, row stride ldc. beta == 0 never reads C. Epilogue on each written C_b:
+    + bias[i] (bias_axis 0) or bias[j] (bias_axis 1) when bias is given, then max(., 0) when relu.
     """
     a, b = f64(a).reshape(-1), f64(b).reshape(-1)
     out = f64(c).reshape(-1)
@@ -34,6 +36,7 @@ def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     ldc = ldc if ldc is not None else n
     a_rows, a_cols = (k, m) if trans_a else (m, k)
     b_rows, b_cols = (n, k) if trans_b else (k, n)
+    epilogue = (None if bias is None else f64(bias).reshape(-1), bias_axis, relu)
     total = np.zeros((m, n))
     for bi in range(batch):
         A = strided_view(a, a_off + bi * stride_a, a_rows, a_cols, lda)
@@ -42,15 +45,18 @@ def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         if reduce:
             total += prod
             continue
-        _store(out, c_off + bi * stride_c, m, n, ldc, alpha * prod, beta)
+        _store(out, c_off + bi * stride_c, m, n, ldc, alpha * prod, beta, *epilogue)
     if reduce:
-        _store(out, c_off, m, n, ldc, alpha * total, beta)
+        _store(out, c_off, m, n, ldc, alpha * total, beta, *epilogue)
     return out.reshape(np.shape(c))
 
 
-def _store(out, off, m, n, ldc, value, beta):
+def _store(out, off, m, n, ldc, value, beta, bias=None, bias_axis=0, relu=False):
     idx = off + np.arange(m)[:, None] * ldc + np.arange(n)[None, :]
-    out[idx] = value if beta == 0 else value + beta * out[idx]
+    value = value if beta == 0 else value + beta * out[idx]
+    if bias is not None:
+        value = value + (bias[:m, None] if bias_axis == 0 else bias[None, :n])
+    out[idx] = np.maximum(value, 0.0) if relu else value
 
 
 # ---- im2col / col2im -------------------------------------------------------------------------------------

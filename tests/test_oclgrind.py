@@ -33,6 +33,7 @@ REPORT_PATTERNS = [re.compile(p) for p in (
     r"Work-group divergence detected",                   # barrier / async copy not reached by the whole group
     r"Uninitialized (value|address)|depends on (an )?uninitialized",  # Uninitialized plugin, if enabled
     r"Unaligned address",
+    r"Invalid memory (load|store) - \w+ pointer is not aligned",   # a float4 load/store at a misaligned address
     r"OpenCL runtime error detected",                    # OCLGRIND_CHECK_API (minus BENIGN_API below)
     r"OCLGRIND FATAL ERROR",
     r"errors generated - suppressing",
@@ -77,6 +78,7 @@ __kernel void oob(__global float* a, int n) { int i = get_global_id(0); a[i + n]
 __kernel void grace(__global float* a) { a[0] = (float)get_global_id(0); }
 __kernel void lrace(__global float* a, __local float* s) {
     int l = get_local_id(0); s[l] = l; a[get_global_id(0)] = s[(l + 1) % get_local_size(0)]; }
+__kernel void unal(__global float* a) { a[0] = ((__global const float4*)(a + 1))[0].x; }
 __kernel void bdiv(__global float* a) {
     if (get_local_id(0) < 2) barrier(CLK_LOCAL_MEM_FENCE); a[get_global_id(0)] = 1.0f; }
 """).build()
@@ -85,6 +87,7 @@ prg.oob(q, (8,), None, a, np.int32(8)); q.finish(); print("--- oob done", flush=
 prg.grace(q, (8,), (4,), a); q.finish()
 prg.lrace(q, (8,), (4,), a, cl.LocalMemory(16)); q.finish()
 prg.bdiv(q, (8,), (4,), a); q.finish()
+prg.unal(q, (1,), None, a); q.finish()
 try:
     cl.enqueue_copy(q, a, np.zeros(16, np.float32))  # 64 bytes into a 32-byte buffer
 except cl.Error:
@@ -105,7 +108,7 @@ def test_report_patterns_catch_real_errors(tmp_path):
     found = "\n".join(oclgrind_reports(proc.stderr))
     for expected in ("Invalid read of size", "Invalid write of size", "Write-write data race at",
                      "Read-write data race at", "Work-group divergence detected",
-                     "Function: clEnqueueWriteBuffer"):
+                     "Function: clEnqueueWriteBuffer", "source pointer is not aligned"):
         assert expected in found, f"scanner missed {expected!r}; stderr:\n{proc.stderr[-4000:]}"
     benign = ("\nOclgrind - OpenCL runtime error detected\n\tFunction: clGetDeviceInfo\n\tError:    CL_INVALID_VALUE"
               "\n\tFor argument 'param_name'\n\n")
@@ -122,3 +125,5 @@ def test_all_ops_clean_under_oclgrind(tmp_path):
     assert proc.returncode == 0 and "ALL OK" in proc.stdout, \
         f"tools/oclgrind_ops.py failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert not reports, f"{len(reports)} Oclgrind report(s), first ones:\n\n" + "\n\n".join(reports[:5])
+    for variant in ("naive", "local", "blocked", "vec"):   # every GEMM kernel variant ran under the checkers
+        assert f"ok   gemm {variant}-" in proc.stdout, f"no gemm {variant} config ran:\n{proc.stdout[-3000:]}"

@@ -1,11 +1,14 @@
 """The gemm op on every device against tests/reference.py: shapes, transposes, alpha/beta, offsets and leading
-dimensions, strided batches, batch-reduce (and its split-K), every tile config. Criterion: see test_ops.py."""
+dimensions, strided batches, batch-reduce (and its split-K), the fused bias + ReLU epilogue, and (OpenCL) every
+kernel variant and tile config, on aligned (128-bit load) and unaligned storage. Criterion: see test_ops.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import reference as ref  # tests/ is on sys.path (conftest.py)
+from clcnn.backends.opencl_gemm import GEMM_CONFIGS, gemm_geometry, gemm_key
+from conftest import device_params, is_simulator, open_device
 from opcheck import FWD_TOL, check, check_exact, randn, up
 
 
@@ -15,28 +18,33 @@ def _index(off, rows, cols, ld):
 
 
 def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, pad_ld=(0, 0, 0),
-             offs=(0, 0, 0), batch=1, share_a=False, reduce=False, c_nan=False, seed=0):
+             offs=(0, 0, 0), batch=1, share_a=False, reduce=False, c_nan=False, bias_axis=None, relu=False,
+             seed=0):
     """Build padded/offset/batched flat storage, run dev.gemm, compare the WHOLE C storage with the reference
-    (the C_b blocks to FWD_TOL, every other entry bit-exact unchanged)."""
+    (the C_b blocks to FWD_TOL, every other entry bit-exact unchanged). bias_axis 0 / 1 adds a bias per row /
+    column (None: no bias); batch strides are multiples of 4 when pad_ld and offs are (128-bit loads)."""
     rng = np.random.default_rng(seed)
     ra, ca = (k, m) if trans_a else (m, k)
     rb, cb = (n, k) if trans_b else (k, n)
     lda, ldb, ldc = ca + pad_ld[0], cb + pad_ld[1], n + pad_ld[2]
-    stride_a = 0 if share_a else ra * lda + 3
-    stride_b, stride_c = rb * ldb + 5, (0 if reduce else m * ldc + 2)
+    stride_a = 0 if share_a else ra * lda + 4
+    stride_b, stride_c = rb * ldb + 8, (0 if reduce else m * ldc + 2)
     size_a = offs[0] + (0 if share_a else batch - 1) * stride_a + ra * lda + 1
     size_b = offs[1] + (batch - 1) * stride_b + rb * ldb + 2
     size_c = offs[2] + (0 if reduce else batch - 1) * stride_c + m * ldc + 3
     a, b = randn(rng, size_a), randn(rng, size_b)
     c = np.full(size_c, np.nan, np.float32) if c_nan else randn(rng, size_c)
     kw = dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, a_off=offs[0], b_off=offs[1],
-              c_off=offs[2], batch=batch, stride_a=stride_a, stride_b=stride_b, stride_c=stride_c, reduce=reduce)
+              c_off=offs[2], batch=batch, stride_a=stride_a, stride_b=stride_b, stride_c=stride_c, reduce=reduce,
+              relu=relu)
     if any(pad_ld):  # otherwise leave the leading dimensions to their dense defaults
         kw.update(lda=lda, ldb=ldb, ldc=ldc)
+    bias = None if bias_axis is None else randn(rng, m if bias_axis == 0 else n)
     dc = up(dev, c)
-    dev.gemm(up(dev, a), up(dev, b), dc, m, n, k, **kw)
+    dev.gemm(up(dev, a), up(dev, b), dc, m, n, k, **kw,
+             **({} if bias is None else dict(bias=up(dev, bias), bias_axis=bias_axis)))
     got = dev.download(dc)
-    want = ref.gemm(a, b, c, m, n, k, **kw)
+    want = ref.gemm(a, b, c, m, n, k, **kw, bias=bias, bias_axis=0 if bias_axis is None else bias_axis)
     touched = np.zeros(size_c, bool)
     for bi in range(1 if reduce else batch):
         touched[_index(offs[2] + bi * stride_c, m, n, ldc)] = True
@@ -102,17 +110,106 @@ def test_gemm_batch_reduce_split_k(device, small, batch):
     run_gemm(device, 3, 5, 4, trans_b=True, batch=batch, reduce=True, beta=0.5, alpha=0.75, seed=batch)
 
 
-def test_gemm_every_tile_config(device, small):
-    """Backends with several GEMM tile configs (OpenCL) pick one per shape; force each on edges crossing it."""
-    configs = getattr(device, "gemm_configs", None)
-    if configs is None:
-        pytest.skip("this backend has a single GEMM path (covered by every other gemm test)")
+EPILOGUE_CASES = {"plain": dict(beta=0.5, trans_b=True), "batched": dict(batch=3, beta=1.0, trans_a=True),
+                  "reduce": dict(batch=4, reduce=True, c_nan=True), "split_k": dict(batch=37, reduce=True, beta=1.0)}
+
+
+@pytest.mark.parametrize("case", EPILOGUE_CASES)
+@pytest.mark.parametrize("bias_axis,relu", [(0, False), (1, False), (None, True), (0, True), (1, True)],
+                         ids=["bias_rows", "bias_cols", "relu", "bias_rows+relu", "bias_cols+relu"])
+def test_gemm_epilogue(device, small, case, bias_axis, relu):
+    """bias per row (a conv's channels) or per column (a dense layer's features), then ReLU, on every write path:
+    plain, strided batch, batch-reduce, and the split-K reduce (OpenCL: applied once, in gemm_reduce)."""
+    kw = dict(EPILOGUE_CASES[case])
+    if small and case == "split_k":
+        kw["batch"] = 5
+    m, n, k = (9, 11, 7) if small else (37, 29, 23)
+    run_gemm(device, m, n, k, bias_axis=bias_axis, relu=relu, seed=13, **kw)
+
+
+def test_gemm_bad_bias_axis(device):
+    a = up(device, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="bias_axis"):
+        device.gemm(a, a, up(device, np.zeros(4, np.float32)), 2, 2, 1, bias=a, bias_axis=2)
+
+
+# ---- OpenCL: every kernel variant and tile config ----------------------------------------------------------
+@pytest.fixture(scope="module", params=[p for p in device_params() if p.values[0] != "cpu"])
+def cl_device(request):
+    return open_device(request.param)
+
+
+def _cfg_id(cfg):
+    return "-".join(str(v) for v in cfg.values())
+
+
+TRANSPOSES = ((False, False), (False, True), (True, False), (True, True))
+
+
+def aligned_pads(m, n, k, trans_a, trans_b):
+    """pad_ld for run_gemm making every leading dimension a multiple of 4 (and at least 4 larger)."""
+    cols = (m if trans_a else k, k if trans_b else n, n)
+    return tuple(-c % 4 + 4 for c in cols)
+
+
+@pytest.mark.parametrize("index", range(len(GEMM_CONFIGS)), ids=[_cfg_id(c) for c in GEMM_CONFIGS])
+def test_gemm_config(cl_device, index):
+    """Each config forced on edges crossing its tile (m = TM+3, n = TN+5, k = 21: partial quads and slabs):
+    once on 16-byte aligned storage (128-bit loads where the config uses them), once unaligned, once as a
+    batch-reduce whose split-K slices span several entries; with beta, bias and ReLU. The transposes rotate over
+    the configs (two builds per config: PoCL takes seconds per build)."""
+    dev, cfg = cl_device, GEMM_CONFIGS[index]
+    if cfg not in dev.gemm_configs:
+        pytest.skip(f"does not fit {dev.info.name}")
+    tm, tn, _, _ = gemm_geometry(cfg)
+    (ta, tb), (ua, ub) = TRANSPOSES[index % 4], TRANSPOSES[(index + 2) % 4]
     try:
-        for cfg in configs:
-            device.gemm_override = cfg
-            for ta, tb in ((False, False), (True, True)) if small else ((False, False), (False, True),
-                                                                        (True, False), (True, True)):
-                run_gemm(device, cfg["TM"] + 3, cfg["TN"] + 5, 19, trans_a=ta, trans_b=tb, beta=0.5, seed=11)
-            run_gemm(device, 5, 7, 3, trans_b=True, batch=6, reduce=True, beta=0.5, seed=12)
+        dev.gemm_override = cfg
+        run_gemm(dev, tm + 3, tn + 5, 21, trans_a=ta, trans_b=tb, beta=0.5, offs=(4, 8, 0),
+                 pad_ld=aligned_pads(tm + 3, tn + 5, 21, ta, tb), bias_axis=index % 2, relu=True, seed=index)
+        run_gemm(dev, tm + 3, tn + 5, 21, trans_a=ua, trans_b=ub, alpha=0.75, pad_ld=(1, 3, 2), offs=(1, 3, 2),
+                 bias_axis=1 - index % 2, seed=index)
+        run_gemm(dev, 9, 7, 21, trans_a=ua, trans_b=ub, batch=10, reduce=True, beta=0.5, relu=True, seed=12)
     finally:
-        device.gemm_override = None
+        dev.gemm_override = None
+
+
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES, ids=["NN", "NT", "TN", "TT"])
+def test_gemm_default_big_tile(cl_device, trans_a, trans_b):
+    """The device's big-GEMM tile (vec 128x128 where it fits) on every transpose, aligned and unaligned."""
+    dev = cl_device
+    if is_simulator(dev):
+        pytest.skip("covered by test_gemm_config and the Oclgrind checks")
+    tm, tn, _, _ = gemm_geometry(dev.gemm_params)
+    try:
+        dev.gemm_override = dev.gemm_params
+        run_gemm(dev, 2 * tm + 1, tn + 7, 45, trans_a=trans_a, trans_b=trans_b, offs=(4, 4, 4), beta=1.0,
+                 pad_ld=aligned_pads(2 * tm + 1, tn + 7, 45, trans_a, trans_b), bias_axis=0, seed=21)
+        run_gemm(dev, tm - 1, 2 * tn - 3, 33, trans_a=trans_a, trans_b=trans_b, pad_ld=(1, 0, 0), seed=22)
+    finally:
+        dev.gemm_override = None
+
+
+def test_gemm_config_choice(cl_device):
+    """gemm_override > gemm_tuned[gemm_key(...)] > heuristic; candidates cover every variant and fit."""
+    dev = cl_device
+    cands = dev.gemm_candidates(4096, 4096, 4096)
+    assert {p["variant"] for p in cands} == {"naive", "local", "blocked", "vec"}
+    assert all(p in dev.gemm_configs for p in cands)
+    assert not dev._gemm_usable({"variant": "vec", "TM": 3}) and not dev._gemm_usable({"variant": "warp"})
+    assert dev.gemm_config(4096, 4096, 4096)["variant"] == "vec"
+    assert gemm_geometry(dev.gemm_config(6, 4096, 75))[0] <= 16   # few rows: a flat tile
+    tuned, saved = next(p for p in dev.gemm_configs if p["variant"] == "local"), dev.gemm_tuned
+    dev.gemm_tuned = {}
+    try:
+        dev.gemm_tuned[gemm_key(19, 23, 29, False, True, 1, False)] = tuned
+        assert dev.gemm_config(19, 23, 29, False, True) is tuned
+        assert dev.gemm_config(19, 23, 29, True, True) is not tuned
+        run_gemm(dev, 19, 23, 29, trans_b=True, bias_axis=1, seed=2)
+        assert dev.gemm_config(19, 23, 29, False, True, tuned=False) is not tuned
+        with dev.gemm_forced(dev.gemm_configs[-1]):
+            assert dev.gemm_config(19, 23, 29, False, True) is dev.gemm_configs[-1]
+        assert dev.gemm_override is None
+    finally:
+        dev.gemm_tuned = saved
+        dev.gemm_override = None

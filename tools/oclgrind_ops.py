@@ -2,7 +2,8 @@
 
 Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py
 Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialized C, offsets/lds, batch with
-stride_a=0, batch-reduce), im2col/col2im, maxpool, bias, activations, losses and sgd, and checks each result
+stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every kernel variant and tile config that fits,
+on aligned and unaligned storage), im2col/col2im, maxpool, bias, activations, losses and sgd, and checks each result
 against tests/reference.py. Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
 """
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import clcnn  # noqa: E402
+from clcnn.backends.opencl_gemm import gemm_geometry  # noqa: E402
 import reference as ref  # noqa: E402
 
 FAILURES: list[str] = []
@@ -38,18 +40,21 @@ def rnd(rng, *shape):
 
 
 def run_gemm(dev, rng, name, m, n, k, ta=False, tb=False, alpha=1.0, beta=0.0, pad=0, offs=0, batch=1,
-             share_a=False, reduce=False, uninit_c=False):
+             share_a=False, reduce=False, uninit_c=False, align=False, bias_axis=None, relu=False):
+    """One gemm against the reference. align: leading dimensions, offsets and batch strides multiples of 4 (the
+    vec kernel's 128-bit loads); bias_axis 0 / 1: a bias per row / column (None: none); relu: the fused ReLU."""
     ra, ca = (k, m) if ta else (m, k)
     rb, cb = (n, k) if tb else (k, n)
-    lda, ldb, ldc = ca + pad, cb + pad, n + pad
-    sa = 0 if share_a else ra * lda + 1
-    sb, sc = rb * ldb + 2, (0 if reduce else m * ldc + 1)
+    lda, ldb, ldc = ((c + -c % 4 + 4 for c in (ca, cb, n)) if align else (ca + pad, cb + pad, n + pad))
+    offs = 4 if align else offs
+    sa = 0 if share_a else ra * lda + (4 if align else 1)
+    sb, sc = rb * ldb + (8 if align else 2), (0 if reduce else m * ldc + 1)
     a = rnd(rng, offs + max(batch - 1, 0) * sa + ra * lda)
     b = rnd(rng, offs + (batch - 1) * sb + rb * ldb)
     csize = offs + (0 if reduce else batch - 1) * sc + m * ldc
     kw = dict(trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, a_off=offs, b_off=offs, c_off=offs, batch=batch,
-              stride_a=sa, stride_b=sb, stride_c=sc, reduce=reduce)
-    if pad:
+              stride_a=sa, stride_b=sb, stride_c=sc, reduce=reduce, relu=relu)
+    if pad or align:
         kw.update(lda=lda, ldb=ldb, ldc=ldc)
     if uninit_c:  # never written: Oclgrind flags any use of it (beta == 0 must not read C)
         dc = dev.scratch(f"oclgrind_uninit_c_{name}", csize)
@@ -57,8 +62,11 @@ def run_gemm(dev, rng, name, m, n, k, ta=False, tb=False, alpha=1.0, beta=0.0, p
     else:
         c = rnd(rng, csize)
         dc = dev.upload(c)
-    dev.gemm(dev.upload(a), dev.upload(b), dc, m, n, k, **kw)
-    got, want = dev.download(dc), ref.gemm(a, b, c, m, n, k, **kw)
+    bias = None if bias_axis is None else rnd(rng, m if bias_axis == 0 else n)
+    dev.gemm(dev.upload(a), dev.upload(b), dc, m, n, k, **kw,
+             **({} if bias is None else dict(bias=dev.upload(bias), bias_axis=bias_axis)))
+    got = dev.download(dc)
+    want = ref.gemm(a, b, c, m, n, k, **kw, bias=bias, bias_axis=bias_axis or 0)
     mask = np.zeros(got.size, bool)
     for bi in range(1 if reduce else batch):
         mask[offs + bi * sc + (np.arange(m)[:, None] * ldc + np.arange(n)[None, :]).reshape(-1)] = True
@@ -78,11 +86,19 @@ def gemm_cases(dev, rng):
     run_gemm(dev, rng, "batch-stride_a0", 5, 6, 7, True, False, batch=3, share_a=True)
     run_gemm(dev, rng, "reduce", 4, 9, 6, False, True, batch=3, reduce=True)
     run_gemm(dev, rng, "reduce-beta1", 4, 9, 6, True, False, batch=3, reduce=True, beta=1.0, offs=3)
-    for cfg in dev.gemm_configs:   # every tile config the device may pick, on edges that cross its tiles
+    run_gemm(dev, rng, "epilogue-bias-rows", 7, 9, 5, beta=0.0, uninit_c=True, bias_axis=0, relu=True)
+    run_gemm(dev, rng, "epilogue-split-k", 4, 9, 6, False, True, batch=7, reduce=True, bias_axis=1, relu=True)
+    transposes = ((False, False), (False, True), (True, False), (True, True))
+    for i, cfg in enumerate(dev.gemm_configs):   # every variant and tile config, on edges crossing its tile
         dev.gemm_override = cfg
-        tag = f"tile{cfg['TM']}x{cfg['TN']}"
-        run_gemm(dev, rng, tag, cfg["TM"] + 3, cfg["TN"] + 5, 19, *((False, False) if cfg["TM"] > 32 else (True, True)))
-        run_gemm(dev, rng, f"{tag}-reduce", 5, 7, 3, True, True, batch=3, reduce=True, beta=0.5)
+        tag = "-".join(str(v) for v in cfg.values())
+        tm, tn, _, _ = gemm_geometry(cfg)
+        (ta, tb), (ua, ub) = transposes[i % 4], transposes[(i + 2) % 4]
+        run_gemm(dev, rng, f"{tag} aligned", tm + 3, tn + 5, 21, ta, tb, beta=0.5, align=True, bias_axis=i % 2,
+                 relu=True)
+        run_gemm(dev, rng, f"{tag} unaligned", tm + 3, tn + 5, 19, ua, ub, alpha=0.5, pad=1, offs=3,
+                 bias_axis=1 - i % 2)
+        run_gemm(dev, rng, f"{tag} reduce", 5, 7, 19, ua, ub, batch=5, reduce=True, beta=0.5, relu=True)
     dev.gemm_override = None
 
 

@@ -1,6 +1,7 @@
-"""Per-op time of one LeNet-5 training step on a device (each op synchronised, so totals exceed a real step).
+"""Per-op time of one training step of a preset on a device (each op synchronised, so totals exceed a real step).
 
     python tools/profile_step.py --device cl:0 --batch-size 256 --steps 3
+    python tools/profile_step.py --device cpu --model cifar --batch-size 64 --steps 5
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--model", default="lenet5", choices=sorted(clcnn.models.MODELS))
     args = ap.parse_args()
     b = args.batch_size
-    model = clcnn.models.lenet5().to(args.device)
+    model = clcnn.models.get_model(args.model).to(args.device)
     opt = SGD(model, lr=0.01, momentum=0.9)
-    x = np.random.default_rng(0).standard_normal((b, 1, 28, 28)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((b, *clcnn.models.INPUT_SHAPES[args.model])).astype(np.float32)
     y = (np.arange(b) % 10).astype(np.int32)
     for _ in range(2):
         model.train_step(x, y, opt)
@@ -49,7 +51,7 @@ def main():
     for _ in range(args.steps):
         model.train_step(x, y, opt)
     step = (time.perf_counter() - t) / args.steps
-    print(f"{args.device} ({model.device.name}) batch {b}: {step * 1e3:.2f} ms per synchronised step")
+    print(f"{args.model} on {args.device} ({model.device.name}) batch {b}: {step * 1e3:.2f} ms per synchronised step")
     for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
         print(f"  {k:34s} {v / args.steps * 1e3:8.3f} ms  ({cnt[k] // args.steps} calls)")
 

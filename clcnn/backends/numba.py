@@ -1,22 +1,24 @@
 """The Numba CPU backend: NumPy arrays in host memory, ops run by the parallel kernels of ``clcnn.cpu``."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..cpu import activation as _act, bias as _bias, gemm as _gemm, im2col as _im2col  # Numba: imported lazily
+from ..cpu import activation as _act, bias as _bias, blas as _blas, gemm as _gemm  # Numba: imported lazily
+from ..cpu import im2col as _im2col
 from ..cpu import loss as _loss, pool as _pool, sgd as _sgd
 from .base import Backend, DeviceInfo
 
 
-def _single_threaded_blas() -> None:
-    """Numba's threads parallelise every op, including around the BLAS calls. A multi-threaded BLAS on the same
-    cores spin-waits between calls and starves them (a LeNet-5 step at batch 64 on 2 cores: 82 ms with OpenBLAS
-    threads, 4.5 ms without), so the process's BLAS is limited to one thread while this backend exists."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=1, user_api="blas")
+def _short_omp_spin() -> None:
+    """Numba's OpenMP threads spin GOMP_SPINCOUNT times (default 300000, milliseconds) at each barrier before they
+    sleep. When another process holds a core, the spinning thread keeps the one with work off it: a CIFAR step at
+    batch 64 took 82 ms with one core busy elsewhere, 54-65 ms with 1000-10000 spins, and the same 28 ms on an
+    idle machine. libgomp reads this when Numba first starts its threads, so set it before any kernel runs
+    (unless the user chose a spin count or wait policy)."""
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
 
 
 class NumbaBackend(Backend):
@@ -25,7 +27,8 @@ class NumbaBackend(Backend):
     def __init__(self, info: DeviceInfo):
         self.info = info
         self._scratch: dict[str, np.ndarray] = {}
-        _single_threaded_blas()
+        _blas.setup()   # one BLAS thread per Numba thread (see cpu/blas.py)
+        _short_omp_spin()
 
 
     # ---- memory ---------------------------------------------------------------------------------------
@@ -57,6 +60,13 @@ class NumbaBackend(Backend):
             raise ValueError(f"copy: sizes differ ({src.size} vs {dst.size})")
         np.copyto(dst.reshape(-1), src.reshape(-1))
 
+    def view(self, a, offset, shape):
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        size = int(np.prod(shape))
+        if offset < 0 or offset + size > a.size:
+            raise ValueError(f"view: [{offset}, {offset + size}) outside an array of {a.size}")
+        return a[offset:offset + size].reshape(shape)
+
     def scratch(self, name, size):
         buf = self._scratch.get(name)
         if buf is None or buf.size < size:
@@ -66,9 +76,10 @@ class NumbaBackend(Backend):
 
     # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
-             ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False):
+             ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
+             bias=None, bias_axis=0, relu=False):
         _gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
-                  stride_a, stride_b, stride_c, reduce)
+                   stride_a, stride_b, stride_c, reduce, bias, bias_axis, relu)
 
     def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
         _im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)

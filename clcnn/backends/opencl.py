@@ -1,23 +1,19 @@
 """The OpenCL backend: device discovery, CLArray device handles and OpenCLBackend (kernels in cl/*.cl)."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pyopencl as cl
 
 from .base import Backend, DeviceError, DeviceInfo
+from .opencl_gemm import GEMM_CONFIGS, OpenCLGemm  # noqa: F401  (GEMM_CONFIGS: re-exported for tools)
 from .opencl_ops import OpenCLOps, _roundup
 from .opencl_programs import get_program, scalar_arg_dtypes
 
 _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_type.ACCELERATOR: "accelerator"}
-# GEMM tile configs, best first: TM x TN C-tile, TK k-slab, WM x WN outputs per work-item
-GEMM_CONFIGS = ({"TM": 128, "TN": 128, "TK": 16, "WM": 8, "WN": 8},   # 256 work-items, 16.5 KiB local
-                {"TM": 64, "TN": 64, "TK": 16, "WM": 4, "WN": 4},     # 256 work-items, 8.3 KiB local
-                {"TM": 32, "TN": 32, "TK": 16, "WM": 4, "WN": 4},     # 64 work-items
-                {"TM": 16, "TN": 16, "TK": 16, "WM": 4, "WN": 4},     # 16 work-items
-                {"TM": 16, "TN": 128, "TK": 16, "WM": 2, "WN": 8},    # 128 work-items: few rows (conv forward)
-                {"TM": 128, "TN": 16, "TK": 16, "WM": 8, "WN": 2})    # 128 work-items: few columns
+STAGE_MIN_BYTES = 64 << 10   # GPU uploads at least this large go through pinned staging buffers
 ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the device)
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
@@ -82,7 +78,7 @@ class CLArray:
         return f"CLArray(shape={self.shape}, dtype={self.dtype})"
 
 
-class OpenCLBackend(OpenCLOps, Backend):
+class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     """Backend on one OpenCL device: one context, one in-order queue; ops enqueue without waiting."""
 
     def __init__(self, info: DeviceInfo):
@@ -98,46 +94,103 @@ class OpenCLBackend(OpenCLOps, Backend):
         maxwg = self.device.max_work_group_size
         self.eltwise_wg = min(ELTWISE_WG, maxwg)
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
-        self.gemm_configs = [p for p in GEMM_CONFIGS if self._gemm_fits(p)] or [GEMM_CONFIGS[3]]
-        self.gemm_params = self.gemm_configs[0]   # the largest tile: what big square GEMMs use
-        self._gemm_choice: dict[tuple, dict] = {}
-        self.gemm_override: dict | None = None   # a config from gemm_configs to use for every GEMM (tools, tuning)
+        self._gemm_init()   # GEMM configs, override, tuned table (opencl_gemm.py)
         self._kernels: dict[tuple, cl.Kernel] = {}
         self._scratch: dict[str, CLArray] = {}
         self._pending: list[np.ndarray] = []   # host arrays of in-flight non-blocking uploads
+        self._kernel_origin: dict[int, tuple] = {}   # id(kernel) -> (program, name, scalar dtypes)
+        self._graph: list | None = None   # the sequence being captured, if any
+        self._events: list | None = None  # launch events, kept only inside profiling()
+        self.stage_uploads = info.type == "gpu"
+        self._staging: dict[int, list] = {}   # nbytes -> ring of [pinned buffer, its mapped host view, last copy]
+        self.view_align = max(1, self.device.mem_base_addr_align // 32)   # bits -> float32 elements
+        if info.type == "gpu":   # whole mini-batches in one unrolled GEMM: up to 1/32 of the card, <= 1 GiB
+            self.workspace_bytes = int(min(1 << 30, max(64 << 20, self.device.global_mem_size // 32)))
 
     # ---- kernels --------------------------------------------------------------------------------------
-    def gemm_config(self, m: int, n: int) -> dict:
-        """The tile config for an (m, n) output: least padded work, weighted against small per-thread blocks
-        (a 128x128 tile on a 6-row conv output would compute 95% padding)."""
-        if self.gemm_override is not None:
-            return self.gemm_override
-        key = (m, n)
-        if key not in self._gemm_choice:
-            def cost(p):
-                padded = -(-m // p["TM"]) * p["TM"] * -(-n // p["TN"]) * p["TN"]
-                return padded * (1 + 16 / (p["WM"] * p["WN"]))
-            self._gemm_choice[key] = min(self.gemm_configs, key=cost)
-        return self._gemm_choice[key]
-
-    def _gemm_fits(self, p: dict) -> bool:
-        threads = (p["TM"] // p["WM"]) * (p["TN"] // p["WN"])
-        local = 4 * p["TK"] * (p["TM"] + p["TN"] + 2)
-        return threads <= self.device.max_work_group_size and local <= self.device.local_mem_size
-
     def kernel(self, file: str, name: str, defines: dict | None = None) -> cl.Kernel:
         """The cached cl.Kernel ``name`` of ``cl/<file>`` built with ``defines`` (fetched once, then reused)."""
         key = (file, name, tuple(sorted((defines or {}).items())))
         knl = self._kernels.get(key)
         if knl is None:
-            knl = cl.Kernel(get_program(self.ctx, self.device, file, defines), name)
+            prg = get_program(self.ctx, self.device, file, defines)
+            knl = cl.Kernel(prg, name)
             knl.set_scalar_arg_dtypes(scalar_arg_dtypes(file, name))
             self._kernels[key] = knl
+            self._kernel_origin[id(knl)] = (prg, name, scalar_arg_dtypes(file, name))
         return knl
 
     def _run(self, knl: cl.Kernel, gsize, lsize, *args) -> None:
+        if self._graph is not None:   # capturing: a kernel object of its own, arguments set once, kept
+            prg, name, dtypes = self._kernel_origin[id(knl)]
+            knl = cl.Kernel(prg, name)
+            knl.set_scalar_arg_dtypes(dtypes)
+            self._graph.append((knl, gsize, lsize, args))
         knl.set_args(*args)
-        cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
+        evt = cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
+        if self._events is not None:
+            self._events.append((evt, knl.function_name, gsize))
+
+    # ---- device timing (the autotuner) -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def profiling(self):
+        """Inside: ops go to a profiling queue and their events are kept for ``event_time``."""
+        self.synchronize()
+        saved = self.queue
+        self.queue = cl.CommandQueue(self.ctx, self.device, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self._events = []
+        try:
+            yield
+        finally:
+            self.queue.finish()
+            self.queue, self._events = saved, None
+
+    def event_time(self, since: int | None = None):
+        """Without ``since``: a mark (the count of launches so far). With it: device seconds from the start of the
+        first launch after that mark to the end of the last one (waits for them)."""
+        if since is None:
+            return len(self._events)
+        evts = [e for e, _, _ in self._events[since:]]
+        if not evts:
+            return 0.0
+        evts[-1].wait()
+        return (evts[-1].profile.end - evts[0].profile.start) * 1e-9
+
+    def event_log(self, since: int = 0) -> list[tuple[str, tuple, float]]:
+        """(kernel name, global size, device seconds) of each launch since a mark, inside ``profiling()``."""
+        self.queue.finish()
+        return [(name, g, (e.profile.end - e.profile.start) * 1e-9) for e, name, g in self._events[since:]]
+
+    # ---- prepared steps ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def capture(self):
+        """Record every kernel launch, fill and copy enqueued inside (they also run now) for ``replay``."""
+        if self._graph is not None:
+            raise RuntimeError("capture() does not nest")
+        self._graph = graph = []
+        try:
+            yield graph
+        finally:
+            self._graph = None
+
+    def replay(self, graph) -> None:
+        """Enqueue a captured sequence again: one enqueue call per launch, no argument setting."""
+        queue, enqueue = self.queue, cl.enqueue_nd_range_kernel
+        for knl, gsize, lsize, _ in graph:
+            if lsize == "call":
+                knl()
+            else:
+                enqueue(queue, knl, gsize, lsize)
+
+    def _record(self, fn) -> None:
+        """Run ``fn`` (an enqueue with no kernel: fill, copy) now and, when capturing, again on every replay."""
+        if self._graph is not None:
+            self._graph.append((fn, None, "call", None))
+        fn()
+
+    def _no_capture(self, what: str) -> None:
+        if self._graph is not None:
+            raise RuntimeError(f"{what} cannot be captured (it moves host data)")
 
     def _eltwise(self, file: str, name: str, total: int, *args, defines=None) -> None:
         if total > 0:
@@ -154,10 +207,12 @@ class OpenCLBackend(OpenCLOps, Backend):
 
     def zeros(self, shape, dtype=np.float32) -> CLArray:
         a = self._alloc(shape, dtype)
-        self.fill(a, 0)
+        if a.size:   # not recorded: a new allocation is zeroed once, not on every replay
+            cl.enqueue_fill_buffer(self.queue, a.buf, np.zeros(1, a.dtype), 0, a.nbytes)
         return a
 
     def upload(self, host: np.ndarray) -> CLArray:
+        self._no_capture("upload")
         host = np.ascontiguousarray(host)
         a = self._alloc(host.shape, host.dtype)
         if host.size:
@@ -165,14 +220,34 @@ class OpenCLBackend(OpenCLOps, Backend):
         return a
 
     def upload_into(self, dst: CLArray, host: np.ndarray) -> None:
+        self._no_capture("upload_into")
         host = np.ascontiguousarray(host)
         if host.nbytes != dst.nbytes or host.dtype != dst.dtype:
             raise ValueError(f"upload_into: {host.shape} {host.dtype} does not match {dst}")
-        if host.size:
+        if self.stage_uploads and host.nbytes >= STAGE_MIN_BYTES:
+            self._staged_copy(dst, host)
+        elif host.size:
             cl.enqueue_copy(self.queue, dst.buf, host, is_blocking=False)
             self._pending.append(host)
 
+    def _staged_copy(self, dst: CLArray, host: np.ndarray) -> None:
+        """Copy through a pinned host buffer (a ring of two per size): the driver then DMAs asynchronously and the
+        host goes on enqueuing, where a copy from pageable memory would wait for the queue to drain."""
+        ring = self._staging.setdefault(host.nbytes, [])
+        if len(ring) < 2:
+            pinned = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.ALLOC_HOST_PTR, host.nbytes)
+            mapped, _ = cl.enqueue_map_buffer(self.queue, pinned, cl.map_flags.WRITE, 0, (host.nbytes,), np.uint8,
+                                              is_blocking=True)
+            ring.append([pinned, mapped, None])
+        slot = ring.pop(0)
+        ring.append(slot)
+        if slot[2] is not None:
+            slot[2].wait()   # the copy that last read this slot (two uploads ago) has finished
+        slot[1][...] = host.reshape(-1).view(np.uint8)
+        slot[2] = cl.enqueue_copy(self.queue, dst.buf, slot[1], is_blocking=False)
+
     def download(self, a: CLArray) -> np.ndarray:
+        self._no_capture("download")
         out = np.empty(a.shape, a.dtype)
         if a.size:
             cl.enqueue_copy(self.queue, out, a.buf, is_blocking=True)   # in-order queue: waits for all work
@@ -186,13 +261,24 @@ class OpenCLBackend(OpenCLOps, Backend):
     def fill(self, a: CLArray, value: float) -> None:
         if a.size:
             pattern = np.array([value], dtype=a.dtype)
-            cl.enqueue_fill_buffer(self.queue, a.buf, pattern, 0, a.nbytes)
+            self._record(lambda: cl.enqueue_fill_buffer(self.queue, a.buf, pattern, 0, a.nbytes))
 
     def copy(self, src: CLArray, dst: CLArray) -> None:
         if src.nbytes != dst.nbytes:
             raise ValueError(f"copy: {src} and {dst} differ in size")
         if src.size:
-            cl.enqueue_copy(self.queue, dst.buf, src.buf, byte_count=src.nbytes)
+            self._record(lambda: cl.enqueue_copy(self.queue, dst.buf, src.buf, byte_count=src.nbytes))
+
+    def view(self, a: CLArray, offset: int, shape) -> CLArray:
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        size, item = math.prod(shape), a.dtype.itemsize
+        if offset < 0 or offset + size > a.size or offset % self.view_align:
+            raise ValueError(f"view: [{offset}, {offset + size}) outside an array of {a.size} or offset not a "
+                             f"multiple of {self.view_align}")
+        sub = a.buf.get_sub_region(offset * item, max(size, 1) * item)   # an OpenCL sub-buffer
+        v = CLArray(sub, shape, a.dtype)
+        v.owner = a.owner
+        return v
 
     def scratch(self, name: str, size: int) -> CLArray:
         cur = self._scratch.get(name)

@@ -17,45 +17,8 @@ def _roundup(x: int, m: int) -> int:
 
 
 class OpenCLOps:
-    """Mixin for OpenCLBackend: every compute op of base.Backend (see its docstrings for the semantics).
-    Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``gemm_params``, ``reduce_wg``."""
-
-    # ---- gemm ---------------------------------------------------------------------------------------------
-    def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
-             ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False):
-        if m <= 0 or n <= 0 or batch <= 0:
-            return
-        lda = (m if trans_a else k) if lda is None else lda
-        ldb = (k if trans_b else n) if ldb is None else ldb
-        ldc = n if ldc is None else ldc
-        p = self.gemm_config(m, n)
-        defines = dict(p, TRANS_A=int(bool(trans_a)), TRANS_B=int(bool(trans_b)))
-        knl = self.kernel("gemm.cl", "gemm", defines)
-        ntx, nty = p["TN"] // p["WN"], p["TM"] // p["WM"]
-        groups = -(-n // p["TN"]) * -(-m // p["TM"])
-        splits = self._gemm_splits(groups, batch) if reduce else 1
-        if splits > 1:   # split-K over the batch: partial products in scratch, then one deterministic sum
-            nloop = -(-batch // splits)
-            splits = -(-batch // nloop)
-            part = self.scratch("gemm_splitk", splits * m * n)
-            self._run(knl, (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, splits), (ntx, nty, 1),
-                      _i(m), _i(n), _i(k), _f(1.0), _f(0.0), a.buf, _i(a_off), _i(lda), _i(stride_a),
-                      b.buf, _i(b_off), _i(ldb), _i(stride_b), part.buf, _i(0), _i(n), _i(m * n),
-                      _i(nloop), _i(batch))
-            self._eltwise("gemm.cl", "gemm_reduce", m * n, _i(m), _i(n), _i(splits), _f(alpha), _f(beta),
-                          part.buf, c.buf, _i(c_off), _i(ldc), defines=defines)
-            return
-        nloop = batch if reduce else 1
-        gsize = (-(-n // p["TN"]) * ntx, -(-m // p["TM"]) * nty, 1 if reduce else batch)
-        self._run(knl, gsize, (ntx, nty, 1), _i(m), _i(n), _i(k), _f(alpha), _f(beta),
-                  a.buf, _i(a_off), _i(lda), _i(stride_a), b.buf, _i(b_off), _i(ldb), _i(stride_b),
-                  c.buf, _i(c_off), _i(ldc), _i(stride_c), _i(nloop), _i(batch))
-
-    def _gemm_splits(self, groups: int, batch: int) -> int:
-        """How many slices a batch-reduce GEMM is split into so the device has ~4 work-groups per compute unit
-        (a 6x25 conv weight gradient is otherwise one work-group looping over the whole mini-batch)."""
-        want = 4 * self.device.max_compute_units
-        return max(1, min(batch, -(-want // groups), 256))
+    """Mixin for OpenCLBackend: every compute op of base.Backend but gemm (opencl_gemm.py); see base.Backend's
+    docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``."""
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
     def _unroll(self, name, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
