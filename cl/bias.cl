@@ -1,5 +1,5 @@
-// bias_add / bias_grad: per-channel bias broadcast over (N, C, inner) and its deterministic reduction.
-// Build constant: WG = work-group size of bias_grad (a power of two).
+// bias_add / bias_grad: per-channel bias broadcast over (N, C, inner) and its deterministic two-pass reduction.
+// Build constant: WG = work-group size of bias_grad_partial (a power of two).
 
 // y: (N, C, inner) += bias: (C,); total = N*C*inner work-items
 __kernel void bias_add(__global float* restrict y, __global const float* restrict bias,
@@ -10,23 +10,36 @@ __kernel void bias_add(__global float* restrict y, __global const float* restric
     y[gid] += bias[(gid / inner) % c];
 }
 
-// dy: (N, C, inner) -> db: (C,) = beta*db + sum over n, inner; one work-group of WG per channel,
-// fixed-order strided partial sums then a local tree reduction (deterministic, no atomics)
+// bias_grad_partial: dy: (N, C, inner) -> part: (C, S); part[ch, s] = sum of channel ch over the flattened
+// (n, i) range [s*chunk, min((s+1)*chunk, N*inner)). Work-group (ch, s) of WG: fixed-order strided partial
+// sums, then a local tree reduction (deterministic, no atomics).
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void bias_grad(__global const float* restrict dy, __global float* restrict db,
-               const int n, const int c, const int inner, const float beta)
+void bias_grad_partial(__global const float* restrict dy, __global float* restrict part,
+                       const int n, const int c, const int inner, const int chunk)
 {
-    __local float part[WG];
-    const int lid = get_local_id(0), ch = get_group_id(0);
-    const int count = n * inner;
-    float s = 0.0f;
-    for (int idx = lid; idx < count; idx += WG)
-        s += dy[((idx / inner) * c + ch) * inner + idx % inner];
-    part[lid] = s;
+    __local float red[WG];
+    const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
+    const int end = min((s + 1) * chunk, n * inner);
+    float acc = 0.0f;
+    for (int idx = s * chunk + lid; idx < end; idx += WG)
+        acc += dy[((idx / inner) * c + ch) * inner + idx % inner];
+    red[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int step = WG / 2; step > 0; step >>= 1) {
-        if (lid < step) part[lid] += part[lid + step];
+        if (lid < step) red[lid] += red[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (lid == 0) db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + part[0];
+    if (lid == 0) part[ch * S + s] = red[0];
+}
+
+// bias_grad: part: (C, S) -> db: (C,) = beta*db + sum_s part[ch, s] in order; one work-item per channel
+__kernel void bias_grad(__global const float* restrict part, __global float* restrict db, const int c,
+                        const int S, const float beta)
+{
+    const int ch = get_global_id(0);
+    if (ch >= c) return;
+    float acc = 0.0f;
+    for (int s = 0; s < S; ++s)
+        acc += part[ch * S + s];
+    db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + acc;
 }

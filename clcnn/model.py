@@ -182,7 +182,8 @@ class Sequential:
         loss = float(self.backend.download(self._loss_buf)[0])
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
-    capture_steps = True   # replay a prepared step (recorded on the second step of a shape) where supported
+    capture_steps = True   # replay a prepared step (recorded on the second step of a shape) where supported;
+                           # False: every step runs the layer code (no recording, no replay)
     MAX_GRAPHS = 4
 
     def train_step(self, x, y, optimizer, sync: bool = True):
@@ -200,7 +201,7 @@ class Sequential:
         dx, dy = self._input("train_x", x), self._input("train_y", y)
         self._host_refs = (x, y)
         key = (x.shape, not sync, id(optimizer), getattr(optimizer, "version", 0))
-        graph = self._graphs.get(key)
+        graph = self._graphs.get(key) if self.capture_steps else None
         if graph is not None and graph[0][0] is dx and graph[0][1] is dy:
             self.backend.replay(graph[1])
         elif self.capture_steps and key in self._graphs:   # seen once: buffers exist; record this step

@@ -52,6 +52,9 @@ def main():
         model.train_step(x, y, opt)
     step = (time.perf_counter() - t) / args.steps
     print(f"{args.model} on {args.device} ({model.device.name}) batch {b}: {step * 1e3:.2f} ms per synchronised step")
+    if model.device.backend == "numba":
+        from clcnn.cpu import blas
+        print(f"  (OpenBLAS kernels: {blas.core() or 'n/a'}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')})")
     for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
         print(f"  {k:34s} {v / args.steps * 1e3:8.3f} ms  ({cnt[k] // args.steps} calls)")
 

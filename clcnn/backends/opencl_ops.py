@@ -52,10 +52,18 @@ class OpenCLOps:
                       defines=wg)
 
     def bias_grad(self, dy, db, n, c, inner, beta=0.0):
-        wg = self.reduce_wg
-        if c > 0:
-            self._run(self.kernel("bias.cl", "bias_grad", {"WG": wg}), (c * wg,), (wg,),
-                      dy.buf, db.buf, _i(n), _i(c), _i(inner), _f(beta))
+        # Two passes so a few channels over a big batch still fill the device: (C, S) partial sums of ~4
+        # work-groups per compute unit in all, then one ordered sum per channel.
+        wg, count = self.reduce_wg, n * inner
+        if c <= 0:
+            return
+        S = max(1, min(-(-count // (4 * wg)), -(-4 * self.device.max_compute_units // c), 1024))
+        chunk = -(-count // S)
+        S = max(1, -(-count // chunk))
+        part = self.scratch("bias_grad", c * S)
+        self._run(self.kernel("bias.cl", "bias_grad_partial", {"WG": wg}), (S * wg, c), (wg, 1),
+                  dy.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
+        self._eltwise("bias.cl", "bias_grad", c, part.buf, db.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
 
     # ---- activations --------------------------------------------------------------------------------------
     def relu_forward(self, x, y, size):
