@@ -214,6 +214,7 @@ def gemm(a, b, c, m, n, k, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, ld
     threads = numba.get_num_threads()
     if reduce:
         parts = min(threads, batch)
+        parts = -(-batch // -(-batch // parts))   # no empty part: each sums >= 1 entry (an empty one is unwritten)
         dims = (m, n, k, bool(trans_a), bool(trans_b), lda, ldb, ldc, int(a_off), int(b_off), int(c_off), batch,
                 int(stride_a), int(stride_b), 0, parts, True)
         work = _scratch("reduce", parts * m * n)

@@ -114,7 +114,9 @@ def _col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
 @njit(parallel=True, cache=True, fastmath=False)
 def _col2im_same(cols, x, n0, nb, c, h, w, kh, kw, pad):
     # cols: (C*kh*kw, nb*H*W) -> x: (N, C, H, W) for stride 1 and "same" padding: pixel p of a plane gathers
-    # cols[strip(i, j), p - shift] over the whole plane at once, masked where column p%W - (j-pad) leaves the row
+    # cols[strip(i, j), p - shift] over the whole plane at once, masked where column p%W - (j-pad) leaves the row.
+    # The mask multiplies by 0/1 (a select does not vectorise here: 3x slower): bit-identical to _col2im for finite
+    # cols; an inf/NaN in a padded tap (a diverged gradient) would reach its wrapped neighbour pixel.
     L = h * w
     ncols = nb * L
     inside = np.empty(kw * L, np.float32)  # inside[j*L + p] = 1 if pixel p's column minus (j - pad) is in [0, W)

@@ -213,3 +213,22 @@ def test_gemm_config_choice(cl_device):
     finally:
         dev.gemm_tuned = saved
         dev.gemm_override = None
+
+
+def test_numba_batch_reduce_with_many_threads():
+    """The Numba batch-reduce cuts the batch into one part per thread; with more threads than this machine has
+    cores (a 16-core CI host), no part may be left empty and unwritten (regression: batch 37 on 16 threads)."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, clcnn, sys; sys.path.insert(0, 'tests'); import reference as ref;"
+            "be = clcnn.get_backend('cpu'); r = np.random.default_rng(0);"
+            "a = r.standard_normal(37*3*4).astype(np.float32); b = r.standard_normal(37*5*4).astype(np.float32);"
+            "c = np.zeros(15, np.float32);"
+            "be.gemm(a, b, c, 3, 5, 4, trans_b=True, batch=37, stride_a=12, stride_b=20, reduce=True);"
+            "want = ref.gemm(a, b, np.zeros(15), 3, 5, 4, trans_b=True, batch=37, stride_a=12, stride_b=20,"
+            " reduce=True);"
+            "print(float(np.abs(c - want).max() / np.abs(want).max()))")
+    env = {**__import__("os").environ, "NUMBA_NUM_THREADS": "16"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.strip().splitlines()[-1]) < 1e-5
