@@ -12,10 +12,12 @@ __kernel void bias_add(__global float* restrict y, __global const float* restric
 
 // bias_grad_partial: dy: (N, C, inner) -> part: (C, S); part[ch, s] = sum of channel ch over the flattened
 // (n, i) range [s*chunk, min((s+1)*chunk, N*inner)). Work-group (ch, s) of WG: fixed-order strided partial
-// sums, then a local tree reduction (deterministic, no atomics).
+// sums, then a local tree reduction (deterministic, no atomics). final != 0 (S == 1): part is db itself and
+// db = beta*db + sum (one launch for small reductions such as a dense layer's).
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void bias_grad_partial(__global const float* restrict dy, __global float* restrict part,
-                       const int n, const int c, const int inner, const int chunk)
+                       const int n, const int c, const int inner, const int chunk, const int final,
+                       const float beta)
 {
     __local float red[WG];
     const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
@@ -29,7 +31,10 @@ void bias_grad_partial(__global const float* restrict dy, __global float* restri
         if (lid < step) red[lid] += red[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (lid == 0) part[ch * S + s] = red[0];
+    if (lid == 0) {
+        if (final) part[ch] = (beta != 0.0f ? beta * part[ch] : 0.0f) + red[0];
+        else part[ch * S + s] = red[0];
+    }
 }
 
 // bias_grad: part: (C, S) -> db: (C,) = beta*db + sum_s part[ch, s] in order; one work-item per channel

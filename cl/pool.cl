@@ -1,4 +1,6 @@
-// maxpool_forward / maxpool_backward: k x k max pooling with stride, no padding (one work-item per output element).
+// maxpool_forward / maxpool_backward: K x K max pooling with stride, no padding (one work-item per output element).
+// Build constants (one build per layer geometry: divisions by constants): H, W, K, STRIDE, HO, WO. The scalar
+// arguments repeat them and are unused.
 
 // x: (N, C, H, W) -> y, argmax: (N, C, Ho, Wo); argmax = hi*W + wi inside its plane, first max wins;
 // total = N*C*Ho*Wo work-items
@@ -8,13 +10,13 @@ __kernel void maxpool_forward(__global const float* restrict x, __global float* 
 {
     const int gid = get_global_id(0);
     if (gid >= total) return;
-    const int ow = gid % wo, oh = (gid / wo) % ho, plane = gid / (wo * ho);
-    __global const float* xp = x + plane * h * w;
-    int best = (oh * stride) * w + ow * stride;
+    const int ow = gid % WO, oh = (gid / WO) % HO, plane = gid / (WO * HO);
+    __global const float* xp = x + plane * (H * W);
+    int best = (oh * STRIDE) * W + ow * STRIDE;
     float m = xp[best];
-    for (int i = 0; i < k; ++i)
-        for (int j = 0; j < k; ++j) {
-            const int idx = (oh * stride + i) * w + ow * stride + j;
+    for (int i = 0; i < K; ++i)
+        for (int j = 0; j < K; ++j) {
+            const int idx = (oh * STRIDE + i) * W + ow * STRIDE + j;
             if (xp[idx] > m) { m = xp[idx]; best = idx; }
         }
     y[gid] = m;
@@ -22,21 +24,25 @@ __kernel void maxpool_forward(__global const float* restrict x, __global float* 
 }
 
 // dy, argmax: (N, C, Ho, Wo) -> dx: (N, C, H, W) overwritten; each pixel gathers dy of every window whose
-// arg-max it is (race-free with overlapping windows); total = N*C*H*W work-items
+// arg-max it is (race-free with overlapping windows). masked != 0: only windows whose pooled output y > 0 pass
+// (the backward of a ReLU applied before the pooling, fused); total = N*C*H*W work-items
 __kernel void maxpool_backward(__global const float* restrict dy, __global const int* restrict argmax,
-                               __global float* restrict dx, const int h, const int w, const int k,
-                               const int stride, const int ho, const int wo, const int total)
+                               __global float* restrict dx, __global const float* restrict y, const int masked,
+                               const int h, const int w, const int k, const int stride, const int ho,
+                               const int wo, const int total)
 {
     const int gid = get_global_id(0);
     if (gid >= total) return;
-    const int hw = h * w, pix = gid % hw, plane = gid / hw;
-    const int hi = pix / w, wi = pix % w;
-    const int oh0 = hi < k ? 0 : (hi - k + stride) / stride, oh1 = min(hi / stride, ho - 1);
-    const int ow0 = wi < k ? 0 : (wi - k + stride) / stride, ow1 = min(wi / stride, wo - 1);
-    const int base = plane * ho * wo;
+    const int pix = gid % (H * W), plane = gid / (H * W);
+    const int hi = pix / W, wi = pix % W;
+    const int oh0 = hi < K ? 0 : (hi - K + STRIDE) / STRIDE, oh1 = min(hi / STRIDE, HO - 1);
+    const int ow0 = wi < K ? 0 : (wi - K + STRIDE) / STRIDE, ow1 = min(wi / STRIDE, WO - 1);
+    const int base = plane * (HO * WO);
     float s = 0.0f;
     for (int oh = oh0; oh <= oh1; ++oh)
-        for (int ow = ow0; ow <= ow1; ++ow)
-            if (argmax[base + oh * wo + ow] == pix) s += dy[base + oh * wo + ow];
+        for (int ow = ow0; ow <= ow1; ++ow) {
+            const int o = base + oh * WO + ow;
+            if (argmax[o] == pix && (!masked || y[o] > 0.0f)) s += dy[o];
+        }
     dx[gid] = s;
 }

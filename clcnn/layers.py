@@ -53,6 +53,8 @@ class Layer:
         return shape
 
     fuse_relu = False   # set by Sequential when a ReLU follows: forward writes max(y, 0) itself
+    grad_beta = 1.0     # backward: param.grad = grad_beta * param.grad + this batch's gradient (0: overwrite,
+                        # so a model need not zero its gradients before a step)
 
     def to(self, backend, place_params: bool = True) -> None:
         """Run on ``backend``; ``place_params=False`` when the owning model places the parameters."""
@@ -122,11 +124,11 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        # dy: (N, out) -> dx: (N, in); dW += dy.T @ x, db += sum_n dy.
+        # dy: (N, out) -> dx: (N, in); dW = grad_beta*dW + dy.T @ x, db likewise with sum_n dy.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n = dy.shape[0]
-        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=1.0)
-        be.bias_grad(dy, b.grad, n, self.out_features, 1, beta=1.0)
+        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=self.grad_beta)
+        be.bias_grad(dy, b.grad, n, self.out_features, 1, beta=self.grad_beta)
         dx = None
         if need_dx:
             dx = self._buffer("dx", (n, self.in_features))
@@ -202,13 +204,14 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW += sum_n dy[n] @ cols[:, n].T (cols kept from forward, or
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW = grad_beta*dW + sum_n dy[n] @ cols[:, n].T (cols kept from
+        # forward, or
         # unrolled again per chunk); dcols = W.T @ dy[n] -> col2im.
         be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
         n, c, h, wd = x.shape
         _, m, ho, wo = dy.shape
         ckk, l = c * self.k * self.k, ho * wo
-        be.bias_grad(dy, b.grad, n, m, l, beta=1.0)
+        be.bias_grad(dy, b.grad, n, m, l, beta=self.grad_beta)
         dx = self._buffer("dx", x.shape) if need_dx else None
         nb = self._chunk(n, ckk, l)
         cols = self.kept_cols if self.kept_cols is not None else be.scratch("cols", ckk * nb * l)
@@ -217,8 +220,8 @@ class Conv2D(Layer):
             cnt = min(nb, n - n0)
             if self.kept_cols is None:
                 be.im2col(x, cols, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
-            be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=1.0, a_off=n0 * m * l, ldb=cnt * l,
-                    batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
+            be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=self.grad_beta if n0 == 0 else 1.0,
+                    a_off=n0 * m * l, ldb=cnt * l, batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
             if need_dx:
                 be.gemm(w.data, dy, dcols, ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=cnt * l,
                         batch=cnt, stride_a=0, stride_b=m * l, stride_c=l)
@@ -235,6 +238,8 @@ class MaxPool2D(Layer):
 
     Shape: x: (N, C, H, W) -> y: (N, C, Ho, Wo), Ho = (H - k)//s + 1, s defaults to k.
     """
+
+    relu_mask = False   # set by Sequential when a ReLU precedes: backward also applies the ReLU's backward
 
     def __init__(self, kernel_size, stride=None):
         self.k = int(kernel_size)
@@ -254,16 +259,18 @@ class MaxPool2D(Layer):
         oshape = self.output_shape(x.shape)
         y, self.argmax = self._buffer("y", oshape), self._buffer("argmax", oshape, np.int32)
         be.maxpool_forward(x, y, self.argmax, n, c, h, w, self.k, self.stride)
-        self.xshape = x.shape
+        self.xshape, self.y = x.shape, y
         return y
 
     def backward(self, dy, need_dx=True):
-        # dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy routed to its window's arg-max.
+        # dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy routed to its window's arg-max (only where the pooled
+        # value is > 0 when relu_mask: the preceding ReLU's backward, exact since its output at the arg-max is y).
         if not need_dx:
             return None
         n, c, h, w = self.xshape
         dx = self._buffer("dx", self.xshape)
-        self.backend.maxpool_backward(dy, self.argmax, dx, n, c, h, w, self.k, self.stride)
+        self.backend.maxpool_backward(dy, self.argmax, dx, n, c, h, w, self.k, self.stride,
+                                      y=self.y if self.relu_mask else None)
         return dx
 
     def extra_repr(self):
@@ -291,6 +298,7 @@ class Flatten(Layer):
 class _Activation(Layer):
     op = ""
     fused = False   # ReLU only: the previous layer's GEMM already applied it (Sequential decides)
+    backward_in_next = False   # ReLU only: the next layer's backward (a max-pool's) already applied this one's
 
     def __init__(self):
         self.params = {}
@@ -309,6 +317,8 @@ class _Activation(Layer):
         # dy: same shape as y -> dx: same shape.
         if not need_dx:
             return None
+        if self.backward_in_next:
+            return dy
         dx = self._buffer("dx", dy.shape)
         getattr(self.backend, f"{self.op}_backward")(self.y, dy, dx, dy.size)
         self.y = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import get_backend
-from .layers import Conv2D, Dense, Layer, ReLU
+from .layers import Conv2D, Dense, Layer, MaxPool2D, ReLU
 
 LOSSES = ("cross_entropy", "bce")
 
@@ -25,9 +25,11 @@ class Sequential:
             raise ValueError(f"Invalid loss {loss!r}; expected one of {LOSSES}")
         self.layers = list(layers)
         self.loss = loss
-        for prev, nxt in zip(self.layers, self.layers[1:]):   # bias + ReLU in the GEMM's write-out
-            if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense)):
+        for prev, nxt in zip(self.layers, self.layers[1:]):
+            if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense)):   # bias + ReLU in the GEMM write-out
                 prev.fuse_relu, nxt.fused = True, True
+            if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
+                prev.backward_in_next, nxt.relu_mask = True, True
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.init(rng)
@@ -167,8 +169,11 @@ class Sequential:
     def zero_grad(self):
         self.backend.fill(self.flat_grad, 0.0)
 
-    def _forward_backward(self, dx, dy, accumulate=False):
-        """Enqueue forward, loss and backward for one device batch; gradients are accumulated into .grad."""
+    def _forward_backward(self, dx, dy, accumulate=False, fresh=True):
+        """Enqueue forward, loss and backward for one device batch. fresh: the gradients overwrite .grad (no
+        zeroing pass needed); else they are added to it."""
+        for layer in self.layers:
+            layer.grad_beta = 0.0 if fresh else 1.0
         g = self._loss_forward_backward(self.forward(dx, train=True), dy, accumulate)
         for i in range(len(self.layers) - 1, -1, -1):
             g = self.layers[i].backward(g, need_dx=i > 0)
@@ -176,9 +181,8 @@ class Sequential:
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
         self._ensure_device()
-        self.zero_grad()
         dx, dy = self._upload_batch(x, y)
-        self._forward_backward(dx, dy)
+        self._forward_backward(dx, dy, fresh=True)
         loss = float(self.backend.download(self._loss_buf)[0])
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
@@ -218,8 +222,7 @@ class Sequential:
         return None
 
     def _step(self, dx, dy, optimizer, sync):
-        self.zero_grad()
-        self._forward_backward(dx, dy, accumulate=not sync)
+        self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
         optimizer.step()
 
     def read_loss(self, reset: bool = True) -> float:

@@ -60,15 +60,17 @@ def _maxpool2_forward(x, y, argmax, planes, h, w, ho, wo):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _maxpool_backward(dy, argmax, dx, planes, h, w, ho, wo):
-    # dy, argmax: (N*C, Ho, Wo) -> dx: (N*C, H, W); each plane is owned by one iteration, windows summed in order
+def _maxpool_backward(dy, argmax, dx, y, masked, planes, h, w, ho, wo):
+    # dy, argmax: (N*C, Ho, Wo) -> dx: (N*C, H, W); each plane is owned by one iteration, windows summed in order;
+    # masked: only windows whose output y > 0 pass (a ReLU before the pool, fused)
     for p in prange(planes):
         xb = p * h * w
         yb = p * ho * wo
         for q in range(h * w):
             dx[np.uint64(xb + q)] = 0.0
         for o in range(ho * wo):
-            dx[np.uint64(xb + argmax[np.uint64(yb + o)])] += dy[np.uint64(yb + o)]
+            if not masked or y[np.uint64(yb + o)] > 0.0:
+                dx[np.uint64(xb + argmax[np.uint64(yb + o)])] += dy[np.uint64(yb + o)]
 
 
 def _out(h, w, k, stride):
@@ -89,9 +91,12 @@ def maxpool_forward(x, y, argmax, n, c, h, w, k, stride) -> None:
         _maxpool_forward(*args, int(k), int(stride), ho, wo)
 
 
-def maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride) -> None:
-    """dy: (N, C, Ho, Wo), argmax -> dx: (N, C, H, W) overwritten; overlapping windows add up."""
+def maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride, y=None) -> None:
+    """dy: (N, C, Ho, Wo), argmax -> dx: (N, C, H, W) overwritten; overlapping windows add up. With y (the forward
+    output), only windows with y > 0 pass (the fused backward of a ReLU before the pool)."""
     ho, wo = _out(h, w, k, stride)
     ny = n * c * ho * wo
-    _maxpool_backward(flat(dy, ny, "maxpool dy"), flat(argmax, ny, "maxpool argmax", np.int32),
-           flat(dx, n * c * h * w, "maxpool dx"), int(n * c), int(h), int(w), ho, wo)
+    fdy = flat(dy, ny, "maxpool dy")
+    _maxpool_backward(fdy, flat(argmax, ny, "maxpool argmax", np.int32), flat(dx, n * c * h * w, "maxpool dx"),
+                      fdy if y is None else flat(y, ny, "maxpool y"), y is not None, int(n * c), int(h), int(w),
+                      ho, wo)

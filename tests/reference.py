@@ -122,9 +122,12 @@ def maxpool_forward(x, n, c, h, w, k, stride):
     return y, arg
 
 
-def maxpool_backward(dy, argmax, n, c, h, w, k, stride) -> np.ndarray:
-    """dy, argmax: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy added to the pixel its window picked."""
+def maxpool_backward(dy, argmax, n, c, h, w, k, stride, y=None) -> np.ndarray:
+    """dy, argmax: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy added to the pixel its window picked (only
+    windows with y > 0 when the forward output y is given)."""
     dy = f64(dy).reshape(n, c, -1)
+    if y is not None:
+        dy = dy * (f64(y).reshape(n, c, -1) > 0)
     arg = np.asarray(argmax).reshape(n, c, -1)
     dx = np.zeros((n, c, h * w))
     for ni in range(n):

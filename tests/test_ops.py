@@ -167,10 +167,15 @@ def test_maxpool(device, small, case):
     device.maxpool_backward(up(device, dy), up(device, want_arg), dx, n, c, h, w, k, stride)
     check(device.download(dx), ref.maxpool_backward(dy, want_arg, n, c, h, w, k, stride), GRAD_TOL,
           "maxpool_backward")
+    # with the fused ReLU mask: windows whose pooled value is <= 0 pass nothing (a mixed-sign y)
+    ymask = want_y.astype(np.float32) - np.float32(np.median(want_y))
+    device.maxpool_backward(up(device, dy), up(device, want_arg), dx, n, c, h, w, k, stride, y=up(device, ymask))
+    check(device.download(dx), ref.maxpool_backward(dy, want_arg, n, c, h, w, k, stride, y=ymask), GRAD_TOL,
+          "maxpool_backward masked")
 
 
 # ---- bias ------------------------------------------------------------------------------------------------
-BIAS_SHAPES = [(3, 5, 7), (4, 10, 1), (1, 1, 1), (2, 16, 64), (8, 32, 1024)]
+BIAS_SHAPES = [(3, 5, 7), (4, 10, 1), (1, 1, 1), (2, 16, 64), (8, 32, 1024), (8, 2, 1024)]   # last: 2-pass
 
 
 @pytest.mark.parametrize("shape", BIAS_SHAPES, ids=lambda s: "x".join(map(str, s)))

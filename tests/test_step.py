@@ -142,3 +142,20 @@ def test_staged_uploads_keep_every_batch(monkeypatch):
         be.upload_into(d, h)
     for d, h in zip(dsts, hosts):
         assert np.array_equal(be.download(d), h)
+
+
+def test_step_overwrites_gradients_without_zeroing(device_id):
+    # A step writes every gradient with beta = 0 (no zeroing pass): garbage (NaN) left in the gradient buffer
+    # must not leak into the result, and accumulate-mode (fresh=False) must add to what is there.
+    model = small_net(seed=5).to(device_id)
+    (x, y), = batches(1)
+    _, want = model.gradients(x, y)
+    model.backend.fill(model.flat_grad, float("nan"))
+    _, got = model.gradients(x, y)
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
+    dx, dy = model._upload_batch(x, y)
+    model._forward_backward(dx, dy, fresh=False)   # accumulate a second copy of the same batch's gradients
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(model.backend.download(p.grad).reshape(p.shape), 2 * want[name], rtol=1e-5,
+                                   atol=1e-6)

@@ -132,10 +132,14 @@ def pool_cases(dev, rng):
         dy, dx = rnd(rng, n, c, ho, wo), dev.upload(rnd(rng, n, c, h, w))
         dev.maxpool_backward(dev.upload(dy), dev.upload(warg), dx, n, c, h, w, k, s)
         compare(f"maxpool_backward {tag}", dev.download(dx), ref.maxpool_backward(dy, warg, n, c, h, w, k, s), 1e-4)
+        ym = wy.astype(np.float32) - np.float32(np.median(wy))
+        dev.maxpool_backward(dev.upload(dy), dev.upload(warg), dx, n, c, h, w, k, s, y=dev.upload(ym))
+        compare(f"maxpool_backward masked {tag}", dev.download(dx),
+                ref.maxpool_backward(dy, warg, n, c, h, w, k, s, y=ym), 1e-4)
 
 
 def bias_cases(dev, rng):
-    for (n, c, inner) in [(2, 3, 5), (3, 4, 1), (2, 2, 300)]:
+    for (n, c, inner) in [(2, 3, 5), (3, 4, 1), (2, 2, 300), (4, 1, 600)]:   # last: bias_grad in 2 passes
         y0, b = rnd(rng, n, c, inner), rnd(rng, c)
         y = dev.upload(y0)
         dev.bias_add(y, dev.upload(b), n, c, inner)

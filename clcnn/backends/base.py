@@ -141,9 +141,12 @@ class Backend(ABC):
         inside its (n, c) plane (first max wins on ties). Ho = (H - k)//stride + 1, no padding."""
 
     @abstractmethod
-    def maxpool_backward(self, dy, argmax, dx, n: int, c: int, h: int, w: int, k: int, stride: int) -> None:
+    def maxpool_backward(self, dy, argmax, dx, n: int, c: int, h: int, w: int, k: int, stride: int,
+                         y=None) -> None:
         """dy: (N, C, Ho, Wo), argmax -> dx: (N, C, H, W); dx overwritten; each input pixel gathers the dy of
-        every window whose arg-max it is (race-free, correct for overlapping windows)."""
+        every window whose arg-max it is (race-free, correct for overlapping windows).
+        y (optional, the forward output (N, C, Ho, Wo)): only windows with y > 0 pass their dy -- exactly the
+        backward of a ReLU applied before the pooling (its output at the arg-max is y), fused."""
 
     # ---- bias ---------------------------------------------------------------------------------------------
     @abstractmethod

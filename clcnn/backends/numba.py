@@ -90,8 +90,8 @@ class NumbaBackend(Backend):
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
         _pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
 
-    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride):
-        _pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride)
+    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride, y=None):
+        _pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride, y)
 
     def bias_add(self, y, bias, n, c, inner):
         _bias.bias_add(y, bias, n, c, inner)

@@ -21,29 +21,45 @@ class OpenCLOps:
     docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``."""
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
-    def _unroll(self, name, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
+    def _unroll_args(self, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
         ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-        self._eltwise("im2col.cl", name, total(ho * wo), src.buf, dst.buf, _i(n0), _i(nb), _i(c), _i(h),
-                      _i(w), _i(kh), _i(kw), _i(stride), _i(pad), _i(ho), _i(wo), _i(total(ho * wo)))
+        geometry = {"C": c, "H": h, "W": w, "KH": kh, "KW": kw, "STRIDE": stride, "PAD": pad, "HO": ho, "WO": wo}
+        args = (src.buf, dst.buf, _i(n0), _i(nb), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(stride), _i(pad),
+                _i(ho), _i(wo), _i(total(ho * wo)))
+        return geometry, ho * wo, args
 
     def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
-        self._unroll("im2col", x, cols, n0, nb, c, h, w, kh, kw, stride, pad, lambda L: c * kh * kw * nb * L)
+        # 2-D range (columns, rows): no division by the runtime column count
+        geometry, l, args = self._unroll_args(x, cols, n0, nb, c, h, w, kh, kw, stride, pad,
+                                              lambda L: c * kh * kw * nb * L)
+        if nb * l > 0:
+            wg = self.eltwise_wg
+            self._run(self.kernel("im2col.cl", "im2col", geometry), (_roundup(nb * l, wg), c * kh * kw), (wg, 1),
+                      *args)
 
     def col2im(self, cols, x, n0, nb, c, h, w, kh, kw, stride, pad):
-        self._unroll("col2im", cols, x, n0, nb, c, h, w, kh, kw, stride, pad, lambda L: nb * c * h * w)
+        geometry, _, args = self._unroll_args(cols, x, n0, nb, c, h, w, kh, kw, stride, pad,
+                                              lambda L: nb * c * h * w)
+        self._eltwise("im2col.cl", "col2im", nb * c * h * w, *args, defines=geometry)
 
     # ---- pooling ------------------------------------------------------------------------------------------
-    def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
+    @staticmethod
+    def _pool_geometry(h, w, k, stride):
         ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+        return ho, wo, {"H": h, "W": w, "K": k, "STRIDE": stride, "HO": ho, "WO": wo}
+
+    def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
+        ho, wo, geometry = self._pool_geometry(h, w, k, stride)
         total = n * c * ho * wo
         self._eltwise("pool.cl", "maxpool_forward", total, x.buf, y.buf, argmax.buf, _i(h), _i(w), _i(k),
-                      _i(stride), _i(ho), _i(wo), _i(total))
+                      _i(stride), _i(ho), _i(wo), _i(total), defines=geometry)
 
-    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride):
-        ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride, y=None):
+        ho, wo, geometry = self._pool_geometry(h, w, k, stride)
         total = n * c * h * w
-        self._eltwise("pool.cl", "maxpool_backward", total, dy.buf, argmax.buf, dx.buf, _i(h), _i(w), _i(k),
-                      _i(stride), _i(ho), _i(wo), _i(total))
+        self._eltwise("pool.cl", "maxpool_backward", total, dy.buf, argmax.buf, dx.buf,
+                      (y if y is not None else dy).buf, _i(y is not None), _i(h), _i(w), _i(k), _i(stride),
+                      _i(ho), _i(wo), _i(total), defines=geometry)
 
     # ---- bias ---------------------------------------------------------------------------------------------
     def bias_add(self, y, bias, n, c, inner):
@@ -60,10 +76,11 @@ class OpenCLOps:
         S = max(1, min(-(-count // (4 * wg)), -(-4 * self.device.max_compute_units // c), 1024))
         chunk = -(-count // S)
         S = max(1, -(-count // chunk))
-        part = self.scratch("bias_grad", c * S)
+        part = db if S == 1 else self.scratch("bias_grad", c * S)
         self._run(self.kernel("bias.cl", "bias_grad_partial", {"WG": wg}), (S * wg, c), (wg, 1),
-                  dy.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
-        self._eltwise("bias.cl", "bias_grad", c, part.buf, db.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
+                  dy.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk), _i(S == 1), _f(beta))
+        if S > 1:
+            self._eltwise("bias.cl", "bias_grad", c, part.buf, db.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
 
     # ---- activations --------------------------------------------------------------------------------------
     def relu_forward(self, x, y, size):
