@@ -46,3 +46,24 @@ __kernel void maxpool_backward(__global const float* restrict dy, __global const
         }
     dx[gid] = s;
 }
+
+// maxpool_backward for windows that tile the input exactly (STRIDE == K, H % K == 0, W % K == 0; the host
+// checks): one work-item per window writes its K x K pixels (dy at the arg-max, 0 elsewhere), a scatter with no
+// overlap; same arguments and result as maxpool_backward; total = N*C*Ho*Wo work-items
+__kernel void maxpool_backward_tiled(__global const float* restrict dy, __global const int* restrict argmax,
+                                     __global float* restrict dx, __global const float* restrict y,
+                                     const int masked, const int h, const int w, const int k, const int stride,
+                                     const int ho, const int wo, const int total)
+{
+    const int gid = get_global_id(0);
+    if (gid >= total) return;
+    const int ow = gid % WO, oh = (gid / WO) % HO, plane = gid / (WO * HO);
+    const float g = (!masked || y[gid] > 0.0f) ? dy[gid] : 0.0f;
+    const int arg = argmax[gid];
+    __global float* xp = dx + plane * (H * W);
+    for (int i = 0; i < K; ++i)
+        for (int j = 0; j < K; ++j) {
+            const int idx = (oh * K + i) * W + ow * K + j;
+            xp[idx] = idx == arg ? g : 0.0f;
+        }
+}

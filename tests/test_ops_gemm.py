@@ -232,3 +232,16 @@ def test_numba_batch_reduce_with_many_threads():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.parametrize("trans", ["NN", "NT", "TN", "TT"])
+def test_gemm_k_split_of_a_single_product(device, small, monkeypatch, trans):
+    """A single GEMM with few output tiles and a long k (a dense layer's forward) may be cut into k-chunks summed
+    like a batch-reduce; the device is made to look large so the split happens even on a small CPU device."""
+    if hasattr(device, "_gemm_limits"):
+        limits = device._gemm_limits
+        monkeypatch.setattr(device, "_gemm_limits", limits[:3] + (64,))
+        assert device._k_chunks(20, 12, 1024, device.gemm_config(20, 12, 1024)) > 1
+    k = 256 if small else 1024
+    run_gemm(device, 20, 12, k, trans_a=trans[0] == "T", trans_b=trans[1] == "T", beta=0.5, alpha=0.5,
+             pad_ld=(4, 0, 4), offs=(4, 8, 4), bias_axis=1, relu=True, seed=k)

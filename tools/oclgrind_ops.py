@@ -120,7 +120,8 @@ def conv_cases(dev, rng):
 
 
 def pool_cases(dev, rng):
-    for (n, c, h, w, k, s, ties) in [(1, 2, 5, 7, 2, 2, False), (2, 1, 7, 7, 3, 2, True), (1, 1, 4, 4, 2, 1, True)]:
+    for (n, c, h, w, k, s, ties) in [(1, 2, 5, 7, 2, 2, False), (2, 1, 7, 7, 3, 2, True), (1, 1, 4, 4, 2, 1, True),
+                                     (2, 2, 4, 6, 2, 2, True)]:   # last: windows tile the input (scatter)
         x = rng.integers(0, 3, (n, c, h, w)).astype(np.float32) if ties else rnd(rng, n, c, h, w)
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
         y, arg = dev.zeros((n, c, ho, wo)), dev.zeros((n, c, ho, wo), np.int32)

@@ -37,7 +37,11 @@ VEC_CONFIGS = _configs("vec", "TM TN TK WM WN WX", (
 # work-item order; VW=1: no 128-bit global loads) that show what each feature is worth.
 VEC_BIG = _configs("vec", "TM TN TK WM WN WX", ((128, 256, 8, 8, 16, 8),))   # best at 2048-4096 on an H200
 VEC_EXTRA = VEC_BIG + (_configs("vec", "TM TN TK WM WN WX", ((256, 128, 8, 16, 8, 8), (128, 128, 8, 8, 8, 0)))
-                       + ({**VEC_CONFIGS[0], "VW": 1},))
+                       + ({**VEC_CONFIGS[0], "VW": 1},)
+                       # small tiles with many work-items: latency-bound skinny products (a split-K slice of a
+                       # conv weight gradient, a 32x27 output over 1024 pixels) get more threads per tile
+                       + _configs("vec", "TM TN TK WM WN WX", ((32, 32, 16, 2, 2, 0), (32, 64, 16, 2, 4, 0),
+                                                               (64, 32, 16, 4, 2, 0), (16, 32, 16, 2, 2, 0))))
 BLOCKED_CONFIGS = _configs("blocked", "TM TN TK WM WN", (
     (128, 128, 16, 8, 8), (64, 64, 16, 4, 4), (32, 32, 16, 4, 4), (16, 16, 16, 4, 4), (16, 128, 16, 2, 8),
     (128, 16, 16, 8, 2)))
@@ -192,6 +196,21 @@ class OpenCLGemm:
         want = 4 * self._gemm_limits[3]
         return max(1, min(batch, -(-want // groups), 256))
 
+    def _k_chunks(self, m: int, n: int, k: int, p: dict) -> int:
+        """k-chunks a single GEMM is cut into when its output has too few tiles to fill the device (a 256x256
+        dense layer over k = 2048: 4 work-groups on 132 compute units): 1, or a power of two <= 16 dividing k
+        with chunks of >= 128 that are multiples of 4 (128-bit loads stay aligned)."""
+        tm, tn, _, _ = gemm_geometry(p)
+        tiles = -(-m // tm) * -(-n // tn)
+        cus = self._gemm_limits[3]
+        if tiles >= cus or k < 256:
+            return 1
+        want = min(16, -(-2 * cus // tiles))
+        chunks = 1
+        while chunks * 2 <= want and k % (8 * chunks) == 0 and k // (2 * chunks) >= 128:
+            chunks *= 2
+        return chunks
+
     def _gemm_kernel(self, p: dict, trans_a: bool, trans_b: bool, vec_a: bool, vec_b: bool):
         """(kernel, (TM, TN, wg x, wg y)) for config p; vec_a / vec_b: 128-bit loads of A / B are aligned."""
         key = (tuple(p.items()), trans_a, trans_b, vec_a, vec_b)
@@ -219,9 +238,16 @@ class OpenCLGemm:
         lda = (m if trans_a else k) if lda is None else lda
         ldb = (k if trans_b else n) if ldb is None else ldb
         ldc = n if ldc is None else ldc
+        p = self.gemm_config(m, n, k, trans_a, trans_b, batch, reduce)
+        if batch == 1 and not reduce:
+            chunks = self._k_chunks(m, n, k, p)
+            if chunks > 1:   # few output tiles, long k: split-K as a batch-reduce over k-chunks
+                kc = k // chunks
+                stride_a = kc * lda if trans_a else kc
+                stride_b = kc if trans_b else kc * ldb
+                k, batch, reduce = kc, chunks, True
         vec_a = lda % 4 == 0 and a_off % 4 == 0 and (batch == 1 or stride_a % 4 == 0)
         vec_b = ldb % 4 == 0 and b_off % 4 == 0 and (batch == 1 or stride_b % 4 == 0)
-        p = self.gemm_config(m, n, k, trans_a, trans_b, batch, reduce)
         knl, (tm, tn, lx, ly) = self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b)
         epilogue = ((bias if bias is not None else self.scratch("gemm_no_bias", 1)).buf,
                     _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))

@@ -56,10 +56,11 @@ class OpenCLOps:
 
     def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride, y=None):
         ho, wo, geometry = self._pool_geometry(h, w, k, stride)
-        total = n * c * h * w
-        self._eltwise("pool.cl", "maxpool_backward", total, dy.buf, argmax.buf, dx.buf,
-                      (y if y is not None else dy).buf, _i(y is not None), _i(h), _i(w), _i(k), _i(stride),
-                      _i(ho), _i(wo), _i(total), defines=geometry)
+        tiled = stride == k and h % k == 0 and w % k == 0   # windows cover the input exactly: scatter per window
+        total = n * c * (ho * wo if tiled else h * w)
+        self._eltwise("pool.cl", "maxpool_backward_tiled" if tiled else "maxpool_backward", total, dy.buf,
+                      argmax.buf, dx.buf, (y if y is not None else dy).buf, _i(y is not None), _i(h), _i(w), _i(k),
+                      _i(stride), _i(ho), _i(wo), _i(total), defines=geometry)
 
     # ---- bias ---------------------------------------------------------------------------------------------
     def bias_add(self, y, bias, n, c, inner):
