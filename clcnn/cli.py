@@ -187,7 +187,8 @@ def bench_gemm(size, device, variant, rounds, no_torch, json_path):
 @click.option("--batch-size", default="256", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--repeats", default=5, show_default=True, type=int, help="Timed runs per candidate (median).")
 @click.option("--max-candidates", default=None, type=int, help="Try only the first N candidates per shape.")
-def tune(device, model, batch_size, repeats, max_candidates):
+@click.option("--gemm-size", default="", help="Also tune N x N x N products (what `bench gemm` times), e.g. 4096.")
+def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
     """Search kernel configs for a device and save the winners; later runs load them with no search."""
     from .tune import tune as run
     try:
@@ -195,7 +196,8 @@ def tune(device, model, batch_size, repeats, max_candidates):
         models = [m.strip() for m in model.split(",") if m.strip()]
         if repeats < 1:
             raise ValueError(f"--repeats must be positive (got {repeats})")
-        run(device, models, sizes, repeats, max_candidates, log=click.echo)
+        gemm_sizes = [int(g) for g in gemm_size.split(",") if g.strip()]
+        run(device, models, sizes, repeats, max_candidates, log=click.echo, gemm_sizes=gemm_sizes)
     except USER_ERRORS as exc:
         _fail(exc)
 

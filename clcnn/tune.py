@@ -119,9 +119,17 @@ def tune_shapes(be, calls, repeats: int = 5, max_candidates: int | None = None, 
     return winners, rows
 
 
+def _square_gemm(be, size: int):
+    """The (key, args, kwargs) of a size^3 FP32 product C = A @ B on fresh device arrays (``clcnn bench gemm``)."""
+    rng = np.random.default_rng(0)
+    a, b = (be.upload(rng.standard_normal((size, size)).astype(np.float32)) for _ in range(2))
+    return be.gemm_key(size, size, size), (a, b, be.zeros((size, size)), size, size, size), {}
+
+
 def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 5,
-         max_candidates: int | None = None, log=print) -> dict:
-    """Tune every GEMM shape of the given presets' training steps on ``device`` and save the winners."""
+         max_candidates: int | None = None, log=print, gemm_sizes=()) -> dict:
+    """Tune every GEMM shape of the given presets' training steps (and of size^3 products for each of
+    ``gemm_sizes``) on ``device`` and save the winners."""
     from .backends import get_backend
     from .models import INPUT_SHAPES, get_model
     from .optim import SGD
@@ -148,6 +156,14 @@ def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 
                 found, r = tune_shapes(be, _record_gemms(model, x, y, opt), repeats, max_candidates, log)
             winners.update(found)
             rows += r
+    for size in gemm_sizes:
+        if size < 1:
+            raise ValueError(f"GEMM sizes must be positive (got {size})")
+        log(f"{size}^3 product (clcnn bench gemm --size {size}): default -> tuned, device time")
+        with be.profiling():
+            found, r = tune_shapes(be, [_square_gemm(be, size)], repeats, max_candidates, log)
+        winners.update(found)
+        rows += r
     seconds = time.perf_counter() - t0
     path = tuning_path(be.info)
     path.parent.mkdir(parents=True, exist_ok=True)
