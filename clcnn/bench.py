@@ -8,7 +8,6 @@ with as many threads as this process may use. Each round times both in turn; a r
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -199,6 +198,3 @@ def format_table(rows: list[dict]) -> str:
         out.append("peak device memory of the clcnn step: " + ", ".join(peaks))
     return "\n".join(out)
 
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -13,7 +13,7 @@ python3 -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_layers.py 
   tests/test_torch_oracle.py tests/test_devices.py 2>&1 | tee "$OUT/pytest.log" | tail -4
 python3 tools/host_overhead.py "$NV" 2>&1 | grep -v -i warn | tee "$OUT/host.txt"
 python3 tools/profile_step.py --device "$NV" --batch-size 256 2>&1 | grep -v -i -E "warn|lambda" | tee "$OUT/profile.txt"
-python3 tools/bench_step.py --device "$NV" --batch-size 256 --steps 50 --rounds 5 --json "$OUT/bench_nv.json" \
-  2>&1 | tee "$OUT/bench.txt"
+python3 -m clcnn bench train --model lenet5 --device "$NV" --batch-size 256 --steps 50 --rounds 5 \
+  --json "$OUT/bench_nv.json" 2>&1 | tee "$OUT/bench.txt"
 python3 -m clcnn train --dataset fashion-mnist --model lenet5 --device "$NV" --epochs 1 --batch-size 64 --lr 0.05 \
   --seed 0 --out "$OUT/run-nv" --no-progress 2>&1 | tee "$OUT/train.txt"

@@ -3,8 +3,9 @@
 Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py
 Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialized C, offsets/lds, batch with
 stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every kernel variant and tile config that fits,
-on aligned and unaligned storage), im2col/col2im, maxpool, bias, activations, losses and sgd, and checks each result
-against tests/reference.py. Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
+on aligned and unaligned storage), im2col/col2im, conv_backward_data (over a never-written scratch), maxpool, bias,
+activations, losses and sgd, and checks each result against tests/reference.py. Exit status: 0 all ok, 1 a result
+mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
 """
 from __future__ import annotations
@@ -117,6 +118,13 @@ def conv_cases(dev, rng):
         dx = dev.upload(x0)
         dev.col2im(dev.upload(cm), dx, n0, nb, c, h, w, kh, kw, s, p)
         compare(f"col2im {tag}", dev.download(dx), ref.col2im(cm, x0, n0, nb, c, h, w, kh, kw, s, p), 1e-4)
+    for (n, c, h, w, m, k, s, p, n0, nb) in [(3, 2, 6, 5, 3, 3, 2, 1, 1, 2), (2, 2, 6, 6, 3, 5, 1, 2, 0, 2)]:
+        ho, wo = ref.out_size(h, k, s, p), ref.out_size(w, k, s, p)
+        wt, dy, x0 = rnd(rng, m, c * k * k), rnd(rng, n, m, ho * wo), rnd(rng, n, c, h, w)
+        dx, dcols = dev.upload(x0), dev.scratch(f"oclgrind_dcols_{k}", c * k * k * nb * ho * wo)   # never written
+        dev.conv_backward_data(dev.upload(wt), dev.upload(dy), dx, dcols, n0, nb, m, c, h, w, k, k, s, p)
+        compare(f"conv_backward_data {c}x{h}x{w} m{m} k{k} s{s} p{p} n0={n0}", dev.download(dx),
+                ref.conv_backward_data(wt, dy, x0, n0, nb, m, c, h, w, k, k, s, p), 1e-4)
 
 
 def pool_cases(dev, rng):

@@ -8,7 +8,7 @@ import numpy as np
 import pyopencl as cl
 
 from .base import Backend, DeviceError, DeviceInfo
-from .opencl_gemm import GEMM_CONFIGS, OpenCLGemm  # noqa: F401  (GEMM_CONFIGS: re-exported for tools)
+from .opencl_gemm import OpenCLGemm
 from .opencl_ops import OpenCLOps, _roundup
 from .opencl_programs import get_program, scalar_arg_dtypes
 
