@@ -205,8 +205,7 @@ class Conv2D(Layer):
 
     def backward(self, dy, need_dx=True):
         # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW = grad_beta*dW + sum_n dy[n] @ cols[:, n].T (cols kept from
-        # forward, or
-        # unrolled again per chunk); dcols = W.T @ dy[n] -> col2im.
+        # forward, or unrolled again per chunk); dx[n] = col2im(W.T @ dy[n]) (conv_backward_data, dcols its scratch).
         be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
         n, c, h, wd = x.shape
         _, m, ho, wo = dy.shape
@@ -223,9 +222,8 @@ class Conv2D(Layer):
             be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=self.grad_beta if n0 == 0 else 1.0,
                     a_off=n0 * m * l, ldb=cnt * l, batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
             if need_dx:
-                be.gemm(w.data, dy, dcols, ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=cnt * l,
-                        batch=cnt, stride_a=0, stride_b=m * l, stride_c=l)
-                be.col2im(dcols, dx, n0, cnt, c, h, wd, self.k, self.k, self.stride, self.pad)
+                be.conv_backward_data(w.data, dy, dx, dcols, n0, cnt, m, c, h, wd, self.k, self.k, self.stride,
+                                      self.pad)
         self.x = self.kept_cols = None
         return dx
 

@@ -101,6 +101,16 @@ def col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def conv_backward_data(weight, dy, x, n0, nb, m, c, h, w, kh, kw, stride, pad) -> np.ndarray:
+    """The new x (N, C, H, W): images n0..n0+nb-1 replaced by col2im(weight.T @ dy[n]), the others unchanged.
+    weight: (M, C*kh*kw), dy: (N, M, Ho*Wo); composed from gemm (dcols (C*kh*kw, nb*L)) and col2im."""
+    ho, wo = out_size(h, kh, stride, pad), out_size(w, kw, stride, pad)
+    ckk, l = c * kh * kw, ho * wo
+    dcols = gemm(weight, dy, np.zeros(ckk * nb * l), ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=nb * l,
+                 batch=nb, stride_a=0, stride_b=m * l, stride_c=l)
+    return col2im(dcols, x, n0, nb, c, h, w, kh, kw, stride, pad)
+
+
 # ---- max pooling -----------------------------------------------------------------------------------------
 def maxpool_forward(x, n, c, h, w, k, stride):
     """x: (N, C, H, W) -> (y: (N, C, Ho, Wo) float64, argmax: int32 hi*W + wi, first max in scan order)."""

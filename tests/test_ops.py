@@ -3,7 +3,8 @@
 Accuracy criterion (float32 results vs float64 truth), "norm-wise max-abs":
     err = max|got - ref| / max|ref|        (scaled by the largest reference magnitude of that output)
     forward ops  : err <= FWD_TOL  = 1e-5
-    gradient ops : err <= GRAD_TOL = 1e-4  (col2im, maxpool_backward, bias_grad, *_backward, sgd_update)
+    gradient ops : err <= GRAD_TOL = 1e-4  (col2im, conv_backward_data, maxpool_backward, bias_grad, *_backward,
+                                            sgd_update)
 Pure data movement (im2col, relu, maxpool forward values/arg-max, memory ops) must be bit-exact.
 Scalar losses: |got - ref| <= FWD_TOL * max(|ref|, 1).
 On the Oclgrind simulator (fixture ``small``) the shapes shrink so the suite stays fast.
@@ -120,6 +121,36 @@ def test_im2col_col2im_adjoint(device, case):
     lhs, rhs = float(np.sum(ax * cm)), float(np.sum(x * at))
     scale = float(np.sum(np.abs(ax * cm)))
     assert abs(lhs - rhs) <= GRAD_TOL * scale, f"<im2col x, C> = {lhs} but <x, col2im C> = {rhs}"
+
+
+# (N, C, H, W, M, k, stride, pad, n0, nb)
+CONV_BWD_CASES = [
+    (4, 3, 8, 8, 5, 3, 1, 1, 0, 4),      # 3x3 "same" padding: the CPU fast path, every image
+    (5, 3, 9, 8, 4, 3, 2, 1, 1, 3),      # stride 2, n0 > 0, nb < N
+    (3, 2, 11, 9, 3, 5, 1, 2, 1, 2),     # 5x5 "same" padding (pad 2), last images
+    (4, 2, 14, 14, 6, 5, 1, 0, 1, 2),    # 5x5 no padding (LeNet's second conv), images in the middle
+    (3, 3, 7, 7, 4, 3, 1, 1, 1, 1),      # one image (fewer than the CPU's threads: gemm then col2im there)
+    (3, 4, 13, 10, 7, 5, 2, 2, 0, 2),    # 5x5 stride 2 pad 2
+]
+
+
+@pytest.mark.parametrize("case", CONV_BWD_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_conv_backward_data(device, case):
+    n, c, h, w, m, k, stride, pad, n0, nb = case
+    rng = np.random.default_rng(13)
+    ho, wo = _ho_wo(h, w, k, k, stride, pad)
+    ckk, l = c * k * k, ho * wo
+    weight, dy = randn(rng, m, ckk), randn(rng, n, m, l)
+    x0 = randn(rng, n, c, h, w)   # garbage in the target images must be overwritten, the others kept
+    dx = up(device, x0)
+    dcols = up(device, np.full(ckk * nb * l, np.nan, np.float32))   # scratch: whatever it holds must not matter
+    device.conv_backward_data(up(device, weight), up(device, dy), dx, dcols, n0, nb, m, c, h, w, k, k, stride, pad)
+    got = device.download(dx)
+    want = ref.conv_backward_data(weight, dy, x0, n0, nb, m, c, h, w, k, k, stride, pad)
+    check(got[n0:n0 + nb], want[n0:n0 + nb], GRAD_TOL, "conv_backward_data")
+    keep = np.ones(n, bool)
+    keep[n0:n0 + nb] = False
+    check_exact(got[keep], x0[keep], "conv_backward_data touched images outside n0..n0+nb-1")
 
 
 # ---- max pooling -----------------------------------------------------------------------------------------

@@ -134,6 +134,17 @@ class Backend(ABC):
         """The adjoint of im2col: x[n0+n, ci, y, x] = sum of every cols entry that im2col read from it.
         Overwrites (does not accumulate into) images n0 .. n0+nb-1 of x; race-free (gather per pixel)."""
 
+    @abstractmethod
+    def conv_backward_data(self, weight, dy, dx, dcols, n0: int, nb: int, m: int, c: int, h: int, w: int,
+                           kh: int, kw: int, stride: int, pad: int) -> None:
+        """A convolution's input gradient: weight: (M, C*kh*kw), dy: (N, M, Ho*Wo) -> dx: (N, C, H, W).
+
+        For n in n0 .. n0+nb-1: dx[n] = col2im(weight.T @ dy[n]) (the geometry as im2col's), overwritten; other
+        images of dx are untouched. dcols: a 1-D scratch of >= (C*kh*kw)*(nb*Ho*Wo) floats the backend may use
+        as it likes (contents undefined after). Equal to the batched gemm into dcols as (C*kh*kw, nb*Ho*Wo)
+        followed by col2im; a backend may instead unroll one image at a time in cache (numba).
+        """
+
     # ---- pooling ------------------------------------------------------------------------------------------
     @abstractmethod
     def maxpool_forward(self, x, y, argmax, n: int, c: int, h: int, w: int, k: int, stride: int) -> None:

@@ -87,6 +87,9 @@ class NumbaBackend(Backend):
     def col2im(self, cols, x, n0, nb, c, h, w, kh, kw, stride, pad):
         _im2col.col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad)
 
+    def conv_backward_data(self, weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad):
+        _im2col.conv_backward_data(weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad)
+
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
         _pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
 

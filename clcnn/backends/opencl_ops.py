@@ -42,6 +42,14 @@ class OpenCLOps:
                                               lambda L: nb * c * h * w)
         self._eltwise("im2col.cl", "col2im", nb * c * h * w, *args, defines=geometry)
 
+    def conv_backward_data(self, weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad):
+        # No kernel of its own: it composes two launches, the batched gemm dcols (C*kh*kw, nb*L) = W^T @ dy[n]
+        # (image n in columns n*L ..) and col2im (dcols -> dx). (On the CPU backend it is one fused pass per image.)
+        ckk, l = c * kh * kw, ((h + 2 * pad - kh) // stride + 1) * ((w + 2 * pad - kw) // stride + 1)
+        self.gemm(weight, dy, dcols, ckk, l, m, trans_a=True, b_off=n0 * m * l, ldc=nb * l, batch=nb, stride_a=0,
+                  stride_b=m * l, stride_c=l)
+        self.col2im(dcols, dx, n0, nb, c, h, w, kh, kw, stride, pad)
+
     # ---- pooling ------------------------------------------------------------------------------------------
     @staticmethod
     def _pool_geometry(h, w, k, stride):
