@@ -9,9 +9,10 @@ from numba import njit, prange
 from . import blas
 from .gemm import _addr, flat, gemm
 
+_NO_MASK = np.zeros(1, np.float32)   # conv_backward_data's unused `inside` off the same-padding path
+
 # Indices are cast to np.uint64 where they are used: Numba then skips its negative-index wraparound branch and
 # LLVM can vectorize the inner loops (3-8x faster here). Every such index is >= 0 by construction.
-_NO_MASK = np.zeros(1, np.float32)   # conv_backward_data's unused `inside` off the same-padding path
 
 
 @njit(cache=True)
@@ -86,7 +87,7 @@ def _im2col_same(x, cols, n0, nb, c, h, w, kh, kw, pad):
                 cols[np.uint64(dst + oh * w + ow)] = 0.0
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, inline="always")
 def _col2im_plane(cols, src0, ncols, x, dst, ci, h, w, kh, kw, stride, pad, ho, wo):
     # One (image, channel) plane: x[dst : dst + H*W] = the sum of the cols entries im2col read from it, where row r
     # of the image's strip is cols[r*ncols + src0 :][: Ho*Wo] (rows of channel ci only)
@@ -131,7 +132,7 @@ def _same_mask(h, w, kw, pad):
     return inside
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, inline="always")
 def _col2im_same_plane(cols, src0, ncols, x, dst, ci, h, w, kh, kw, pad, inside):
     # _col2im_plane for stride 1 and "same" padding: pixel p of the plane gathers cols[strip(i, j), p - shift] over
     # the whole plane at once, masked (inside, from _same_mask) where column p%W - (j-pad) leaves the row.

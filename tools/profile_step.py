@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import clcnn  # noqa: E402
 from clcnn.optim import SGD  # noqa: E402
 
-OPS = ["gemm", "im2col", "col2im", "maxpool_forward", "maxpool_backward", "bias_add", "bias_grad", "relu_forward",
+OPS = ["gemm", "im2col", "col2im", "conv_backward_data", "maxpool_forward", "maxpool_backward", "bias_add", "bias_grad", "relu_forward",
        "relu_backward", "softmax_xent_forward", "softmax_xent_backward", "sgd_update", "fill", "upload_into"]
 
 
