@@ -8,8 +8,13 @@ with as many threads as this process may use. Each round times both in turn; a r
 """
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import weakref
 
 import numpy as np
 
@@ -103,33 +108,85 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     runners = {"clcnn": ours}
     tdev = torch_device(info) if use_torch else None
     if tdev:
-        import torch
-        from torch import nn
-        net = to_torch(get_model(model_name, seed=0), tdev[0])
-        topt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        tx, ty = torch.from_numpy(x).to(tdev[0]), torch.from_numpy(y.astype(np.int64)).to(tdev[0])
-
-        def theirs():
-            for _ in range(steps):
-                topt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(net(tx), ty).backward()
-                topt.step()
-            if tdev[0] == "cuda":
-                torch.cuda.synchronize()
-        runners["torch"] = theirs
+        runners["torch"] = torch_train_runner(model_name, tdev[0], x, y, steps)
     for _ in range(warmup):   # compile, allocate, capture
         model.train_step(x, y, opt, sync=False)
     model.read_loss()
     if tdev:
         runners["torch"]()
-        if tdev[0] == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+    cuda = tdev is not None and tdev[0] == "cuda"
+    if cuda:
+        import torch
+        torch.cuda.reset_peak_memory_stats()
     be.reset_peak_memory()
     rates = _alternate(runners, rounds, steps * batch_size)
-    torch_peak = torch.cuda.max_memory_allocated() if tdev and tdev[0] == "cuda" else None
+    torch_peak = torch.cuda.max_memory_allocated() if cuda else None
     return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
                 tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
                 torch_peak_bytes=torch_peak)
+
+
+def _torch_steps(model_name: str, device: str, x, y):
+    """run(steps): PyTorch training steps of the preset (same initial weights as clcnn's, SGD with momentum)."""
+    import torch
+    from torch import nn
+
+    from .models import get_model
+    net = to_torch(get_model(model_name, seed=0), device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
+
+    def run(steps):
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(tx), ty).backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return run
+
+
+def torch_train_runner(model_name: str, device: str, x, y, steps: int):
+    """A callable running ``steps`` PyTorch steps. On the CPU they run in a child process, so PyTorch's OpenMP pool
+    and Numba's threads never share a process (each runs while the other waits, as in one process)."""
+    if device == "cuda":
+        run = _torch_steps(model_name, device, x, y)
+        return lambda: run(steps)
+    tmp = tempfile.NamedTemporaryFile(suffix=".npz", delete=False)
+    np.savez(tmp, x=x, y=y)
+    tmp.close()
+    child = subprocess.Popen([sys.executable, "-m", "clcnn.bench", model_name, tmp.name, str(steps)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    weakref.finalize(child, _stop_worker, child, tmp.name)
+    if child.stdout.readline().strip() != "ready":
+        raise RuntimeError("the PyTorch benchmark worker failed to start")
+
+    def run():
+        child.stdin.write("run\n")
+        child.stdin.flush()
+        if child.stdout.readline().strip() != "done":
+            raise RuntimeError("the PyTorch benchmark worker stopped")
+    return run
+
+
+def _stop_worker(child, path):
+    try:
+        child.stdin.close()
+        child.wait(timeout=30)
+    except Exception:   # noqa: BLE001 - best effort at exit
+        child.kill()
+    os.unlink(path)
+
+
+def _worker(model_name: str, path: str, steps: int) -> None:
+    """Child side of torch_train_runner: one "run" line in, ``steps`` steps, one "done" line out."""
+    data = np.load(path)
+    run = _torch_steps(model_name, "cpu", data["x"], data["y"])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "run":
+            run(steps)
+            print("done", flush=True)
 
 
 def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int = 5, reps: int | None = None,
@@ -198,3 +255,7 @@ def format_table(rows: list[dict]) -> str:
         out.append("peak device memory of the clcnn step: " + ", ".join(peaks))
     return "\n".join(out)
 
+
+
+if __name__ == "__main__":   # the PyTorch CPU worker: python -m clcnn.bench MODEL DATA.npz STEPS
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -19,7 +19,7 @@ for stage in "$@"; do
             | grep -v -i warn | tee "$OUT/gemm_bench.txt"
           python3 -m clcnn bench gemm --size 4096 --device "$NV" --variant all --json "$OUT/bench_gemm.json" 2>&1 \
             | grep -v -i warn | tee "$OUT/bench_gemm.txt" ;;
-    tune) python3 -m clcnn tune --device "$NV" --model lenet5,cifar --batch-size 256 2>&1 | grep -v -i warn \
+    tune) python3 -m clcnn tune --device "$NV" --model lenet5,cifar --batch-size 256 --gemm-size 4096 2>&1 | grep -v -i warn \
             | tee "$OUT/tune.txt" | tail -30 ;;
     train) for m in lenet5 cifar; do
              python3 -m clcnn bench train --model $m --batch-size 256 --device "$NV" --steps 50 --rounds 5 \
