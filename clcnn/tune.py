@@ -34,13 +34,39 @@ def tuning_path(info) -> Path:
 
 
 def load_tuning(info) -> dict:
-    """The saved GEMM winners of this device ({} when untuned or unreadable: defaults are used)."""
+    """The saved winners of this device: {"gemm": {gemm_key: config}, "eltwise_wg": int} ({} when untuned or
+    unreadable: defaults are used)."""
     try:
         doc = json.loads(tuning_path(info).read_text())
     except (OSError, ValueError):
         return {}
-    same = doc.get("device", {}) == {"platform": info.platform, "name": info.name, "driver": info.version}
-    return doc.get("gemm", {}) if same else {}
+    same = isinstance(doc, dict) and doc.get("device") == {"platform": info.platform, "name": info.name,
+                                                            "driver": info.version}
+    return {k: doc[k] for k in ("gemm", "eltwise_wg") if k in doc} if same else {}
+
+
+def tune_eltwise(be, model, x, y, opt, repeats: int, log=print) -> tuple[int, float, float]:
+    """The work-group size of the elementwise kernels (im2col, pooling, activations, ...) with the least summed
+    device time over one training step; returns (best, default time, best time) in seconds."""
+    default, times = be.eltwise_wg, {}
+    sizes = sorted({wg for wg in (64, 128, 256, 512, 1024) if wg <= be.device.max_work_group_size} | {default})
+    model.capture_steps = False
+    try:
+        for wg in sizes:
+            be.eltwise_wg = wg
+            runs = []
+            for _ in range(repeats + 1):
+                mark = be.event_time()
+                model.train_step(x, y, opt)
+                runs.append(sum(t for name, _, t in be.event_log(mark) if not name.startswith("gemm")))
+            times[wg] = statistics.median(runs[1:])
+    finally:
+        be.eltwise_wg = default
+        model.capture_steps = True
+    best = min(times, key=times.get)
+    log("  elementwise work-group size: " + ", ".join(f"{wg}: {t * 1e6:.0f} us" for wg, t in times.items())
+        + f" -> {best}")
+    return best, times[default], times[best]
 
 
 def _record_gemms(model, x, y, opt) -> list[tuple[tuple, dict]]:
@@ -138,7 +164,8 @@ def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 
         log(f"{be.info.id} ({be.info.name}) has nothing to tune: its GEMM is the system BLAS")
         return {"device": be.info.id, "seconds": 0.0, "shapes": 0, "path": None}
     t0 = time.perf_counter()
-    winners = dict(load_tuning(be.info))
+    saved = load_tuning(be.info)
+    winners, wg_votes = dict(saved.get("gemm", {})), []
     rows = []
     for name in models:
         if name not in INPUT_SHAPES:
@@ -154,6 +181,7 @@ def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 
             log(f"{name}, batch {bs}: GEMM shapes of one training step (default -> tuned, device time)")
             with be.profiling():
                 found, r = tune_shapes(be, _record_gemms(model, x, y, opt), repeats, max_candidates, log)
+                wg_votes.append(tune_eltwise(be, model, x, y, opt, repeats, log))
             winners.update(found)
             rows += r
     for size in gemm_sizes:
@@ -167,12 +195,20 @@ def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 
     seconds = time.perf_counter() - t0
     path = tuning_path(be.info)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the elementwise size that wins the summed time over every tuned step (the kernels are shared)
+    sums: dict[int, float] = {}
+    for best, _, t in wg_votes:
+        sums[best] = sums.get(best, 0.0) + t
+    eltwise_wg = min(sums, key=sums.get) if sums else saved.get("eltwise_wg", be.eltwise_wg)
     io.write_json(path, {"device": {"platform": be.info.platform, "name": be.info.name, "driver": be.info.version},
-                         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": seconds, "gemm": winners})
-    be.gemm_tuned = winners
+                         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": seconds, "gemm": winners,
+                         "eltwise_wg": eltwise_wg})
+    be.gemm_tuned, be.eltwise_wg = winners, eltwise_wg
     before, after = sum(r["default_us"] for r in rows), sum(r["tuned_us"] for r in rows)
+    elt_before, elt_after = sum(v[1] for v in wg_votes) * 1e6, sum(v[2] for v in wg_votes) * 1e6
     log(f"tuned {len(rows)} GEMM shapes on {be.info.id} ({be.info.name}) in {seconds:.1f} s: "
         f"their summed device time {before:.0f} us -> {after:.0f} us ({before / max(after, 1e-9):.2f}x); "
+        f"elementwise kernels {elt_before:.0f} us -> {elt_after:.0f} us per step set (work-group {eltwise_wg}); "
         f"saved to {path}")
     return {"device": be.info.id, "seconds": seconds, "shapes": len(rows), "default_us": before, "tuned_us": after,
             "path": str(path), "rows": rows}

@@ -63,13 +63,15 @@ def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
     assert "tuned" in res.stdout and " s:" in res.stdout   # how long it took and what it won
     saved = list(tmp_path.glob("*.json"))
     assert len(saved) == 1
-    winners = json.loads(saved[0].read_text())["gemm"]
-    assert winners
+    doc = json.loads(saved[0].read_text())
+    winners = doc["gemm"]
+    assert winners and doc["eltwise_wg"] in (64, 128, 256, 512, 1024)
+    assert "elementwise work-group size" in res.stdout
     # A fresh backend of the same device loads the winners; training then never searches.
     backends._backends.pop(dev, None)
     monkeypatch.setattr(tuner, "tune_shapes", lambda *a, **k: pytest.fail("a training run searched"))
     be = clcnn.get_backend(dev)
-    assert be.gemm_tuned == winners
+    assert be.gemm_tuned == winners and be.eltwise_wg == doc["eltwise_wg"]
     model = clcnn.models.lenet5().to(dev)
     opt = clcnn.optim.SGD(model, lr=0.01)
     used = []

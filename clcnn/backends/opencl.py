@@ -95,6 +95,10 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         self.eltwise_wg = min(ELTWISE_WG, maxwg)
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
         self._gemm_init()   # GEMM configs, override, tuned table (opencl_gemm.py)
+        from ..tune import load_tuning
+        tuned_wg = load_tuning(info).get("eltwise_wg")
+        if isinstance(tuned_wg, int) and 0 < tuned_wg <= maxwg:   # saved by `clcnn tune`
+            self.eltwise_wg = tuned_wg
         self._kernels: dict[tuple, cl.Kernel] = {}
         self._scratch: dict[str, CLArray] = {}
         self._pending: list[np.ndarray] = []   # host arrays of in-flight non-blocking uploads

@@ -104,7 +104,7 @@ class OpenCLGemm:
         self.gemm_override: dict | None = None   # one config for every GEMM (tools, tests, tuning)
         from ..tune import load_tuning   # lazily: clcnn.tune imports the CLI's helpers
         self.gemm_tuned: dict[str, dict] = {   # gemm_key(...) -> config, saved by `clcnn tune`
-            key: p for key, p in load_tuning(self.info).items() if self._gemm_usable(p)}
+            key: p for key, p in load_tuning(self.info).get("gemm", {}).items() if self._gemm_usable(p)}
         self._gemm_choice: dict[tuple, dict] = {}
         self._gemm_kernels: dict[tuple, tuple] = {}
 
