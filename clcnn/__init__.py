@@ -11,8 +11,9 @@ from . import layers, models, optim  # noqa: E402
 from .backends import DeviceError, DeviceInfo, get_backend, list_devices  # noqa: E402
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
 from .model import Sequential  # noqa: E402
+from .parallel import DataParallel  # noqa: E402
 
-__all__ = ["Conv2D", "Dense", "DeviceError", "DeviceInfo", "Flatten", "MaxPool2D", "ReLU", "Sequential", "Sigmoid",
+__all__ = ["Conv2D", "DataParallel", "Dense", "DeviceError", "DeviceInfo", "Flatten", "MaxPool2D", "ReLU", "Sequential", "Sigmoid",
            "get_backend", "layers", "list_devices", "models", "optim"]
 
 __version__ = "0.1.0"

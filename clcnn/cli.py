@@ -73,7 +73,10 @@ def devices(as_json, check):
 @click.option("--data-dir", default=None, help="Folder with the IDX files (else $CLCNN_DATA, ~/.cache/clcnn, "
               "/usr/share/datasets).")
 @click.option("--model", default="lenet5", show_default=True)
-@click.option("--device", default=None, help="auto | cpu | cl:N  [default: $CLCNN_DEVICE or auto]")
+@click.option("--device", default=None, help="auto | cpu | cl:N, or several (cl:0,cpu) to split each mini-batch "
+              "across them  [default: $CLCNN_DEVICE or auto]")
+@click.option("--split", default="auto", show_default=True,
+              help="With several devices: auto (by measured speed) or one fraction per device (0.7,0.3).")
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=0.05, show_default=True, type=float)
@@ -88,11 +91,12 @@ def train(no_progress, **kwargs):
     from .training import TrainConfig, train as run
     cfg = TrainConfig(**kwargs)
     try:
-        cfg.validate()
         if cfg.device is None:
             cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
+        cfg.validate()
         from .backends import resolve_device
-        resolve_device(cfg.device)
+        for dev in cfg.devices():
+            resolve_device(dev)
         run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
     except USER_ERRORS as exc:
         _fail(exc)

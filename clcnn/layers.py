@@ -5,6 +5,7 @@ Every layer is written once against the Backend interface: ``forward`` keeps wha
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ class Parameter:
     """
 
     def __init__(self, value: np.ndarray):
-        self.host = np.ascontiguousarray(value, dtype=np.float32)
+        self.host = np.array(value, dtype=np.float32, order="C", copy=True)   # its own copy: init() writes in place
         self.shape = self.host.shape
         self.size = self.host.size
         self.data = self.grad = None
@@ -63,6 +64,16 @@ class Layer:
         if place_params:
             for p in self.params.values():
                 p.to(backend)
+
+    _RUNTIME = ("backend", "_bufs", "x", "y", "argmax", "kept_cols", "xshape")   # device state, not configuration
+
+    def clone(self) -> "Layer":
+        """An unplaced copy with the same configuration and the current parameter values (model replicas)."""
+        twin = copy.copy(self)
+        for key in self._RUNTIME:
+            twin.__dict__.pop(key, None)
+        twin.params = {k: Parameter(p.current()) for k, p in self.params.items()}
+        return twin
 
     def _buffer(self, name: str, shape, dtype=np.float32):
         """A device array kept on the layer and reused by later steps of the same shape (every op that writes

@@ -67,8 +67,25 @@ class Sequential:
         backend.synchronize()
 
     def parameter_buffers(self):
-        """[(data, grad, size)]: the flat buffers an optimizer updates in one op each (here: one pair)."""
-        return [(self.flat_data, self.flat_grad, self.flat_data.size)]
+        """[(backend, data, grad, size)]: the flat buffers an optimizer updates in one op each (here: one)."""
+        return [(self.backend, self.flat_data, self.flat_grad, self.flat_data.size)]
+
+    def flat_index(self) -> np.ndarray:
+        """Positions in the flat buffers of every parameter element, parameters in state_dict order (so
+        ``flat[flat_index()]`` is the device-independent concatenation of all parameters)."""
+        return np.concatenate([np.arange(self.flat_offsets[id(p)], self.flat_offsets[id(p)] + p.size)
+                               for _, p in self.named_parameters()]).astype(np.int64)
+
+    def clone(self) -> "Sequential":
+        """A new, unplaced model with the same layers, loss and current weights."""
+        twin = Sequential([layer.clone() for layer in self.layers], loss=self.loss, seed=0)
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+    def self_test(self) -> None:
+        """The device's kernel self-test (raises DeviceError naming the device)."""
+        self._ensure_device()
+        self.backend.self_test()
 
     @property
     def device(self):

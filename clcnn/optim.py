@@ -48,12 +48,11 @@ class SGD:
     def step(self) -> None:
         """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
         self._follow_model()
-        be = self.model.backend
-        buffers = self.model.parameter_buffers()
+        buffers = self.model.parameter_buffers()   # one per device the model's replicas live on
         if self.momentum and len(self._velocity) != len(buffers):
-            self._velocity = [be.zeros(data.shape) for data, _, _ in buffers]
+            self._velocity = [be.zeros(data.shape) for be, data, _, _ in buffers]
             self._layout = dict(self.model.flat_offsets)
-        for i, (data, grad, size) in enumerate(buffers):
+        for i, (be, data, grad, size) in enumerate(buffers):
             v = self._velocity[i] if self.momentum else None
             be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
 

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 0
     limit_train: int | None = None
     out: str | None = None
+    split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -48,6 +49,12 @@ class TrainConfig:
             raise ValueError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ValueError(f"--limit-train must be positive (got {self.limit_train})")
+        from .parallel import parse_split
+        parse_split(self.split, len(self.devices()))
+
+    def devices(self) -> list[str]:
+        """The device ids of --device (one, or several comma-separated for data-parallel training)."""
+        return [d.strip() for d in str(self.device).split(",") if d.strip()] or ["auto"]
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -100,8 +107,14 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl)."""
     cfg.validate()
     train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
-    model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed).to(cfg.device)
-    model.backend.self_test()   # a device that cannot build or run the kernels fails here, before any work
+    model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed)
+    devices = cfg.devices()
+    if len(devices) > 1:   # one mini-batch over several devices
+        from .parallel import DataParallel
+        model = DataParallel(model, devices, split=cfg.split)
+    else:
+        model = model.to(devices[0])
+    model.self_test()   # a device that cannot build or run the kernels fails here, before any work
     model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     out = Path(cfg.out) if cfg.out else default_out_dir()
@@ -119,9 +132,14 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
         test_loss, test_acc = evaluate(model, test_set)
         row = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc,
                "images_per_second": ips, "seconds": seconds, "device": dev.id, "device_name": dev.name}
+        if hasattr(model, "split"):   # data-parallel: each device's share and measured time per image
+            row["split"] = model.split()
         history.append(row)
         log(f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
             f"test acc {test_acc:.4f}  {ips:,.0f} img/s  {seconds:.1f} s")
+        if "split" in row:
+            log("  split: " + ", ".join(f"{d} {v['fraction']:.2f}" + ("" if v["active"] else " (left out)")
+                                        for d, v in row["split"].items()))
         io.append_jsonl(out / "metrics.jsonl", row)
         io.save_safetensors(out / "model.safetensors", model.state_dict(), meta)
     return history

@@ -1,0 +1,245 @@
+"""Data-parallel SGD over several devices of any vendor in one process (the seed's Algorithm 2).
+
+    net = clcnn.DataParallel(clcnn.models.lenet5(), devices=["cl:0", "cpu"], split="auto")
+    opt = clcnn.optim.SGD(net, lr=0.05, momentum=0.9)
+    loss = net.train_step(x, y, opt)
+
+Each device holds a replica. A global mini-batch is cut into contiguous shards (by the split); the replicas compute
+their shard's mean gradient at the same time (OpenCL queues run on their own; the Numba replica runs on the calling
+thread while the others wait on their devices); the gradients are combined on the host weighted by shard size, so
+the result is the single-device mean gradient of the whole batch, and every replica applies the same update.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+SMOOTHING = 0.3        # weight of the newest per-image time in the running estimate (split="auto")
+PRUNE_AFTER = 5        # steps measured before a device that does not help is left out
+
+
+@dataclass
+class GroupInfo:
+    """What ``.device`` reports for a group of devices (ids and names joined with commas)."""
+    id: str
+    name: str
+    backend: str = "parallel"
+
+
+def cut(n: int, fractions) -> list[tuple[int, int]]:
+    """[start, stop) of each shard of n items: sizes proportional to ``fractions`` (largest remainders, so they add
+    up to n; a fraction of 0 gives an empty shard)."""
+    f = np.asarray(fractions, np.float64)
+    exact = n * f / f.sum()
+    sizes = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - sizes), kind="stable")[: n - sizes.sum()]:
+        sizes[i] += 1
+    stops = np.cumsum(sizes)
+    return [(int(b - s), int(b)) for s, b in zip(sizes, stops)]
+
+
+def parse_split(split, count: int):
+    """"auto" or ``count`` non-negative fractions (a list, or a string "0.7,0.3") not all zero."""
+    if split is None or (isinstance(split, str) and split.strip().lower() == "auto"):
+        return "auto"
+    try:
+        parts = [float(v) for v in (split.split(",") if isinstance(split, str) else split)]
+    except ValueError:
+        raise ValueError(f"--split must be 'auto' or comma-separated fractions (got {split!r})") from None
+    if len(parts) != count or min(parts) < 0 or sum(parts) <= 0 or not all(np.isfinite(parts)):
+        raise ValueError(f"--split needs {count} non-negative fractions, not all zero (got {split!r})")
+    return parts
+
+
+class DataParallel:
+    """One model on several devices; the same interface as a Sequential (train_step, gradients, predict,
+    state_dict, load_state_dict) and usable with ``clcnn.optim.SGD``.
+
+    Args:
+        model: a Sequential (placed or not); replica 0 is the model itself, moved to ``devices[0]``.
+        devices: device ids ("cl:0", "cpu", ...), each at most once.
+        split: "auto" (measure each device's time per image and rebalance, smoothed, so shards finish together;
+            a device whose help would not beat the fastest device alone is left out, with one warning) or one
+            fraction per device.
+    """
+
+    def __init__(self, model, devices, split="auto"):
+        devices = [str(d).strip() for d in devices]
+        if not devices:
+            raise ValueError("DataParallel needs at least one device")
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"each device may appear once (got {','.join(devices)})")
+        mode = parse_split(split, len(devices))
+        self.auto = mode == "auto"
+        self.fractions = np.full(len(devices), 1.0 / len(devices)) if self.auto else np.asarray(mode) / sum(mode)
+        twins = [model.clone() for _ in devices[1:]]
+        self.replicas = [model.to(devices[0])] + [t.to(d) for t, d in zip(twins, devices[1:])]
+        self.active = [True] * len(devices)
+        self.ms_per_image = [None] * len(devices)   # smoothed, from the auto split's measurements
+        self.steps = 0
+        self.notes: list[str] = []
+        self._index = [r.flat_index() for r in self.replicas]
+        self._loss_sum, self._pool = 0.0, concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))
+
+    # ---- the model interface ------------------------------------------------------------------------------
+    @property
+    def backend(self):
+        return self.replicas[0].backend
+
+    @property
+    def device(self):
+        infos = [r.device for r in self.replicas]
+        return GroupInfo(",".join(i.id for i in infos), ", ".join(i.name for i in infos))
+
+    @property
+    def flat_offsets(self):
+        return self.replicas[0].flat_offsets
+
+    def named_parameters(self):
+        return self.replicas[0].named_parameters()
+
+    def _ensure_device(self):
+        pass
+
+    def self_test(self) -> None:
+        for r in self.replicas:
+            r.self_test()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.replicas[0].state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        for r in self.replicas:
+            r.load_state_dict(state)
+
+    def parameter_buffers(self):
+        return [buf for r in self.replicas for buf in r.parameter_buffers()]
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Logits from the replica with the largest share (every replica holds the same weights)."""
+        return self.replicas[int(np.argmax(self.fractions))].predict(x, batch_size)
+
+    def split(self) -> dict:
+        """The current split and the measured time per image of each device (for metrics)."""
+        return {r.device.id: {"fraction": round(float(f), 4), "active": a,
+                              "ms_per_image": None if t is None else round(t, 5)}
+                for r, f, a, t in zip(self.replicas, self.fractions, self.active, self.ms_per_image)}
+
+    # ---- computation --------------------------------------------------------------------------------------
+    def _shard(self, i, x, y):
+        """Replica i's mean gradient and loss of its shard, left on its device; returns (seconds, loss)."""
+        t0 = time.perf_counter()
+        r = self.replicas[i]
+        dx, dy = r._upload_batch(x, y)
+        r._forward_backward(dx, dy, fresh=True)
+        loss = float(r.backend.download(r._loss_buf)[0])   # waits for this device only
+        return time.perf_counter() - t0, loss
+
+    def _run_shards(self, x, y, shards):
+        """Every non-empty shard at once: OpenCL replicas from worker threads (their waits release the GIL),
+        Numba replicas on this thread; returns {replica: (seconds, loss)}."""
+        jobs = {i: s for i, s in enumerate(shards) if s[1] > s[0]}
+        host = [i for i in jobs if self.replicas[i].backend.info.backend == "numba"]
+        futures = {i: self._pool.submit(self._shard, i, x[a:b], y[a:b]) for i, (a, b) in jobs.items()
+                   if i not in host}
+        done = {i: self._shard(i, x[jobs[i][0]:jobs[i][1]], y[jobs[i][0]:jobs[i][1]]) for i in host}
+        for i, fut in futures.items():
+            try:
+                done[i] = fut.result()
+            except Exception as exc:
+                from .backends import DeviceError
+                info = self.replicas[i].device
+                raise DeviceError(f"device {info.id} ({info.name}) failed: {exc}") from exc
+        return done
+
+    def _combine(self, shards, done) -> float:
+        """Every replica's gradient := the shard-size-weighted mean of the shard gradients; returns the loss."""
+        n = sum(b - a for a, b in shards)
+        total, loss = None, 0.0
+        for i, (a, b) in enumerate(shards):
+            if i in done:
+                w = (b - a) / n
+                g = self.replicas[i].backend.download(self.replicas[i].flat_grad)[self._index[i]]
+                total = w * g.astype(np.float64) if total is None else total + w * g
+                loss += w * done[i][1]
+        total = total.astype(np.float32)
+        for r, idx in zip(self.replicas, self._index):
+            flat = np.zeros(r.flat_grad.shape, np.float32)
+            flat[idx] = total
+            r.backend.upload_into(r.flat_grad, flat)
+        return loss
+
+    def _rebalance(self, shards, done, combine_s) -> None:
+        """split="auto": update each device's smoothed time per image; shares follow the speeds; after a few
+        steps, leave out devices whose help does not beat the fastest device alone."""
+        for i, (a, b) in enumerate(shards):
+            if i in done and b > a:
+                t = 1e3 * done[i][0] / (b - a)
+                old = self.ms_per_image[i]
+                self.ms_per_image[i] = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
+        known = [i for i in range(len(self.replicas)) if self.active[i] and self.ms_per_image[i] is not None]
+        if len(known) < sum(self.active):
+            return   # some active device not measured yet (an empty shard): keep the split
+        speed = {i: 1.0 / self.ms_per_image[i] for i in known}
+        fastest = max(speed, key=speed.get)
+        if self.steps >= PRUNE_AFTER and len(known) > 1:
+            n = sum(b - a for a, b in shards)
+            together = n / sum(speed.values()) + 1e3 * combine_s
+            alone = n / speed[fastest]
+            if together >= alone:   # drop the slowest and try again next step
+                slow = min(speed, key=speed.get)
+                self.active[slow] = False
+                info = self.replicas[slow].device
+                note = (f"clcnn: {info.id} ({info.name}) is left out of the split: with it a step would take "
+                        f"{together:.2f} ms, without it about {alone:.2f} ms")
+                self.notes.append(note)
+                warnings.warn(note, RuntimeWarning, stacklevel=3)
+                speed.pop(slow)
+        total = sum(speed.values())
+        self.fractions = np.array([speed.get(i, 0.0) / total for i in range(len(self.replicas))])
+
+    def _step_gradients(self, x, y) -> float:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise ValueError("an empty batch has no gradient")
+        shards = cut(x.shape[0], self.fractions * np.asarray(self.active))
+        done = self._run_shards(x, y, shards)
+        t0 = time.perf_counter()
+        loss = self._combine(shards, done)
+        if self.auto:
+            self._rebalance(shards, done, time.perf_counter() - t0)
+        self.steps += 1
+        return loss
+
+    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """(mean loss, gradients keyed like state_dict) of one global batch; weights unchanged."""
+        loss = self._step_gradients(x, y)
+        r = self.replicas[0]
+        return loss, {k: r.backend.download(p.grad).reshape(p.shape) for k, p in r.named_parameters()}
+
+    def train_step(self, x, y, optimizer, sync: bool = True):
+        """Shards computed on every device at once, gradients combined, one update on every replica. The
+        combination happens on the host, so each step waits for its devices; the loss is kept on the host
+        (``sync=False`` adds it to the total ``read_loss`` returns)."""
+        loss = self._step_gradients(x, y)
+        optimizer.step()
+        if sync:
+            return loss
+        self._loss_sum += loss
+        return None
+
+    def read_loss(self, reset: bool = True) -> float:
+        value = self._loss_sum
+        if reset:
+            self._loss_sum = 0.0
+        return value
+
+    def __repr__(self) -> str:
+        return f"DataParallel({self.device.id}, split={'auto' if self.auto else list(self.fractions)})"

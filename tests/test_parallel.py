@@ -1,0 +1,144 @@
+"""DataParallel in one process: Numba + PoCL give the single-device gradients and weights; splits, empty shards,
+the auto split, leaving out a slow device, a failing device."""
+import numpy as np
+import pytest
+
+import clcnn
+from clcnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+from clcnn.optim import SGD
+from clcnn.parallel import cut, parse_split
+from conftest import usable_device_ids
+
+CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
+needs_cl = pytest.mark.skipif(not CL, reason="no usable non-simulator OpenCL device")
+
+
+def net(seed=0):
+    return Sequential([Conv2D(1, 3, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(3 * 4 * 4, 8), ReLU(),
+                       Dense(8, 4)], seed=seed)
+
+
+def batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, n).astype(np.int32)
+
+
+def test_cut_sizes():
+    assert cut(10, [0.7, 0.3]) == [(0, 7), (7, 10)]
+    assert cut(7, [1, 1]) == [(0, 4), (4, 7)]
+    assert cut(1, [0.5, 0.5]) == [(0, 1), (1, 1)]
+    assert cut(5, [0, 1]) == [(0, 0), (0, 5)]
+    for n in range(0, 23):
+        shards = cut(n, [0.2, 0.5, 0.3])
+        assert shards[0][0] == 0 and shards[-1][1] == n and all(a <= b for a, b in shards)
+
+
+@pytest.mark.parametrize("bad", ["0.5", "a,b", "-1,2", "0,0", [1, 2, 3]])
+def test_parse_split_rejects(bad):
+    with pytest.raises(ValueError, match="split"):
+        parse_split(bad, 2)
+
+
+@needs_cl
+@pytest.mark.parametrize("split,n", [([0.7, 0.3], 10), ([0.5, 0.5], 7), ([0.0, 1.0], 6), ([1.0, 0.0], 5),
+                                     ([0.5, 0.5], 1), ([0.25, 0.75], 9)])
+def test_gradients_equal_single_device(split, n):
+    # Shard-size-weighted mean of the shard gradients == the single device's mean gradient of the batch.
+    x, y = batch(n, seed=n)
+    want_loss, want = net(seed=1).to("cpu").gradients(x, y)
+    dp = clcnn.DataParallel(net(seed=1), ["cpu", CL[0]], split=split)
+    loss, got = dp.gradients(x, y)
+    assert loss == pytest.approx(want_loss, rel=1e-5, abs=1e-6)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@needs_cl
+@pytest.mark.parametrize("devices", [["cpu", "CL"], ["CL", "cpu"]])
+def test_momentum_steps_match_single_device(devices):
+    # Several SGD-with-momentum steps with uneven, changing batch sizes: the same weights as one device, and
+    # every replica holds them.
+    devices = [CL[0] if d == "CL" else d for d in devices]
+    single = net(seed=2).to("cpu")
+    dp = clcnn.DataParallel(net(seed=2), devices, split=[0.6, 0.4])
+    o1 = SGD(single, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    o2 = SGD(dp, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for i, n in enumerate([8, 7, 3, 1, 9]):
+        x, y = batch(n, seed=10 + i)
+        l1, l2 = single.train_step(x, y, o1), dp.train_step(x, y, o2)
+        assert l2 == pytest.approx(l1, rel=1e-4, abs=1e-5)
+    want = single.state_dict()
+    for r in dp.replicas:
+        got = r.state_dict()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=f"{r.device.id} {k}")
+    a, b = (r.state_dict() for r in dp.replicas)
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-6
+
+
+@needs_cl
+def test_auto_split_measures_and_leaves_out_a_slow_device(monkeypatch):
+    dp = clcnn.DataParallel(net(), ["cpu", CL[0]], split="auto")
+    real = dp._shard
+
+    def slow_second(i, x, y):   # make the OpenCL replica look 50x slower than it is
+        t, loss = real(i, x, y)
+        return (t * 50 if i == 1 else t), loss
+    monkeypatch.setattr(dp, "_shard", slow_second)
+    opt = SGD(dp, lr=0.05)
+    x, y = batch(16)
+    with pytest.warns(RuntimeWarning, match="left out of the split"):
+        for _ in range(10):
+            dp.train_step(x, y, opt)
+    info = dp.split()
+    assert info[CL[0]]["active"] is False and info[CL[0]]["fraction"] == 0.0
+    assert info["cpu"]["fraction"] == 1.0 and info["cpu"]["ms_per_image"] > 0
+    assert dp.notes and CL[0] in dp.notes[0]
+
+
+@needs_cl
+def test_failing_device_names_it(monkeypatch):
+    dp = clcnn.DataParallel(net(), ["cpu", CL[0]], split=[0.5, 0.5])
+    be = dp.replicas[1].backend
+
+    def broken(*a, **k):
+        raise RuntimeError("CL_OUT_OF_RESOURCES")
+    monkeypatch.setattr(be, "download", broken)
+    x, y = batch(4)
+    with pytest.raises(clcnn.DeviceError, match=CL[0]):
+        dp.gradients(x, y)
+
+
+def test_bad_devices():
+    with pytest.raises(ValueError, match="once"):
+        clcnn.DataParallel(net(), ["cpu", "cpu"])
+    with pytest.raises(ValueError, match="at least one"):
+        clcnn.DataParallel(net(), [])
+
+
+def test_clone_leaves_the_original_alone():
+    # Regression: a clone's re-initialisation once wrote into the original's host weights.
+    m = net(seed=1)
+    before = m.state_dict()
+    twin = m.clone()
+    for k, v in m.state_dict().items():
+        assert np.array_equal(v, before[k]) and np.array_equal(twin.state_dict()[k], before[k])
+
+
+@needs_cl
+def test_cli_trains_over_two_devices(tmp_path):
+    # `clcnn train --device cpu,cl:N --split 0.6,0.4` end to end on a tiny synthetic dataset; the metrics carry the
+    # split; a bad split is one error line.
+    import json
+    from test_cli import assert_one_line_error, clcnn as run_cli, make_dataset
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    res = run_cli("train", "--data-dir", tmp_path / "data" / "fashion-mnist", "--device", f"cpu,{CL[0]}",
+                  "--split", "0.6,0.4", "--epochs", 1, "--batch-size", 16, "--lr", 0.05, "--out", out,
+                  "--no-progress")
+    assert res.returncode == 0, res.stderr
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["device"] == f"cpu,{CL[0]}" and set(row["split"]) == {"cpu", CL[0]}
+    assert row["split"]["cpu"]["fraction"] == pytest.approx(0.6)
+    assert_one_line_error(run_cli("train", "--device", f"cpu,{CL[0]}", "--split", "0.6", "--data-dir",
+                                  tmp_path / "data" / "fashion-mnist"), "split")
