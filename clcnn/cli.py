@@ -77,6 +77,8 @@ def devices(as_json, check):
               "across them  [default: $CLCNN_DEVICE or auto]")
 @click.option("--split", default="auto", show_default=True,
               help="With several devices: auto (by measured speed) or one fraction per device (0.7,0.3).")
+@click.option("--distributed", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
+              help="mpi: under mpiexec, one device per rank (--device: one id, one per rank, or auto).")
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=0.05, show_default=True, type=float)
@@ -95,8 +97,9 @@ def train(no_progress, **kwargs):
             cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
         cfg.validate()
         from .backends import resolve_device
-        for dev in cfg.devices():
-            resolve_device(dev)
+        if cfg.distributed == "none":
+            for dev in cfg.devices():
+                resolve_device(dev)
         run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
     except USER_ERRORS as exc:
         _fail(exc)

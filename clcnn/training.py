@@ -33,7 +33,8 @@ class TrainConfig:
     seed: int = 0
     limit_train: int | None = None
     out: str | None = None
-    split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device
+    split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device (or rank)
+    distributed: str = "none"   # "mpi": one rank per device under mpiexec (clcnn.distributed)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -49,8 +50,11 @@ class TrainConfig:
             raise ValueError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ValueError(f"--limit-train must be positive (got {self.limit_train})")
+        if self.distributed not in ("none", "mpi"):
+            raise ValueError(f"--distributed must be none or mpi (got {self.distributed!r})")
         from .parallel import parse_split
-        parse_split(self.split, len(self.devices()))
+        if self.distributed == "none":
+            parse_split(self.split, len(self.devices()))
 
     def devices(self) -> list[str]:
         """The device ids of --device (one, or several comma-separated for data-parallel training)."""
@@ -109,7 +113,15 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
     model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed)
     devices = cfg.devices()
-    if len(devices) > 1:   # one mini-batch over several devices
+    lead = True   # the process that prints, writes metrics and saves (rank 0 under MPI)
+    if cfg.distributed == "mpi":   # one device per rank, gradients summed with Allreduce
+        from .distributed import MPIParallel, mpi_comm, rank_device
+        comm = mpi_comm()
+        model = MPIParallel(model.to(rank_device(cfg.device, comm)), comm, split=cfg.split)
+        lead = comm.rank == 0
+        if not lead:
+            log, show_progress = (lambda *a, **k: None), False
+    elif len(devices) > 1:   # one mini-batch over several devices
         from .parallel import DataParallel
         model = DataParallel(model, devices, split=cfg.split)
     else:
@@ -118,7 +130,8 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     out = Path(cfg.out) if cfg.out else default_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
     dev = model.device
     log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images from "
         f"{stats['dir']}) on {dev.id}: {dev.name} -> {out}")
@@ -129,6 +142,8 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     for epoch in range(1, cfg.epochs + 1):
         train_loss, ips, seconds = train_epoch(model, opt, train_set, cfg.batch_size, rng, show_progress,
                                                desc=f"epoch {epoch}/{cfg.epochs}")
+        if not lead:   # the other ranks go straight on to the next epoch's first Allreduce
+            continue
         test_loss, test_acc = evaluate(model, test_set)
         row = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc,
                "images_per_second": ips, "seconds": seconds, "device": dev.id, "device_name": dev.name}
