@@ -85,8 +85,10 @@ def _row(what, info, ours, theirs, torch_on, unit, **extra):
 
 
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
-                warmup: int = 3, use_torch: bool = True) -> dict:
-    """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch."""
+                warmup: int = 3, use_torch: bool = True, split="auto", comm=None) -> dict:
+    """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
+    ``device`` "cl:0+cl:1" trains one data-parallel group (DataParallel, ``split``); with an MPI ``comm`` each
+    rank drives ``device`` (or its own, see distributed.rank_device) and the group is the ranks."""
     from .models import INPUT_SHAPES, get_model
     from .optim import SGD
     if model_name not in INPUT_SHAPES:
@@ -96,7 +98,14 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch_size, *INPUT_SHAPES[model_name])).astype(np.float32)
     y = rng.integers(0, 10, batch_size).astype(np.int32)
-    model = get_model(model_name, seed=0).to(device)
+    if comm is not None:
+        from .distributed import MPIParallel, rank_device
+        model = MPIParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split=split)
+    elif "+" in device:
+        from .parallel import DataParallel
+        model = DataParallel(get_model(model_name, seed=0), device.split("+"), split=split)
+    else:
+        model = get_model(model_name, seed=0).to(device)
     be, info = model.backend, model.device
     opt = SGD(model, lr=0.01, momentum=0.9)
 
@@ -106,7 +115,7 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
         model.read_loss()   # one device read: waits for every queued step
 
     runners = {"clcnn": ours}
-    tdev = torch_device(info) if use_torch else None
+    tdev = torch_device(be.info) if use_torch else None   # PyTorch on (the first of) the same hardware
     if tdev:
         runners["torch"] = torch_train_runner(model_name, tdev[0], x, y, steps)
     for _ in range(warmup):   # compile, allocate, capture
@@ -121,9 +130,10 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     be.reset_peak_memory()
     rates = _alternate(runners, rounds, steps * batch_size)
     torch_peak = torch.cuda.max_memory_allocated() if cuda else None
+    extra = {"split": model.split()} if hasattr(model, "split") else {}
     return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
                 tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
-                torch_peak_bytes=torch_peak)
+                torch_peak_bytes=torch_peak, **extra)
 
 
 def _torch_steps(model_name: str, device: str, x, y):
@@ -202,7 +212,7 @@ def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int =
     flop = 2.0 * size ** 3
     reps = reps or max(3, min(50, int(2e11 / flop)))   # ~0.2 TFLOP per timed run
     variants = be.gemm_variants(size, size, size, variant)
-    tdev = torch_device(info) if use_torch else None
+    tdev = torch_device(be.info) if use_torch else None   # PyTorch on (the first of) the same hardware
     rows = []
     if tdev:
         import torch

@@ -155,17 +155,27 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 @bench.command(name="train")
 @click.option("--model", default="lenet5", show_default=True, help="Preset: lenet5 | cifar.")
 @click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each [default: auto].")
+@click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each; a+b (cl:0+cl:1) is "
+              "one data-parallel group [default: auto].")
+@click.option("--split", default="auto", show_default=True, help="A group's split: auto or fractions (0.7,0.3).")
+@click.option("--distributed", default="none", type=click.Choice(["none", "mpi"]),
+              help="mpi: run under mpiexec; the ranks are one group (rank 0 prints).")
 @click.option("--steps", default=20, show_default=True, type=int, help="Training steps per timed round.")
 @click.option("--rounds", default=5, show_default=True, type=int, help="Rounds (the median is reported).")
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
-def bench_train(model, batch_size, device, steps, rounds, no_torch, json_path):
+def bench_train(model, batch_size, device, split, distributed, steps, rounds, no_torch, json_path):
     """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
     from .bench import bench_train as run
     try:
-        rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch) for d in _bench_devices(device)]
-        _report(rows, json_path)
+        comm = None
+        if distributed == "mpi":
+            from .distributed import mpi_comm
+            comm = mpi_comm()
+        rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
+                    comm=comm) for d in _bench_devices(device)]
+        if comm is None or comm.rank == 0:
+            _report(rows, json_path)
     except USER_ERRORS as exc:
         _fail(exc)
 
