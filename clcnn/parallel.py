@@ -20,6 +20,7 @@ import numpy as np
 
 SMOOTHING = 0.3        # weight of the newest per-image time in the running estimate (split="auto")
 PRUNE_AFTER = 5        # steps measured before a device that does not help is left out
+MIN_GAIN = 0.05        # a device stays only if the group is modelled >= 5% faster than without it
 
 
 @dataclass
@@ -83,6 +84,9 @@ class DataParallel:
         self.steps = 0
         self.notes: list[str] = []
         self._index = [r.flat_index() for r in self.replicas]
+        # replicas whose flat buffers share one layout (same alignment) are combined without gathering
+        self._same_layout = all(len(r.flat_grad.shape) == 1 and r.flat_grad.shape == self.replicas[0].flat_grad.shape
+                                and np.array_equal(i, self._index[0]) for r, i in zip(self.replicas, self._index))
         self._loss_sum, self._pool = 0.0, concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))
 
     # ---- the model interface ------------------------------------------------------------------------------
@@ -162,15 +166,22 @@ class DataParallel:
         total, loss = None, 0.0
         for i, (a, b) in enumerate(shards):
             if i in done:
-                w = (b - a) / n
-                g = self.replicas[i].backend.download(self.replicas[i].flat_grad)[self._index[i]]
-                total = w * g.astype(np.float64) if total is None else total + w * g
-                loss += w * done[i][1]
-        total = total.astype(np.float32)
+                w = np.float32((b - a) / n)
+                g = self.replicas[i].backend.download(self.replicas[i].flat_grad)
+                if not self._same_layout:
+                    g = g[self._index[i]]
+                if total is None:
+                    total = g * w
+                else:
+                    total += g * w
+                loss += float(w) * done[i][1]
         for r, idx in zip(self.replicas, self._index):
-            flat = np.zeros(r.flat_grad.shape, np.float32)
-            flat[idx] = total
-            r.backend.upload_into(r.flat_grad, flat)
+            if self._same_layout:
+                r.backend.upload_into(r.flat_grad, total)
+            else:
+                flat = np.zeros(r.flat_grad.shape, np.float32)
+                flat[idx] = total
+                r.backend.upload_into(r.flat_grad, flat)
         return loss
 
     def _rebalance(self, shards, done, combine_s) -> None:
@@ -190,7 +201,7 @@ class DataParallel:
             n = sum(b - a for a, b in shards)
             together = n / sum(speed.values()) + 1e3 * combine_s
             alone = n / speed[fastest]
-            if together >= alone:   # drop the slowest and try again next step
+            if together >= (1 - MIN_GAIN) * alone:   # drop the slowest and try again next step
                 slow = min(speed, key=speed.get)
                 self.active[slow] = False
                 info = self.replicas[slow].device

@@ -81,9 +81,9 @@ def test_auto_split_measures_and_leaves_out_a_slow_device(monkeypatch):
     dp = clcnn.DataParallel(net(), ["cpu", CL[0]], split="auto")
     real = dp._shard
 
-    def slow_second(i, x, y):   # make the OpenCL replica look 50x slower than it is
+    def slow_second(i, x, y):   # make the OpenCL replica look 100x slower than it is
         t, loss = real(i, x, y)
-        return (t * 50 if i == 1 else t), loss
+        return (t * 100 if i == 1 else t), loss
     monkeypatch.setattr(dp, "_shard", slow_second)
     opt = SGD(dp, lr=0.05)
     x, y = batch(16)
