@@ -14,7 +14,19 @@
 // (strided ty + u*NTY when WM is not a multiple of 4).
 // Constants: TM, TN, TK (multiples of 4), WM, WN, TRANS_A, TRANS_B, VEC_A, VEC_B, and WX: 0, or the lanes of each
 // 32-wide warp arranged WX x 32/WX over the (tx, ty) grid (fewer distinct local addresses per warp read).
+// Options (absent = 0 = off, the code above unchanged):
+// FB: register double-buffering of the per-k fragments: two slots of WM + WN floats; the float4 local reads of
+//     step p+1 are issued before the WM*WN FMAs of step p, so they overlap them instead of preceding them.
+// ST (1..TK-1): stash the prefetched slab s into local memory after ST of the TK k-steps of slab s-1 instead of
+//     after all of them (its registers are freed earlier; the stores overlap the remaining FMAs). Safe: buffer s&1
+//     is not read by anyone between the previous barrier and the next one.
 #pragma OPENCL FP_CONTRACT ON
+#ifndef FB
+#define FB 0
+#endif
+#ifndef ST
+#define ST 0
+#endif
 #define NTX (TN / WN)
 #define NTY (TM / WM)
 #define NT (NTX * NTY)
@@ -34,6 +46,25 @@
 #else
 #define COL(v) (tx + (v) * NTX)
 #endif
+
+// AR[0..WM-1], BR[0..WN-1] = the work-item's A rows and B columns at k-step P of the slab in as, bs (float4 reads)
+#if WM % 4 == 0
+#define LOAD_AR(AR, P) _Pragma("unroll") for (int u = 0; u < WM; u += 4) { \
+        const float4 q = *(__local const float4*)(as + (P) * LA + ROW(u)); \
+        AR[u] = q.x; AR[u + 1] = q.y; AR[u + 2] = q.z; AR[u + 3] = q.w; }
+#else
+#define LOAD_AR(AR, P) _Pragma("unroll") for (int u = 0; u < WM; ++u) AR[u] = as[(P) * LA + ROW(u)];
+#endif
+#if WN % 4 == 0
+#define LOAD_BR(BR, P) _Pragma("unroll") for (int v = 0; v < WN; v += 4) { \
+        const float4 q = *(__local const float4*)(bs + (P) * LB + COL(v)); \
+        BR[v] = q.x; BR[v + 1] = q.y; BR[v + 2] = q.z; BR[v + 3] = q.w; }
+#else
+#define LOAD_BR(BR, P) _Pragma("unroll") for (int v = 0; v < WN; ++v) BR[v] = bs[(P) * LB + COL(v)];
+#endif
+// acc += AR (column) x BR (row): WM x WN FMAs
+#define FMAS(AR, BR) _Pragma("unroll") for (int u = 0; u < WM; ++u) \
+        _Pragma("unroll") for (int v = 0; v < WN; ++v) acc[u][v] += AR[u] * BR[v];
 
 // c[i, j] = epilogue(alpha*acc + beta*c[i, j]) (the write_c of cl/gemm.cl)
 inline void write_c(__global float* c, const int ldc, const int i, const int j, const float acc, const float alpha,
@@ -107,6 +138,14 @@ inline void stash_b(__local float* bs, const int l, const float4 v)
 #endif
 }
 
+// this work-item's quads of the fetched slab (ra, rb) -> local buffer BUF
+#define STASH(BUF) do { \
+        _Pragma("unroll") for (int t = 0; t < QA; ++t) \
+            if (A_QUADS % NT == 0 || lid + t * NT < A_QUADS) stash_a(As[BUF], lid + t * NT, ra[t]); \
+        _Pragma("unroll") for (int t = 0; t < QB; ++t) \
+            if (B_QUADS % NT == 0 || lid + t * NT < B_QUADS) stash_b(Bs[BUF], lid + t * NT, rb[t]); \
+    } while (0)
+
 __kernel __attribute__((reqd_work_group_size(NTX, NTY, 1)))
 void gemm(const int m, const int n, const int k, const float alpha, const float beta,
           __global const float* restrict A, const int a_off, const int lda, const int stride_a,
@@ -136,7 +175,7 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
     int e = z * nloop, p0 = 0;   // the next slab to fetch: entry e, k-offset p0
 
     // iteration s: fetch slab s (global -> registers), multiply slab s-1 (local buffer (s-1)&1), stash slab s
-    // into buffer s&1 (which nobody reads since the previous barrier), barrier.
+    // into buffer s&1 (which nobody reads since the previous barrier; after step ST of the multiply when ST), barrier.
     for (int s = 0; s <= nslab; ++s) {
         if (s < nslab) {
             __global const float* a = A + a_off + e * stride_a;
@@ -155,42 +194,35 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
         if (s > 0) {
             __local const float* as = As[(s - 1) & 1];
             __local const float* bs = Bs[(s - 1) & 1];
+#if FB
+            float ar[2][WM], br[2][WN];   // slot p&1: step p's fragments, slot (p+1)&1 being loaded
+            LOAD_AR(ar[0], 0)
+            LOAD_BR(br[0], 0)
+#endif
 #pragma unroll
             for (int p = 0; p < TK; ++p) {
+#if FB
+                if (p + 1 < TK) {
+                    LOAD_AR(ar[(p + 1) & 1], p + 1)
+                    LOAD_BR(br[(p + 1) & 1], p + 1)
+                }
+                FMAS(ar[p & 1], br[p & 1])
+#else
                 float ar[WM], br[WN];
-#pragma unroll
-                for (int u = 0; u < WM; u += (WM % 4 == 0 ? 4 : 1)) {
-#if WM % 4 == 0
-                    const float4 q = *(__local const float4*)(as + p * LA + ROW(u));
-                    ar[u] = q.x; ar[u + 1] = q.y; ar[u + 2] = q.z; ar[u + 3] = q.w;
-#else
-                    ar[u] = as[p * LA + ROW(u)];
+                LOAD_AR(ar, p)
+                LOAD_BR(br, p)
+                FMAS(ar, br)
 #endif
-                }
-#pragma unroll
-                for (int v = 0; v < WN; v += (WN % 4 == 0 ? 4 : 1)) {
-#if WN % 4 == 0
-                    const float4 q = *(__local const float4*)(bs + p * LB + COL(v));
-                    br[v] = q.x; br[v + 1] = q.y; br[v + 2] = q.z; br[v + 3] = q.w;
-#else
-                    br[v] = bs[p * LB + COL(v)];
+#if ST
+                if (p + 1 == ST && s < nslab) STASH(s & 1);
 #endif
-                }
-#pragma unroll
-                for (int u = 0; u < WM; ++u)
-#pragma unroll
-                    for (int v = 0; v < WN; ++v)
-                        acc[u][v] += ar[u] * br[v];
             }
         }
-        if (s < nslab) {
-#pragma unroll
-            for (int t = 0; t < QA; ++t)
-                if (A_QUADS % NT == 0 || lid + t * NT < A_QUADS) stash_a(As[s & 1], lid + t * NT, ra[t]);
-#pragma unroll
-            for (int t = 0; t < QB; ++t)
-                if (B_QUADS % NT == 0 || lid + t * NT < B_QUADS) stash_b(Bs[s & 1], lid + t * NT, rb[t]);
-        }
+#if ST   // slab s was stashed during the multiply of slab s-1, except slab 0 (nothing to multiply yet)
+        if (s == 0 && nslab > 0) STASH(0);
+#else
+        if (s < nslab) STASH(s & 1);
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 

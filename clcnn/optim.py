@@ -23,8 +23,9 @@ class SGD:
             raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
         self.model, self.lr, self.momentum, self.weight_decay = model, float(lr), float(momentum), float(weight_decay)
         model._ensure_device()
-        self._velocity: list = []   # one momentum buffer per flat parameter buffer of the model
-        self._backend = model.backend
+        self._velocity: dict = {}   # id(flat data buffer) -> its momentum buffer (on the buffer's device)
+        self._backend, self._flat = model.backend, getattr(model, "flat_data", None)
+        self._layout = dict(model.flat_offsets)
 
     def __setattr__(self, name, value):
         if name in ("lr", "momentum", "weight_decay"):   # a changed hyper-parameter invalidates prepared steps
@@ -32,35 +33,36 @@ class SGD:
         super().__setattr__(name, value)
 
     def _follow_model(self):
-        """After model.to(another device), carry the momentum buffers over to it (re-laid out: the new device may
+        """After model.to(another device), carry the momentum buffer over to it (re-laid out: the new device may
         align the flat buffer's parameters differently)."""
-        be = self.model.backend
-        if be is not self._backend:
+        be, flat = self.model.backend, getattr(self.model, "flat_data", None)
+        if flat is not None and flat is not self._flat:   # model.to(): new flat buffers (maybe another device)
             if self._velocity:
-                old, new = self._backend.download(self._velocity[0]), np.zeros(self.model.flat_data.shape,
-                                                                                np.float32)
+                old = self._backend.download(next(iter(self._velocity.values())))
+                new = np.zeros(self.model.flat_data.shape, np.float32)
                 for _, p in self.model.named_parameters():
                     o, n = self._layout[id(p)], self.model.flat_offsets[id(p)]
                     new[n:n + p.size] = old[o:o + p.size]
-                self._velocity = [be.upload(new)]
-            self._backend, self._layout = be, dict(self.model.flat_offsets)
+                self._velocity = {id(self.model.flat_data): be.upload(new)}
+            self._backend, self._layout, self._flat = be, dict(self.model.flat_offsets), flat
 
     def step(self) -> None:
         """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
         self._follow_model()
-        buffers = self.model.parameter_buffers()   # one per device the model's replicas live on
-        if self.momentum and len(self._velocity) != len(buffers):
-            self._velocity = [be.zeros(data.shape) for be, data, _, _ in buffers]
-            self._layout = dict(self.model.flat_offsets)
-        for i, (be, data, grad, size) in enumerate(buffers):
-            v = self._velocity[i] if self.momentum else None
+        for be, data, grad, size in self.model.parameter_buffers():   # one per device holding a replica
+            v = None
+            if self.momentum:
+                v = self._velocity.get(id(data))
+                if v is None:
+                    v = self._velocity[id(data)] = be.zeros(data.shape)
             be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
 
     def state_dict(self) -> dict:
         """Hyper-parameters and host copies of the momentum buffers, keyed like the model's state_dict."""
         be, velocity = self.model.backend, {}
-        if self._velocity:
-            flat = be.download(self._velocity[0])
+        first = self.model.parameter_buffers()[0][1]
+        if id(first) in self._velocity:
+            flat = be.download(self._velocity[id(first)])
             for name, p in self.model.named_parameters():
                 off = self.model.flat_offsets[id(p)]
                 velocity[name] = flat[off:off + p.size].reshape(p.shape).copy()

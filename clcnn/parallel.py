@@ -11,7 +11,6 @@ the result is the single-device mean gradient of the whole batch, and every repl
 """
 from __future__ import annotations
 
-import concurrent.futures
 import time
 import warnings
 from dataclasses import dataclass
@@ -87,12 +86,18 @@ class DataParallel:
         # replicas whose flat buffers share one layout (same alignment) are combined without gathering
         self._same_layout = all(len(r.flat_grad.shape) == 1 and r.flat_grad.shape == self.replicas[0].flat_grad.shape
                                 and np.array_equal(i, self._index[0]) for r, i in zip(self.replicas, self._index))
-        self._loss_sum, self._pool = 0.0, concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))
+        self._loss_sum, self._alone = 0.0, None   # _alone: the replica stepping by itself once others are out
+        self._graphs = [{} for _ in devices]   # per replica: shard shape -> (x, y, recorded sequence)
 
     # ---- the model interface ------------------------------------------------------------------------------
     @property
+    def lead(self) -> int:
+        """The replica that answers state_dict / predict: the one with the largest share (always active)."""
+        return int(np.argmax(self.fractions))
+
+    @property
     def backend(self):
-        return self.replicas[0].backend
+        return self.replicas[self.lead].backend
 
     @property
     def device(self):
@@ -101,10 +106,10 @@ class DataParallel:
 
     @property
     def flat_offsets(self):
-        return self.replicas[0].flat_offsets
+        return self.replicas[self.lead].flat_offsets
 
     def named_parameters(self):
-        return self.replicas[0].named_parameters()
+        return self.replicas[self.lead].named_parameters()
 
     def _ensure_device(self):
         pass
@@ -114,18 +119,20 @@ class DataParallel:
             r.self_test()
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return self.replicas[0].state_dict()
+        return self.replicas[self.lead].state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         for r in self.replicas:
             r.load_state_dict(state)
 
     def parameter_buffers(self):
-        return [buf for r in self.replicas for buf in r.parameter_buffers()]
+        """The active replicas' buffers, the lead's first (a replica left out is no longer updated)."""
+        order = [self.lead] + [i for i in range(len(self.replicas)) if i != self.lead and self.active[i]]
+        return [buf for i in order for buf in self.replicas[i].parameter_buffers()]
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Logits from the replica with the largest share (every replica holds the same weights)."""
-        return self.replicas[int(np.argmax(self.fractions))].predict(x, batch_size)
+        """Logits from the lead replica (every active replica holds the same weights)."""
+        return self.replicas[self.lead].predict(x, batch_size)
 
     def split(self) -> dict:
         """The current split and the measured time per image of each device (for metrics)."""
@@ -134,30 +141,49 @@ class DataParallel:
                 for r, f, a, t in zip(self.replicas, self.fractions, self.active, self.ms_per_image)}
 
     # ---- computation --------------------------------------------------------------------------------------
-    def _shard(self, i, x, y):
-        """Replica i's mean gradient and loss of its shard, left on its device; returns (seconds, loss)."""
-        t0 = time.perf_counter()
-        r = self.replicas[i]
+    def _device_error(self, i, exc):
+        from .backends import DeviceError
+        info = self.replicas[i].device
+        return DeviceError(f"device {info.id} ({info.name}) failed: {exc}")
+
+    def _forward_backward(self, i, x, y):
+        """Enqueue replica i's shard: recorded on its second step of a shape, replayed after (as a Sequential's
+        own steps are), so the host spends little time per device."""
+        r, graphs = self.replicas[i], self._graphs[i]
         dx, dy = r._upload_batch(x, y)
-        r._forward_backward(dx, dy, fresh=True)
-        loss = float(r.backend.download(r._loss_buf)[0])   # waits for this device only
-        return time.perf_counter() - t0, loss
+        key = tuple(dx.shape)
+        graph = graphs.get(key)
+        if graph is not None and graph[0] is dx and graph[1] is dy:
+            r.backend.replay(graph[2])
+        elif key in graphs:
+            with r.backend.capture() as recorded:
+                r._forward_backward(dx, dy, fresh=True)
+            graphs[key] = None if recorded is None else (dx, dy, recorded)
+        else:
+            r._forward_backward(dx, dy, fresh=True)
+            graphs[key] = None
 
     def _run_shards(self, x, y, shards):
-        """Every non-empty shard at once: OpenCL replicas from worker threads (their waits release the GIL),
-        Numba replicas on this thread; returns {replica: (seconds, loss)}."""
-        jobs = {i: s for i, s in enumerate(shards) if s[1] > s[0]}
-        host = [i for i in jobs if self.replicas[i].backend.info.backend == "numba"]
-        futures = {i: self._pool.submit(self._shard, i, x[a:b], y[a:b]) for i, (a, b) in jobs.items()
-                   if i not in host}
-        done = {i: self._shard(i, x[jobs[i][0]:jobs[i][1]], y[jobs[i][0]:jobs[i][1]]) for i in host}
-        for i, fut in futures.items():
+        """Every non-empty shard at once: OpenCL replicas are enqueued first (they run on their own), Numba
+        replicas then compute on this thread; returns {replica: (seconds, loss, host gradient)}."""
+        jobs = [i for i, (a, b) in enumerate(shards) if b > a]
+        jobs.sort(key=lambda i: self.replicas[i].backend.info.backend == "numba")
+        pending = {}
+        for i in jobs:
+            a, b = shards[i]
+            t0, r = time.perf_counter(), self.replicas[i]
             try:
-                done[i] = fut.result()
+                self._forward_backward(i, x[a:b], y[a:b])
+                pending[i] = (t0, r.backend.download_async(r.flat_grad), r.backend.download_async(r._loss_buf))
             except Exception as exc:
-                from .backends import DeviceError
-                info = self.replicas[i].device
-                raise DeviceError(f"device {info.id} ({info.name}) failed: {exc}") from exc
+                raise self._device_error(i, exc) from exc
+        done = {}
+        for i, (t0, grad, loss) in pending.items():
+            try:
+                g, lv = grad(), float(loss()[0])
+            except Exception as exc:
+                raise self._device_error(i, exc) from exc
+            done[i] = (time.perf_counter() - t0, lv, g)
         return done
 
     def _combine(self, shards, done) -> float:
@@ -167,7 +193,7 @@ class DataParallel:
         for i, (a, b) in enumerate(shards):
             if i in done:
                 w = np.float32((b - a) / n)
-                g = self.replicas[i].backend.download(self.replicas[i].flat_grad)
+                g = done[i][2]
                 if not self._same_layout:
                     g = g[self._index[i]]
                 if total is None:
@@ -239,6 +265,10 @@ class DataParallel:
         """Shards computed on every device at once, gradients combined, one update on every replica. The
         combination happens on the host, so each step waits for its devices; the loss is kept on the host
         (``sync=False`` adds it to the total ``read_loss`` returns)."""
+        if sum(self.active) == 1:   # the others were left out: the one device runs its own prepared steps
+            self._alone = self.replicas[self.lead]
+            self.steps += 1
+            return self._alone.train_step(x, y, optimizer, sync=sync)
         loss = self._step_gradients(x, y)
         optimizer.step()
         if sync:
@@ -247,7 +277,7 @@ class DataParallel:
         return None
 
     def read_loss(self, reset: bool = True) -> float:
-        value = self._loss_sum
+        value = self._loss_sum + (self._alone.read_loss(reset) if self._alone is not None else 0.0)
         if reset:
             self._loss_sum = 0.0
         return value

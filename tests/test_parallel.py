@@ -79,12 +79,12 @@ def test_momentum_steps_match_single_device(devices):
 @needs_cl
 def test_auto_split_measures_and_leaves_out_a_slow_device(monkeypatch):
     dp = clcnn.DataParallel(net(), ["cpu", CL[0]], split="auto")
-    real = dp._shard
+    real = dp._run_shards
 
-    def slow_second(i, x, y):   # make the OpenCL replica look 100x slower than it is
-        t, loss = real(i, x, y)
-        return (t * 100 if i == 1 else t), loss
-    monkeypatch.setattr(dp, "_shard", slow_second)
+    def slow_second(x, y, shards):   # make the OpenCL replica look 100x slower than it is
+        done = real(x, y, shards)
+        return {i: ((t * 100 if i == 1 else t), loss, g) for i, (t, loss, g) in done.items()}
+    monkeypatch.setattr(dp, "_run_shards", slow_second)
     opt = SGD(dp, lr=0.05)
     x, y = batch(16)
     with pytest.warns(RuntimeWarning, match="left out of the split"):
@@ -94,6 +94,11 @@ def test_auto_split_measures_and_leaves_out_a_slow_device(monkeypatch):
     assert info[CL[0]]["active"] is False and info[CL[0]]["fraction"] == 0.0
     assert info["cpu"]["fraction"] == 1.0 and info["cpu"]["ms_per_image"] > 0
     assert dp.notes and CL[0] in dp.notes[0]
+    # from then on the remaining device runs its own (prepared) steps; losses still add up
+    assert dp._alone is dp.replicas[0]
+    before = dp.state_dict()
+    dp.train_step(x, y, opt, sync=False)
+    assert dp.read_loss() > 0 and not np.array_equal(dp.state_dict()["0.weight"], before["0.weight"])
 
 
 @needs_cl
@@ -101,9 +106,11 @@ def test_failing_device_names_it(monkeypatch):
     dp = clcnn.DataParallel(net(), ["cpu", CL[0]], split=[0.5, 0.5])
     be = dp.replicas[1].backend
 
-    def broken(*a, **k):
-        raise RuntimeError("CL_OUT_OF_RESOURCES")
-    monkeypatch.setattr(be, "download", broken)
+    def broken(*a, **k):   # the read-back of the shard's result fails, as a lost device's would
+        def wait():
+            raise RuntimeError("CL_OUT_OF_RESOURCES")
+        return wait
+    monkeypatch.setattr(be, "download_async", broken)
     x, y = batch(4)
     with pytest.raises(clcnn.DeviceError, match=CL[0]):
         dp.gradients(x, y)

@@ -54,7 +54,7 @@ def test_parameters_live_in_one_flat_buffer(device_id):
     for name, p in model.named_parameters():
         off = model.flat_offsets[id(p)]
         assert np.array_equal(flat[off:off + p.size].reshape(p.shape), model.state_dict()[name])
-    assert [d is model.flat_data for d, _, _ in model.parameter_buffers()] == [True]
+    assert [d is model.flat_data for _, d, _, _ in model.parameter_buffers()] == [True]
 
 
 @pytest.mark.parametrize("sync", [True, False])

@@ -13,5 +13,5 @@ $B --device cl:0,cl:0+cl:1 --json "$OUT/dp_auto.json" 2>&1 | grep -v -i warn | t
 $B --device cl:0+cl:1 --split 0.5,0.5 --no-torch --json "$OUT/dp_half.json" 2>&1 | grep -v -i warn | tee "$OUT/dp_half.txt"
 $B --device cl:0+cpu --no-torch --json "$OUT/dp_cpu.json" 2>&1 | grep -i -v "warn\|^  " | tee "$OUT/dp_cpu.txt"
 python3 -c "import json; [print(r['device'], r['split']) for r in json.load(open('$OUT/dp_cpu.json'))]"
-mpiexec -n 2 $B --distributed mpi --device auto --no-torch --json "$OUT/mpi.json" 2>&1 | grep -v -i warn \
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpiexec -n 2 $B --distributed mpi --device auto --no-torch --json "$OUT/mpi.json" 2>&1 | grep -v -i warn \
   | tee "$OUT/mpi.txt"

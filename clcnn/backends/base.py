@@ -68,6 +68,12 @@ class Backend(ABC):
     def download(self, a) -> np.ndarray:
         """A host copy of ``a`` with its shape and dtype; waits for all queued work."""
 
+    def download_async(self, a):
+        """Start copying ``a`` to the host; returns a function that waits for the copy and returns the host array
+        (a buffer the backend may reuse two calls later: use or copy it before then)."""
+        host = self.download(a)
+        return lambda: host
+
     @abstractmethod
     def synchronize(self) -> None:
         """Wait until every op enqueued so far has finished."""

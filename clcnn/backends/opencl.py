@@ -107,6 +107,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         self._events: list | None = None  # launch events, kept only inside profiling()
         self.stage_uploads = info.type == "gpu"
         self._staging: dict[int, list] = {}   # nbytes -> ring of [pinned buffer, its mapped host view, last copy]
+        self._readback: dict[int, list] = {}   # nbytes -> ring of (pinned buffer, its mapped host view)
         self.view_align = max(1, self.device.mem_base_addr_align // 32)   # bits -> float32 elements
         if info.type == "gpu":   # whole mini-batches in one unrolled GEMM: up to 1/32 of the card, <= 1 GiB
             self.workspace_bytes = int(min(1 << 30, max(64 << 20, self.device.global_mem_size // 32)))
@@ -257,6 +258,31 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
             cl.enqueue_copy(self.queue, out, a.buf, is_blocking=True)   # in-order queue: waits for all work
         self._pending.clear()
         return out
+
+    def download_async(self, a: CLArray):
+        """Non-blocking read-back; on GPUs into a pinned host buffer (a ring of two per size), which the driver
+        fills by DMA without staging."""
+        self._no_capture("download_async")
+        if not a.size:
+            return lambda: np.empty(a.shape, a.dtype)
+        if self.stage_uploads:
+            ring = self._readback.setdefault(a.nbytes, [])
+            if len(ring) < 2:
+                pinned = cl.Buffer(self.ctx, cl.mem_flags.WRITE_ONLY | cl.mem_flags.ALLOC_HOST_PTR, a.nbytes)
+                mapped, _ = cl.enqueue_map_buffer(self.queue, pinned, cl.map_flags.READ, 0, (a.nbytes,), np.uint8,
+                                                  is_blocking=True)
+                ring.append((pinned, mapped))
+            slot = ring.pop(0)
+            ring.append(slot)
+            host = slot[1].view(a.dtype).reshape(a.shape)
+        else:
+            host = np.empty(a.shape, a.dtype)
+        evt = cl.enqueue_copy(self.queue, host, a.buf, is_blocking=False)
+
+        def wait():
+            evt.wait()
+            return host
+        return wait
 
     def synchronize(self) -> None:
         self.queue.finish()

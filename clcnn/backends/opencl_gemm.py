@@ -17,7 +17,8 @@ def _configs(variant: str, keys: str, rows) -> tuple[dict, ...]:
 
 
 # The search space of an autotuner; the heuristic default picks among GEMM_DEFAULT_POOL.
-# vec: TM x TN C tile, TK k-slab, WM x WN outputs per work-item, WX warp arrangement (0 = plain order).
+# vec: TM x TN C tile, TK k-slab, WM x WN outputs per work-item, WX warp arrangement (0 = plain order); optional
+# FB, ST: see cl/gemm_vec.cl (absent = 0).
 VEC_CONFIGS = _configs("vec", "TM TN TK WM WN WX", (
     (128, 128, 8, 8, 8, 8),      # 256 work-items, 17 KiB local (two slab buffers); ptxas sm_90: 127 registers, 2/SM
     (128, 128, 16, 8, 8, 8),     # 256, 33 KiB; sm_90: 165 registers (1 work-group per SM), half the barriers
@@ -41,7 +42,20 @@ VEC_EXTRA = VEC_BIG + (_configs("vec", "TM TN TK WM WN WX", ((256, 128, 8, 16, 8
                        # small tiles with many work-items: latency-bound skinny products (a split-K slice of a
                        # conv weight gradient, a 32x27 output over 1024 pixels) get more threads per tile
                        + _configs("vec", "TM TN TK WM WN WX", ((32, 32, 16, 2, 2, 0), (32, 64, 16, 2, 4, 0),
-                                                               (64, 32, 16, 4, 2, 0), (16, 32, 16, 2, 2, 0))))
+                                                               (64, 32, 16, 4, 2, 0), (16, 32, 16, 2, 2, 0)))
+                       # the best 4096^3 tiles with FB=1 (register double-buffered k-step fragments) and / or ST=s
+                       # (the prefetched slab stashed to local memory after s of the TK k-steps, not after all);
+                       # clang-15 -> ptxas sm_90 registers in the comments (the same tiles without: 167, 127, 225,
+                       # 218, 165)
+                       + _configs("vec", "TM TN TK WM WN WX FB", ((128, 64, 16, 8, 8, 8, 1),     # 163
+                                                                  (128, 128, 8, 8, 8, 0, 1),     # 128: 2 per SM
+                                                                  (128, 128, 8, 8, 8, 8, 1),     # 128
+                                                                  (128, 128, 16, 8, 8, 8, 1),    # 159
+                                                                  (256, 128, 8, 16, 8, 8, 1),    # 229
+                                                                  (128, 256, 8, 8, 16, 8, 1)))   # 219
+                       + _configs("vec", "TM TN TK WM WN WX FB ST", ((128, 64, 16, 8, 8, 8, 1, 8),   # 211
+                                                                     (128, 128, 8, 8, 8, 0, 1, 4),   # 128
+                                                                     (128, 128, 8, 8, 8, 0, 0, 4))))   # 128
 BLOCKED_CONFIGS = _configs("blocked", "TM TN TK WM WN", (
     (128, 128, 16, 8, 8), (64, 64, 16, 4, 4), (32, 32, 16, 4, 4), (16, 16, 16, 4, 4), (16, 128, 16, 2, 8),
     (128, 16, 16, 8, 2)))
@@ -88,7 +102,8 @@ def _well_formed(cfg: dict) -> bool:
         return True
     wx = cfg["WX"]
     lanes_ok = wx == 0 or ((lx * ly) % 32 == 0 and 32 % wx == 0 and lx % wx == 0 and ly % (32 // wx) == 0)
-    return tm % 4 == 0 and tn % 4 == 0 and cfg["TK"] % 4 == 0 and lanes_ok
+    options_ok = cfg.get("FB", 0) in (0, 1) and 0 <= cfg.get("ST", 0) < cfg["TK"]
+    return tm % 4 == 0 and tn % 4 == 0 and cfg["TK"] % 4 == 0 and lanes_ok and options_ok
 
 
 class OpenCLGemm:
