@@ -110,11 +110,11 @@ class MPIParallel:
         buf, m = self._buf, self.model
         t0 = time.perf_counter()
         if b > a:
-            dx, dy = m._upload_batch(x[a:b], y[a:b])
-            m._forward_backward(dx, dy, fresh=True)
+            m.shard_gradients(x[a:b], y[a:b])
             w = (b - a) / n
-            buf[:-1] = m.backend.download(m.flat_grad)[self._index]
-            buf[-1] = m.backend.download(m._loss_buf)[0]
+            grad, loss = m.backend.download_async(m.flat_grad), m.backend.download_async(m._loss_buf)
+            buf[:-1] = grad()[self._index]
+            buf[-1] = loss()[0]
             buf *= np.float32(w)
             t = 1e3 * (time.perf_counter() - t0) / (b - a)
             self.ms_per_image = t if self.ms_per_image is None else (1 - SMOOTHING) * self.ms_per_image + SMOOTHING * t

@@ -238,6 +238,22 @@ class Sequential:
             return float(self.backend.download(self._loss_buf)[0])
         return None
 
+    def shard_gradients(self, x, y) -> None:
+        """Enqueue forward + backward of (x, y) with fresh gradients (no update): a data-parallel shard. Recorded
+        on its second call with a shape and replayed after, as train_step's steps are."""
+        dx, dy = self._upload_batch(x, y)
+        key = ("shard",) + tuple(dx.shape)
+        graph = self._graphs.get(key) if self.capture_steps else None
+        if graph is not None and graph[0][0] is dx and graph[0][1] is dy:
+            self.backend.replay(graph[1])
+        elif self.capture_steps and key in self._graphs:
+            with self.backend.capture() as recorded:
+                self._forward_backward(dx, dy, fresh=True)
+            self._graphs[key] = None if recorded is None else ((dx, dy), recorded)
+        else:
+            self._forward_backward(dx, dy, fresh=True)
+            self._graphs[key] = None
+
     def _step(self, dx, dy, optimizer, sync):
         self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
         optimizer.step()

@@ -11,6 +11,7 @@ the result is the single-device mean gradient of the whole batch, and every repl
 """
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import warnings
 from dataclasses import dataclass
@@ -86,8 +87,8 @@ class DataParallel:
         # replicas whose flat buffers share one layout (same alignment) are combined without gathering
         self._same_layout = all(len(r.flat_grad.shape) == 1 and r.flat_grad.shape == self.replicas[0].flat_grad.shape
                                 and np.array_equal(i, self._index[0]) for r, i in zip(self.replicas, self._index))
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))   # read-back waits
         self._loss_sum, self._alone = 0.0, None   # _alone: the replica stepping by itself once others are out
-        self._graphs = [{} for _ in devices]   # per replica: shard shape -> (x, y, recorded sequence)
 
     # ---- the model interface ------------------------------------------------------------------------------
     @property
@@ -146,45 +147,36 @@ class DataParallel:
         info = self.replicas[i].device
         return DeviceError(f"device {info.id} ({info.name}) failed: {exc}")
 
-    def _forward_backward(self, i, x, y):
-        """Enqueue replica i's shard: recorded on its second step of a shape, replayed after (as a Sequential's
-        own steps are), so the host spends little time per device."""
-        r, graphs = self.replicas[i], self._graphs[i]
-        dx, dy = r._upload_batch(x, y)
-        key = tuple(dx.shape)
-        graph = graphs.get(key)
-        if graph is not None and graph[0] is dx and graph[1] is dy:
-            r.backend.replay(graph[2])
-        elif key in graphs:
-            with r.backend.capture() as recorded:
-                r._forward_backward(dx, dy, fresh=True)
-            graphs[key] = None if recorded is None else (dx, dy, recorded)
-        else:
-            r._forward_backward(dx, dy, fresh=True)
-            graphs[key] = None
-
     def _run_shards(self, x, y, shards):
-        """Every non-empty shard at once: OpenCL replicas are enqueued first (they run on their own), Numba
-        replicas then compute on this thread; returns {replica: (seconds, loss, host gradient)}."""
+        """Every non-empty shard at once: OpenCL replicas are enqueued first and waited on by worker threads (the
+        waits release the GIL, so each device's finish time is its own), Numba replicas then compute on this
+        thread (their kernels release the GIL too); returns {replica: (seconds, loss, host gradient)}."""
         jobs = [i for i, (a, b) in enumerate(shards) if b > a]
         jobs.sort(key=lambda i: self.replicas[i].backend.info.backend == "numba")
-        pending = {}
+        waits, done = {}, {}
         for i in jobs:
             a, b = shards[i]
             t0, r = time.perf_counter(), self.replicas[i]
             try:
-                self._forward_backward(i, x[a:b], y[a:b])
-                pending[i] = (t0, r.backend.download_async(r.flat_grad), r.backend.download_async(r._loss_buf))
+                r.shard_gradients(x[a:b], y[a:b])
+                grad, loss = r.backend.download_async(r.flat_grad), r.backend.download_async(r._loss_buf)
             except Exception as exc:
                 raise self._device_error(i, exc) from exc
-        done = {}
-        for i, (t0, grad, loss) in pending.items():
+            if r.backend.info.backend == "numba":   # already computed, on this thread
+                done[i] = (time.perf_counter() - t0, float(loss()[0]), grad())
+            else:
+                waits[i] = self._pool.submit(self._finish, t0, grad, loss)
+        for i, fut in waits.items():
             try:
-                g, lv = grad(), float(loss()[0])
+                done[i] = fut.result()
             except Exception as exc:
                 raise self._device_error(i, exc) from exc
-            done[i] = (time.perf_counter() - t0, lv, g)
         return done
+
+    @staticmethod
+    def _finish(t0, grad, loss):
+        g, lv = grad(), float(loss()[0])
+        return time.perf_counter() - t0, lv, g
 
     def _combine(self, shards, done) -> float:
         """Every replica's gradient := the shard-size-weighted mean of the shard gradients; returns the loss."""
@@ -250,7 +242,7 @@ class DataParallel:
         done = self._run_shards(x, y, shards)
         t0 = time.perf_counter()
         loss = self._combine(shards, done)
-        if self.auto:
+        if self.auto and self.steps > 0:   # the first step builds and compiles: not a measurement
             self._rebalance(shards, done, time.perf_counter() - t0)
         self.steps += 1
         return loss

@@ -8,7 +8,7 @@ from numba import njit, prange
 from .gemm import flat
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _relu_forward(x, y, size):
     # x: (size,) -> y: (size,) = max(x, 0); NaN passes through
     for i in prange(size):
@@ -16,14 +16,14 @@ def _relu_forward(x, y, size):
         y[i] = 0.0 if v < 0.0 else v
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _relu_backward(y, dy, dx, size):
     # y, dy: (size,) -> dx: (size,) = dy where y > 0 else 0
     for i in prange(size):
         dx[i] = dy[i] if y[i] > 0.0 else 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _sigmoid_forward(x, y, size):
     # x: (size,) -> y: (size,) = 1/(1+exp(-x)); exp only of -|x|, so it never overflows
     for i in prange(size):
@@ -35,7 +35,7 @@ def _sigmoid_forward(x, y, size):
             y[i] = e / (1.0 + e)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _sigmoid_backward(y, dy, dx, size):
     # y, dy: (size,) -> dx: (size,) = dy * y * (1 - y)
     for i in prange(size):

@@ -7,7 +7,7 @@ from numba import njit, prange
 from .gemm import flat
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _bias_add(y, bias, n, c, inner):
     # y: (N, C, inner) += bias: (C,)
     for p in prange(n * c):
@@ -17,7 +17,7 @@ def _bias_add(y, bias, n, c, inner):
             y[np.uint64(base + t)] += b  # unsigned index: no wraparound branch, vectorizes
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
+@njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
 def _bias_grad(dy, db, n, c, inner, beta):
     # dy: (N, C, inner) -> db: (C,) = beta*db + sum over N and inner; one channel per iteration. Each (n, c) row
     # is summed in float32 lanes (reassoc lets the row sum vectorise; a row is short, so its error is small),
@@ -33,7 +33,7 @@ def _bias_grad(dy, db, n, c, inner, beta):
         db[ci] = s if beta == 0.0 else beta * db[ci] + s
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _bias_grad_rows(dy, db, n, c, beta):
     # dy: (N, C) -> db: (C,) = beta*db + column sums (a dense layer's); blocks of 64 columns, rows in order
     for blk in prange((c + 63) // 64):

@@ -73,7 +73,7 @@ def _epilogue(c, pc, rows, cols, ldc, bias, i0, j0, bias_axis, relu):
                 c[np.uint64(base + j)] = 0.0 if v < 0.0 else v
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _gemm_blocks(sgemm, a, b, c, bias, dims, alpha, beta, bias_axis, relu):
     # For each entry e < batch and block s < split of C_e (m, n) (split along m if rows else along n):
     # C_e[blk] = alpha * op(A_e)[rows of blk] @ op(B_e)[:, cols of blk] + beta * C_e[blk], then the epilogue.
@@ -97,7 +97,7 @@ def _gemm_blocks(sgemm, a, b, c, bias, dims, alpha, beta, bias_axis, relu):
                 _epilogue(c, pc, i1 - i0, j1 - j0, ldc, bias, i0, j0, bias_axis, relu)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _gemm_partials(sgemm, a, b, dims, work):
     # Part p of `parts` sums its run of entries into work[p] (m, n): P_p = sum_e op(A_e) @ op(B_e)
     m, n, k, ta, tb, lda, ldb, ldc, a_off, b_off, c_off, batch, sa, sb, sc, parts, rows = dims
@@ -109,7 +109,7 @@ def _gemm_partials(sgemm, a, b, dims, work):
                   _addr(b, b_off + e * sb), ldb, np.float32(0.0 if e == e0 else 1.0), _addr(work, p * m * n), n)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _finish(work, parts, c, c_off, m, n, ldc, alpha, beta, bias, bias_axis, relu):
     # C (m, n; row stride ldc, at c_off) = alpha * (P_0 + P_1 + ...) + beta * C (C not read when beta == 0),
     # then the epilogue; P_p = work[p*m*n:] (m, n) summed in a fixed order. Row by row.

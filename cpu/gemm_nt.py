@@ -48,7 +48,7 @@ def _tile(A, B, S, a0, a1, a2, a3, b0, b1, b2, b3, ps, lds, rows, cols, q0, q1):
             S[ps + i * lds + j] += sums[i][j]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def gemm_nt_reduce(A, B, S, pa, pb, lda, ldb, sa, sb, m, n, k, batch, kc, rsplit, parts):
     # S (m, n) = sum_e A_e (m, k) @ B_e (n, k)^T, A_e = A[pa + e*sa:] (row stride lda), B_e likewise.
     # kc == 0: one pass per entry; else the entries must lie side by side (sa == sb == k) and each pass takes kc
@@ -86,7 +86,7 @@ def gemm_nt_reduce(A, B, S, pa, pb, lda, ldb, sa, sb, m, n, k, batch, kc, rsplit
                     _tile(A, B, S, ai, a1, a2, a3, bj, b1, b2, b3, i0 * n + j0, n, rows, cols, q0, q1)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def gather_rows(src, dst, off, rows, k, ld, batch, stride):
     # dst (rows, batch*k) <- the batch entries src[off + b*stride:] (rows, k; row stride ld), side by side
     for t in prange(rows * batch):

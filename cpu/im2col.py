@@ -24,7 +24,7 @@ def _span(pad, j, stride, w, wo):
     return lo, max(lo, min(hi, wo))
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
     # x: (N, C, H, W) -> cols: (C*kh*kw, nb*Ho*Wo); one (row, image) strip of Ho*Wo outputs per iteration
     L = ho * wo
@@ -58,7 +58,7 @@ def _im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
                 cols[np.uint64(d + ow)] = 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _im2col_same(x, cols, n0, nb, c, h, w, kh, kw, pad):
     # x: (N, C, H, W) -> cols: (C*kh*kw, nb*H*W) for stride 1 and "same" padding (output H x W). A strip is then
     # the image plane shifted by (i-pad)*W + (j-pad) in flat index: one long copy, zeros where the shift leaves
@@ -111,7 +111,7 @@ def _col2im_plane(cols, src0, ncols, x, dst, ci, h, w, kh, kw, stride, pad, ho, 
                         x[np.uint64(d + ow * stride)] += cols[np.uint64(s + ow)]
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _col2im(cols, x, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
     # cols: (C*kh*kw, nb*Ho*Wo) -> x: (N, C, H, W); each (image, channel) plane is owned by one iteration
     L = ho * wo
@@ -153,7 +153,7 @@ def _col2im_same_plane(cols, src0, ncols, x, dst, ci, h, w, kh, kw, pad, inside)
                 x[np.uint64(dst + p)] += v * inside[np.uint64(m + p)]
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _col2im_same(cols, x, n0, nb, c, h, w, kh, kw, pad):
     # cols: (C*kh*kw, nb*H*W) -> x: (N, C, H, W) for stride 1 and "same" padding (output H x W), plane by plane
     L = h * w
@@ -164,7 +164,7 @@ def _col2im_same(cols, x, n0, nb, c, h, w, kh, kw, pad):
         _col2im_same_plane(cols, n * L, nb * L, x, ((n0 + n) * c + ci) * L, ci, h, w, kh, kw, pad, inside)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _conv_backward_data(sgemm, wt, dy, dx, work, n0, nb, parts, m, c, h, w, kh, kw, stride, pad, ho, wo, inside):
     # wt: (M, C*kh*kw), dy: (N, M, Ho*Wo) -> dx: (N, C, H, W) for images n0 .. n0+nb-1. Part p (one per thread)
     # takes its run of images and its own (C*kh*kw, Ho*Wo) buffer work[p*C*kh*kw*Ho*Wo:]; per image:

@@ -9,7 +9,7 @@ from numba import njit, prange
 from .gemm import flat
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
     # logits: (N, C), labels: (N,) -> probs: (N, C), loss: (1,) = mean_n(logsumexp - logit[label])
     rows = np.empty(n)
@@ -31,7 +31,7 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
     loss[0] = total / n + (loss[0] if accumulate else 0.0)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _softmax_xent_backward(probs, labels, dlogits, n, c):
     # probs: (N, C), labels: (N,) -> dlogits: (N, C) = (probs - onehot(labels)) / N
     inv = 1.0 / n
@@ -42,7 +42,7 @@ def _softmax_xent_backward(probs, labels, dlogits, n, c):
         dlogits[base + labels[r]] = (probs[base + labels[r]] - 1.0) * inv
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate):
     # logits: (N,), labels: (N,) in {0,1} -> probs: (N,), loss: (1,) = mean(softplus(z) - y*z)
     rows = np.empty(n)
@@ -57,7 +57,7 @@ def _sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate):
     loss[0] = total / n + (loss[0] if accumulate else 0.0)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _sigmoid_bce_backward(probs, labels, dlogits, n):
     # probs: (N,), labels: (N,) -> dlogits: (N,) = (probs - labels) / N
     inv = 1.0 / n

@@ -14,7 +14,7 @@ from .gemm import flat
 # Indices are cast to np.uint64 where used, so Numba skips its negative-index wraparound branch (all are >= 0).
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _maxpool_forward(x, y, argmax, planes, h, w, k, stride, ho, wo):
     # x: (N*C, H, W) -> y, argmax: (N*C, Ho, Wo); argmax = hi*W + wi inside the plane, first max wins
     for p in prange(planes):
@@ -37,7 +37,7 @@ def _maxpool_forward(x, y, argmax, planes, h, w, k, stride, ho, wo):
                 argmax[o] = arg
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _maxpool2_forward(x, y, argmax, planes, h, w, ho, wo):
     # x: (N*C, H, W) -> y, argmax: (N*C, Ho, Wo) for 2x2 windows, stride 2; taps in scan order, first max wins
     for p in prange(planes):
@@ -59,7 +59,7 @@ def _maxpool2_forward(x, y, argmax, planes, h, w, ho, wo):
                 argmax[np.uint64(yo + ow)] = top + 2 * ow + arg
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _maxpool_backward(dy, argmax, dx, y, masked, planes, h, w, ho, wo):
     # dy, argmax: (N*C, Ho, Wo) -> dx: (N*C, H, W); each plane is owned by one iteration, windows summed in order;
     # masked: only windows whose output y > 0 pass (a ReLU before the pool, fused)

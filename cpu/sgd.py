@@ -9,7 +9,7 @@ from .gemm import flat
 _NO_VELOCITY = np.zeros(0, np.float32)
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _sgd_update(param, grad, velocity, size, lr, momentum, weight_decay):
     # param, grad, velocity: (size,); g = grad + wd*param; v = mu*v + g; param -= lr*v (momentum 0: lr*g)
     lr32, mu32, wd32 = np.float32(lr), np.float32(momentum), np.float32(weight_decay)  # float32 maths, as torch

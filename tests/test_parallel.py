@@ -88,7 +88,7 @@ def test_auto_split_measures_and_leaves_out_a_slow_device(monkeypatch):
     opt = SGD(dp, lr=0.05)
     x, y = batch(16)
     with pytest.warns(RuntimeWarning, match="left out of the split"):
-        for _ in range(10):
+        for _ in range(12):
             dp.train_step(x, y, opt)
     info = dp.split()
     assert info[CL[0]]["active"] is False and info[CL[0]]["fraction"] == 0.0
