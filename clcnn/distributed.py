@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .parallel import GroupInfo, cut, parse_split
+from .parallel import GroupInfo, cut, parse_split, settle
 
 SMOOTHING = 0.3
 
@@ -131,8 +131,7 @@ class MPIParallel:
         """Shares follow the ranks' measured speeds (identical on every rank: computed from one allgather)."""
         self.all_ms = self.comm.allgather(self.ms_per_image)
         if all(t is not None for t in self.all_ms):
-            speed = np.array([1.0 / t for t in self.all_ms])
-            self.fractions = speed / speed.sum()
+            self.fractions = settle(self.fractions, [1.0 / t for t in self.all_ms])
 
     def gradients(self, x, y):
         loss = self._step_gradients(x, y)

@@ -21,6 +21,23 @@ import numpy as np
 SMOOTHING = 0.3        # weight of the newest per-image time in the running estimate (split="auto")
 PRUNE_AFTER = 5        # steps measured before a device that does not help is left out
 MIN_GAIN = 0.05        # a device stays only if the group is modelled >= 5% faster than without it
+RESPLIT_GAIN = 0.03    # a new split is adopted only when it models a step >= 3% faster (shard shapes stay put,
+                       # so each device keeps replaying its recorded step instead of re-recording every step)
+
+
+def settle(current, speeds) -> np.ndarray:
+    """The split to use next: shares proportional to ``speeds`` (0 = left out), rounded to 1/64, adopted only when
+    the modelled step time (the slowest shard) drops by >= RESPLIT_GAIN; else ``current``."""
+    speeds = np.asarray(speeds, np.float64)
+    proposed = np.round(64 * speeds / speeds.sum()) / 64
+    proposed = proposed / proposed.sum()
+    alive = speeds > 0
+    if (np.asarray(current)[~alive] > 0).any():   # a device was just left out: adopt at once
+        return proposed
+
+    def step_time(f):
+        return max(f[i] / speeds[i] for i in range(len(f)) if alive[i])
+    return proposed if step_time(proposed) <= (1 - RESPLIT_GAIN) * step_time(current) else np.asarray(current)
 
 
 @dataclass
@@ -228,8 +245,7 @@ class DataParallel:
                 self.notes.append(note)
                 warnings.warn(note, RuntimeWarning, stacklevel=3)
                 speed.pop(slow)
-        total = sum(speed.values())
-        self.fractions = np.array([speed.get(i, 0.0) / total for i in range(len(self.replicas))])
+        self.fractions = settle(self.fractions, [speed.get(i, 0.0) for i in range(len(self.replicas))])
 
     def _step_gradients(self, x, y) -> float:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -149,3 +149,12 @@ def test_cli_trains_over_two_devices(tmp_path):
     assert row["split"]["cpu"]["fraction"] == pytest.approx(0.6)
     assert_one_line_error(run_cli("train", "--device", f"cpu,{CL[0]}", "--split", "0.6", "--data-dir",
                                   tmp_path / "data" / "fashion-mnist"), "split")
+
+
+def test_settle_keeps_the_split_unless_it_pays():
+    from clcnn.parallel import settle
+    cur = np.array([0.5, 0.5])
+    assert np.array_equal(settle(cur, [1.0, 1.02]), cur)          # 1% apart: the shapes stay
+    new = settle(cur, [1.0, 2.0])                                  # 2x apart: rebalance toward 1/3 : 2/3
+    assert new[1] > 0.6 and new.sum() == pytest.approx(1.0)
+    assert np.array_equal(settle(cur, [1.0, 0.0]), [1.0, 0.0])     # left out: at once
