@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .parallel import GroupInfo, cut, parse_split, settle
+from .parallel import GroupInfo, HostCombined, cut, parse_split, settle
 
 SMOOTHING = 0.3
 
@@ -47,7 +47,7 @@ def rank_device(device: str, comm) -> str:
     return gpus[local % len(gpus)] if gpus else "cpu"
 
 
-class MPIParallel:
+class MPIParallel(HostCombined):
     """A placed Sequential on this rank's device, trained in lockstep with the other ranks; the model interface
     of ``DataParallel`` (train_step, read_loss, predict, state_dict, split) and usable with ``clcnn.optim.SGD``."""
 
@@ -59,10 +59,10 @@ class MPIParallel:
         self.fractions = np.full(self.size, 1.0 / self.size) if self.auto else np.asarray(mode) / sum(mode)
         self.ms_per_image = None   # this rank's smoothed time per image (split="auto")
         self.all_ms = [None] * self.size
+        self.steps = 0
         self._index = model.flat_index()
         self._buf = np.zeros(self._index.size + 1, np.float32)   # gradients, then the loss
         self._grad = np.zeros(model.flat_grad.shape, np.float32)
-        self._loss_sum = 0.0
         self.devices = comm.allgather(model.device.id)
 
     # ---- the model interface ------------------------------------------------------------------------------
@@ -117,7 +117,9 @@ class MPIParallel:
             buf[-1] = loss()[0]
             buf *= np.float32(w)
             t = 1e3 * (time.perf_counter() - t0) / (b - a)
-            self.ms_per_image = t if self.ms_per_image is None else (1 - SMOOTHING) * self.ms_per_image + SMOOTHING * t
+            if self.steps > 0:   # the first step builds and compiles: not a measurement
+                old = self.ms_per_image
+                self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
         else:
             buf[:] = 0.0
         self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
@@ -125,6 +127,7 @@ class MPIParallel:
         m.backend.upload_into(m.flat_grad, self._grad)
         if self.auto:
             self._rebalance()
+        self.steps += 1
         return float(buf[-1])
 
     def _rebalance(self) -> None:
@@ -132,21 +135,3 @@ class MPIParallel:
         self.all_ms = self.comm.allgather(self.ms_per_image)
         if all(t is not None for t in self.all_ms):
             self.fractions = settle(self.fractions, [1.0 / t for t in self.all_ms])
-
-    def gradients(self, x, y):
-        loss = self._step_gradients(x, y)
-        return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
-
-    def train_step(self, x, y, optimizer, sync: bool = True):
-        loss = self._step_gradients(x, y)
-        optimizer.step()
-        if sync:
-            return loss
-        self._loss_sum += loss
-        return None
-
-    def read_loss(self, reset: bool = True) -> float:
-        value = self._loss_sum
-        if reset:
-            self._loss_sum = 0.0
-        return value

@@ -73,7 +73,36 @@ def parse_split(split, count: int):
     return parts
 
 
-class DataParallel:
+class HostCombined:
+    """What a group whose gradients are combined on the host shares: each step waits for its devices, so the loss
+    is kept on the host. Subclasses provide ``_step_gradients(x, y) -> loss`` (every member's .grad then holds
+    the global mean gradient), ``backend`` and ``named_parameters``."""
+
+    _loss_sum = 0.0
+
+    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """(mean loss, gradients keyed like state_dict) of one global batch; weights unchanged."""
+        loss = self._step_gradients(x, y)
+        return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
+
+    def train_step(self, x, y, optimizer, sync: bool = True):
+        """Gradients of the global batch over the group, then one update everywhere; ``sync=False`` adds the
+        loss to the total ``read_loss`` returns."""
+        loss = self._step_gradients(x, y)
+        optimizer.step()
+        if sync:
+            return loss
+        self._loss_sum += loss
+        return None
+
+    def read_loss(self, reset: bool = True) -> float:
+        value = self._loss_sum
+        if reset:
+            self._loss_sum = 0.0
+        return value
+
+
+class DataParallel(HostCombined):
     """One model on several devices; the same interface as a Sequential (train_step, gradients, predict,
     state_dict, load_state_dict) and usable with ``clcnn.optim.SGD``.
 
@@ -263,32 +292,16 @@ class DataParallel:
         self.steps += 1
         return loss
 
-    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
-        """(mean loss, gradients keyed like state_dict) of one global batch; weights unchanged."""
-        loss = self._step_gradients(x, y)
-        r = self.replicas[0]
-        return loss, {k: r.backend.download(p.grad).reshape(p.shape) for k, p in r.named_parameters()}
-
     def train_step(self, x, y, optimizer, sync: bool = True):
-        """Shards computed on every device at once, gradients combined, one update on every replica. The
-        combination happens on the host, so each step waits for its devices; the loss is kept on the host
-        (``sync=False`` adds it to the total ``read_loss`` returns)."""
+        """Shards computed on every device at once, gradients combined, one update on every replica."""
         if sum(self.active) == 1:   # the others were left out: the one device runs its own prepared steps
             self._alone = self.replicas[self.lead]
             self.steps += 1
             return self._alone.train_step(x, y, optimizer, sync=sync)
-        loss = self._step_gradients(x, y)
-        optimizer.step()
-        if sync:
-            return loss
-        self._loss_sum += loss
-        return None
+        return super().train_step(x, y, optimizer, sync)
 
     def read_loss(self, reset: bool = True) -> float:
-        value = self._loss_sum + (self._alone.read_loss(reset) if self._alone is not None else 0.0)
-        if reset:
-            self._loss_sum = 0.0
-        return value
+        return super().read_loss(reset) + (self._alone.read_loss(reset) if self._alone is not None else 0.0)
 
     def __repr__(self) -> str:
         return f"DataParallel({self.device.id}, split={'auto' if self.auto else list(self.fractions)})"
