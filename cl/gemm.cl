@@ -32,17 +32,7 @@
 #define B_AT(p, j) b[(p) * ldb + (j)]
 #endif
 
-// c[i, j] = epilogue(alpha*acc + beta*c[i, j]); c is the C_b block, (i, j) inside it
-inline void write_c(__global float* c, const int ldc, const int i, const int j, const float acc, const float alpha,
-                    const float beta, __global const float* bias, const int bias_mode, const int relu)
-{
-    float r = alpha * acc;
-    if (beta != 0.0f) r += beta * c[i * ldc + j];   // beta == 0 never reads C
-    if (bias_mode == 1) r += bias[i];
-    else if (bias_mode == 2) r += bias[j];
-    if (relu) r = fmax(r, 0.0f);
-    c[i * ldc + j] = r;
-}
+#include "gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
 
 #if VARIANT == 0
 // naive: one output per work-item read straight from global memory (the textbook baseline).

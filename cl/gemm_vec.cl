@@ -66,17 +66,7 @@
 #define FMAS(AR, BR) _Pragma("unroll") for (int u = 0; u < WM; ++u) \
         _Pragma("unroll") for (int v = 0; v < WN; ++v) acc[u][v] += AR[u] * BR[v];
 
-// c[i, j] = epilogue(alpha*acc + beta*c[i, j]) (the write_c of cl/gemm.cl)
-inline void write_c(__global float* c, const int ldc, const int i, const int j, const float acc, const float alpha,
-                    const float beta, __global const float* bias, const int bias_mode, const int relu)
-{
-    float r = alpha * acc;
-    if (beta != 0.0f) r += beta * c[i * ldc + j];   // beta == 0 never reads C
-    if (bias_mode == 1) r += bias[i];
-    else if (bias_mode == 2) r += bias[j];
-    if (relu) r = fmax(r, 0.0f);
-    c[i * ldc + j] = r;
-}
+#include "gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
 
 // src[0..3], of which the first `valid` (0..4) lie inside the matrix (the others read as 0)
 inline float4 load_quad(__global const float* src, const int valid, const int vec)

@@ -92,6 +92,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         except cl.Error as exc:
             raise DeviceError(f"cannot open OpenCL device {info.id} ({info.name}): {exc}") from exc
         maxwg = self.device.max_work_group_size
+        self.compute_units = self.device.max_compute_units   # read once: a device query per op costs a driver call
         self.eltwise_wg = min(ELTWISE_WG, maxwg)
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
         self._gemm_init()   # GEMM configs, override, tuned table (opencl_gemm.py)

@@ -18,7 +18,7 @@ def _roundup(x: int, m: int) -> int:
 
 class OpenCLOps:
     """Mixin for OpenCLBackend: every compute op of base.Backend but gemm (opencl_gemm.py); see base.Backend's
-    docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``."""
+    docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``, ``compute_units``."""
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
     def _unroll_args(self, src, dst, n0, nb, c, h, w, kh, kw, stride, pad, total):
@@ -82,7 +82,7 @@ class OpenCLOps:
         wg, count = self.reduce_wg, n * inner
         if c <= 0:
             return
-        S = max(1, min(-(-count // (4 * wg)), -(-4 * self.device.max_compute_units // c), 1024))
+        S = max(1, min(-(-count // (4 * wg)), -(-4 * self.compute_units // c), 1024))
         chunk = -(-count // S)
         S = max(1, -(-count // chunk))
         part = db if S == 1 else self.scratch("bias_grad", c * S)

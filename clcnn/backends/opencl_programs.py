@@ -29,10 +29,15 @@ def build_options(defines: dict | None) -> str:
     return " ".join(f"-D {k}={v}" for k, v in sorted((defines or {}).items()))
 
 
+_INCLUDE = re.compile(r'^#include "([\w.]+)".*$', re.M)
+
+
 def source(file: str) -> str:
-    """The text of ``cl/<file>`` (package ``clcnn.cl``)."""
+    """The text of ``cl/<file>`` (package ``clcnn.cl``), each ``#include "other.cl"`` line replaced by that
+    file's text here on the host, so the built source (and the disk cache key) holds everything it uses."""
     if file not in _sources:
-        _sources[file] = resources.files("clcnn.cl").joinpath(file).read_text(encoding="utf-8")
+        text = resources.files("clcnn.cl").joinpath(file).read_text(encoding="utf-8")
+        _sources[file] = _INCLUDE.sub(lambda m: source(m.group(1)), text)
     return _sources[file]
 
 

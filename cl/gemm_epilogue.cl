@@ -1,0 +1,15 @@
+// gemm_epilogue: the write-out every GEMM kernel shares (cl/gemm.cl, cl/gemm_vec.cl pull it in with
+// #include "gemm_epilogue.cl", expanded by the host loader so the disk cache key covers it). No kernels here.
+
+// c[i, j] = epilogue(alpha*acc + beta*c[i, j]); c is the C_b block, (i, j) inside it; bias_mode 0 none,
+// 1 bias[i] (per row), 2 bias[j] (per column); then ReLU when relu != 0. beta == 0 never reads C.
+inline void write_c(__global float* c, const int ldc, const int i, const int j, const float acc, const float alpha,
+                    const float beta, __global const float* bias, const int bias_mode, const int relu)
+{
+    float r = alpha * acc;
+    if (beta != 0.0f) r += beta * c[i * ldc + j];
+    if (bias_mode == 1) r += bias[i];
+    else if (bias_mode == 2) r += bias[j];
+    if (relu) r = fmax(r, 0.0f);
+    c[i * ldc + j] = r;
+}
