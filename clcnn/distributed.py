@@ -9,6 +9,7 @@ The result equals the single-process run up to float rounding. Rank 0 alone prin
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -49,9 +50,17 @@ def rank_device(device: str, comm) -> str:
 
 class MPIParallel(HostCombined):
     """A placed Sequential on this rank's device, trained in lockstep with the other ranks; the model interface
-    of ``DataParallel`` (train_step, read_loss, predict, state_dict, split) and usable with ``clcnn.optim.SGD``."""
+    of ``DataParallel`` (train_step, read_loss, predict, state_dict, split) and usable with ``clcnn.optim.SGD``.
+
+    When every rank lays its flat buffers out alike, the exchange goes chunk by chunk: each chunk of gradients is
+    read back as soon as its layer's backward is done and summed with one Allreduce while the device works on
+    the earlier layers; and a step's exchange and update are finished only once the next batch has been copied
+    to the device (so that copy overlaps the device's work). Any read of the model (state_dict, predict,
+    read_loss, ...) finishes the pending step first."""
 
     def __init__(self, model, comm, split="auto"):
+        from .backends.base import Mark
+        from .parallel import grad_chunks
         self.model, self.comm = model, comm
         self.rank, self.size = comm.rank, comm.size
         mode = parse_split(split, self.size)
@@ -61,8 +70,18 @@ class MPIParallel(HostCombined):
         self.all_ms = [None] * self.size
         self.steps = 0
         self._index = model.flat_index()
-        self._buf = np.zeros(self._index.size + 1, np.float32)   # gradients, then the loss
-        self._grad = np.zeros(model.flat_grad.shape, np.float32)
+        layout = hashlib.sha256(np.asarray(model.flat_grad.shape, np.int64).tobytes() + self._index.tobytes())
+        self.chunked = len(set(comm.allgather(layout.hexdigest()))) == 1   # else: gathered into one host layout
+        if self.chunked:
+            self.chunks = grad_chunks(model)
+            self._marks = {layer: Mark() for layer, _, _ in self.chunks}
+            self._host = [model.backend.pinned(b - a) for _, a, b in self.chunks]
+            self._loss_host = model.backend.pinned(1)
+        else:
+            self._buf = np.zeros(self._index.size + 1, np.float32)   # gradients, then the loss
+            self._grad = np.zeros(model.flat_grad.shape, np.float32)
+        self._pending = None   # the step whose exchange and update are still to do
+        self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
         self.devices = comm.allgather(model.device.id)
 
     # ---- the model interface ------------------------------------------------------------------------------
@@ -74,6 +93,7 @@ class MPIParallel(HostCombined):
         return GroupInfo(",".join(self.devices), f"{self.size} MPI ranks")
 
     def named_parameters(self):
+        self._complete()
         return self.model.named_parameters()
 
     def parameter_buffers(self):
@@ -86,12 +106,15 @@ class MPIParallel(HostCombined):
         self.model.self_test()
 
     def state_dict(self):
+        self._complete()
         return self.model.state_dict()
 
     def load_state_dict(self, state) -> None:
+        self._complete()
         self.model.load_state_dict(state)
 
     def predict(self, x, batch_size: int = 1024):
+        self._complete()
         return self.model.predict(x, batch_size)
 
     def split(self) -> dict:
@@ -100,13 +123,104 @@ class MPIParallel(HostCombined):
                 for r, (d, f, t) in enumerate(zip(self.devices, self.fractions, self.all_ms))}
 
     # ---- computation --------------------------------------------------------------------------------------
-    def _step_gradients(self, x, y) -> float:
-        """This rank's shard, then one Allreduce: every rank ends with the global mean gradient in .grad."""
-        from mpi4py import MPI
+    def _shard(self, x, y):
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise ValueError("an empty batch has no gradient")
+        a, b = cut(x.shape[0], self.fractions)[self.rank]
+        return x, y, a, b
+
+    def train_step(self, x, y, optimizer, sync: bool = True):
+        """This rank's shard of the global batch; the exchange and update finish at the next call (or read)."""
+        if not self.chunked:
+            return super().train_step(x, y, optimizer, sync)
+        x, y, a, b = self._shard(x, y)
+        if b > a:
+            self.model.upload_shard(x[a:b], y[a:b])   # overlaps the device's work on the previous step
+        self._complete()
+        self._start(x.shape[0], a, b, optimizer)
+        if sync:
+            return self._complete()
+        return None
+
+    def _step_gradients(self, x, y, sync=True) -> float | None:
+        """This rank's shard, then the exchange: every rank ends with the global mean gradient in .grad."""
+        if self.chunked:
+            x, y, a, b = self._shard(x, y)
+            self._complete()
+            if b > a:
+                self.model.upload_shard(x[a:b], y[a:b])
+            self._start(x.shape[0], a, b, None)
+            return self._complete()
+        return self._gathered_step(x, y)
+
+    def _start(self, n, a, b, optimizer) -> None:
+        """Enqueue this rank's shard and the read of each gradient chunk as soon as its layer is done."""
+        m, be = self.model, self.model.backend
+        t0 = time.perf_counter()
+        reads = loss = None
+        if b > a:
+            m.run_shard(False, self._marks)
+            reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
+                     for (layer, s, _), h in zip(self.chunks, self._host)]
+            loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
+            be.flush()
+        self._pending = (reads, loss, (b - a) / n, b - a, t0, optimizer)
+        if self.auto:
+            self._rebalance()   # the last measurement; the device is busy meanwhile
+
+    def _complete(self):
+        """Finish the pending step: each chunk, once read back, weighted by this rank's share and summed over the
+        ranks (Allreduce), then written back beside the compute queue; the update waits for the writes. Returns
+        the global loss of that step when it was a sync step, else None."""
+        if self._pending is None:
+            return None
+        from mpi4py import MPI
+        reads, loss, w, count, t0, optimizer = self._pending
+        self._pending = None
+        m, be = self.model, self.model.backend
+        writes = []
+        for c, ((_, s, _), h) in enumerate(zip(self.chunks, self._host)):
+            if reads is None:
+                h[...] = 0.0
+            else:
+                reads[c].wait()
+                h *= np.float32(w)
+            self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM)
+            writes.append(be.write_async(m.flat_grad, s, h))
+        be.wait_all(writes)
+        local = 0.0
+        if reads is not None:
+            local = w * float(loss.wait()[0])
+            if self.steps > 0:   # the first step builds and compiles: not a measurement
+                t = 1e3 * (time.perf_counter() - t0) / count
+                old = self.ms_per_image
+                self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
+        self.steps += 1
+        if optimizer is None:   # gradients(): the global loss now
+            return self.comm.allreduce(local)
+        optimizer.step()
+        be.flush()
+        self._local_loss += local
+        return None
+
+    def read_loss(self, reset: bool = True) -> float:
+        """The loss summed over the steps since the last reset (every rank must call it: one Allreduce)."""
+        self._complete()
+        total = self.comm.allreduce(self._local_loss) + super().read_loss(reset)
+        if reset:
+            self._local_loss = 0.0
+        return total
+
+    def _gathered_step(self, x, y) -> float:
+        """Ranks whose flat layouts differ: the whole gradient gathered into the device-independent order, one
+        Allreduce, scattered back."""
+        from mpi4py import MPI
+        x, y, a, b = self._shard(x, y)
         n = x.shape[0]
-        a, b = cut(n, self.fractions)[self.rank]
         buf, m = self._buf, self.model
         t0 = time.perf_counter()
         if b > a:

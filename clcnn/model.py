@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import get_backend
+from .backends import Backend, get_backend
 from .layers import Conv2D, Dense, Layer, MaxPool2D, ReLU
 
 LOSSES = ("cross_entropy", "bce")
@@ -38,8 +38,8 @@ class Sequential:
 
     # ---- placement and parameters -------------------------------------------------------------------------
     def to(self, device=None) -> "Sequential":
-        """Move the parameters to ``device`` (an id such as "cpu"/"cl:0"/"auto", or a DeviceInfo)."""
-        backend = get_backend(device)
+        """Move the parameters to ``device`` (an id such as "cpu"/"cl:0"/"auto", a DeviceInfo, or a Backend)."""
+        backend = device if isinstance(device, Backend) else get_backend(device)
         values = [(p, p.current()) for _, p in self.named_parameters()]
         for layer in self.layers:
             layer.to(backend, place_params=False)
@@ -186,14 +186,20 @@ class Sequential:
     def zero_grad(self):
         self.backend.fill(self.flat_grad, 0.0)
 
-    def _forward_backward(self, dx, dy, accumulate=False, fresh=True):
+    def _forward_backward(self, dx, dy, accumulate=False, fresh=True, marks=None):
         """Enqueue forward, loss and backward for one device batch. fresh: the gradients overwrite .grad (no
-        zeroing pass needed); else they are added to it."""
+        zeroing pass needed); else they are added to it. marks: {layer index: Mark} set once that layer's
+        backward (its parameter gradients) is enqueued, and {-1: Mark} before the forward."""
+        marks = marks or {}
         for layer in self.layers:
             layer.grad_beta = 0.0 if fresh else 1.0
+        if -1 in marks:
+            self.backend.mark(marks[-1])
         g = self._loss_forward_backward(self.forward(dx, train=True), dy, accumulate)
         for i in range(len(self.layers) - 1, -1, -1):
             g = self.layers[i].backward(g, need_dx=i > 0)
+            if i in marks:
+                self.backend.mark(marks[i])
 
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
@@ -238,20 +244,34 @@ class Sequential:
             return float(self.backend.download(self._loss_buf)[0])
         return None
 
-    def shard_gradients(self, x, y) -> None:
-        """Enqueue forward + backward of (x, y) with fresh gradients (no update): a data-parallel shard. Recorded
-        on its second call with a shape and replayed after, as train_step's steps are."""
-        dx, dy = self._upload_batch(x, y)
-        key = ("shard",) + tuple(dx.shape)
+    def shard_gradients(self, x, y, accumulate: bool = False, marks=None) -> None:
+        """Enqueue forward + backward of (x, y) with fresh gradients (no update): a data-parallel shard. The loss
+        goes to the last-step buffer, or with ``accumulate`` is added to ``read_loss``'s total; ``marks`` as in
+        ``_forward_backward`` (the same dict on every call). Recorded on its second call with a shape and
+        replayed after, as train_step's steps are."""
+        self.upload_shard(x, y)
+        self.run_shard(accumulate, marks)
+
+    def upload_shard(self, x, y) -> None:
+        """The first half of ``shard_gradients``: copy the batch to the device (the host part of it can overlap
+        the device's work on an earlier step)."""
+        self._shard = self._upload_batch(x, y)
+
+    def run_shard(self, accumulate: bool = False, marks=None) -> None:
+        """The second half of ``shard_gradients``: enqueue forward and backward of the batch last uploaded."""
+        dx, dy = self._shard
+        key = ("shard", accumulate, id(marks)) + tuple(dx.shape)
         graph = self._graphs.get(key) if self.capture_steps else None
         if graph is not None and graph[0][0] is dx and graph[0][1] is dy:
             self.backend.replay(graph[1])
         elif self.capture_steps and key in self._graphs:
             with self.backend.capture() as recorded:
-                self._forward_backward(dx, dy, fresh=True)
+                self._forward_backward(dx, dy, accumulate, fresh=True, marks=marks)
+            if len(self._graphs) >= 2 * self.MAX_GRAPHS:
+                self._graphs.clear()
             self._graphs[key] = None if recorded is None else ((dx, dy), recorded)
         else:
-            self._forward_backward(dx, dy, fresh=True)
+            self._forward_backward(dx, dy, accumulate, fresh=True, marks=marks)
             self._graphs[key] = None
 
     def _step(self, dx, dy, optimizer, sync):

@@ -60,6 +60,24 @@ def cut(n: int, fractions) -> list[tuple[int, int]]:
     return [(int(b - s), int(b)) for s, b in zip(sizes, stops)]
 
 
+CHUNK_MIN = 32768   # gradient elements: a layer's gradients go out with the next layer's until a chunk has this many
+
+
+def grad_chunks(model) -> list[tuple[int, int, int]]:
+    """(layer index, start, stop): ranges of the model's flat gradient buffer in the order backward completes
+    them (the last layers first), each sent as soon as the backward of its layer is enqueued, so most of the
+    exchange overlaps the rest of the backward pass. Small layers ride with the next chunk; the last chunk starts
+    at 0, so together they cover the whole buffer."""
+    with_params = [i for i, layer in enumerate(model.layers) if layer.params]
+    chunks, stop = [], model.flat_grad.size
+    for i in reversed(with_params):
+        start = 0 if i == with_params[0] else min(model.flat_offsets[id(p)] for p in model.layers[i].params.values())
+        if stop - start >= CHUNK_MIN or start == 0:
+            chunks.append((i, start, stop))
+            stop = start
+    return chunks
+
+
 def parse_split(split, count: int):
     """"auto" or ``count`` non-negative fractions (a list, or a string "0.7,0.3") not all zero."""
     if split is None or (isinstance(split, str) and split.strip().lower() == "auto"):
@@ -74,26 +92,31 @@ def parse_split(split, count: int):
 
 
 class HostCombined:
-    """What a group whose gradients are combined on the host shares: each step waits for its devices, so the loss
-    is kept on the host. Subclasses provide ``_step_gradients(x, y) -> loss`` (every member's .grad then holds
-    the global mean gradient), ``backend`` and ``named_parameters``."""
+    """What the device groups share. Subclasses provide ``_step_gradients(x, y, sync) -> loss`` (every member's
+    .grad then holds the global mean gradient; the loss is None when ``sync`` is False and it was kept where it
+    was computed: ``read_loss`` collects it), ``backend`` and ``named_parameters``."""
 
     _loss_sum = 0.0
 
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(mean loss, gradients keyed like state_dict) of one global batch; weights unchanged."""
-        loss = self._step_gradients(x, y)
+        loss = self._step_gradients(x, y, True)
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
     def train_step(self, x, y, optimizer, sync: bool = True):
         """Gradients of the global batch over the group, then one update everywhere; ``sync=False`` adds the
         loss to the total ``read_loss`` returns."""
-        loss = self._step_gradients(x, y)
+        loss = self._step_gradients(x, y, sync)
         optimizer.step()
+        self._after_update()
         if sync:
             return loss
-        self._loss_sum += loss
+        if loss is not None:
+            self._loss_sum += loss
         return None
+
+    def _after_update(self) -> None:
+        pass
 
     def read_loss(self, reset: bool = True) -> float:
         value = self._loss_sum
@@ -112,9 +135,15 @@ class DataParallel(HostCombined):
         split: "auto" (measure each device's time per image and rebalance, smoothed, so shards finish together;
             a device whose help would not beat the fastest device alone is left out, with one warning) or one
             fraction per device.
+
+    Devices of one OpenCL platform share a context: their gradients move chunk by chunk, each as soon as its
+    layer's backward is done, through pinned host memory, chained by events with no host wait, and every device
+    sums the shards itself (``weighted_sum``, the same order everywhere, so the replicas stay bit-identical).
+    Other mixes (Numba with OpenCL, two platforms) are read back and combined on the host.
     """
 
     def __init__(self, model, devices, split="auto"):
+        from .backends import get_group
         devices = [str(d).strip() for d in devices]
         if not devices:
             raise ValueError("DataParallel needs at least one device")
@@ -123,8 +152,9 @@ class DataParallel(HostCombined):
         mode = parse_split(split, len(devices))
         self.auto = mode == "auto"
         self.fractions = np.full(len(devices), 1.0 / len(devices)) if self.auto else np.asarray(mode) / sum(mode)
+        backends = get_group(devices)
         twins = [model.clone() for _ in devices[1:]]
-        self.replicas = [model.to(devices[0])] + [t.to(d) for t, d in zip(twins, devices[1:])]
+        self.replicas = [model.to(backends[0])] + [t.to(b) for t, b in zip(twins, backends[1:])]
         self.active = [True] * len(devices)
         self.ms_per_image = [None] * len(devices)   # smoothed, from the auto split's measurements
         self.steps = 0
@@ -133,8 +163,25 @@ class DataParallel(HostCombined):
         # replicas whose flat buffers share one layout (same alignment) are combined without gathering
         self._same_layout = all(len(r.flat_grad.shape) == 1 and r.flat_grad.shape == self.replicas[0].flat_grad.shape
                                 and np.array_equal(i, self._index[0]) for r, i in zip(self.replicas, self._index))
+        self.linked = len(backends) > 1 and self._same_layout and backends[0].shares_memory_with(backends[1:])
+        if self.linked:
+            self._link()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))   # read-back waits
         self._loss_sum, self._alone = 0.0, None   # _alone: the replica stepping by itself once others are out
+        self._acc_weights = None   # the shard weights the devices' loss accumulators were filled with
+
+    def _link(self) -> None:
+        """Buffers of the device-side exchange: per replica, marks in its step (start, and after each chunk's
+        layer), pinned host memory per chunk, and one buffer per peer to receive that peer's gradients into."""
+        from .backends.base import Mark
+        self.chunks = grad_chunks(self.replicas[0])
+        k, size = len(self.replicas), self.replicas[0].flat_grad.size
+        self._marks = [{layer: Mark() for layer, _, _ in self.chunks} | {-1: Mark()} for _ in range(k)]
+        self._combined = [Mark() for _ in range(k)]   # after each replica's weighted_sum: its peer buffers are free
+        self._host = [[r.backend.pinned(b - a) for _, a, b in self.chunks] for r in self.replicas]
+        self._peer = [{j: r.backend.zeros((size,)) for j in range(k) if j != i} for i, r in enumerate(self.replicas)]
+        self._host_users = [[[] for _ in self.chunks] for _ in range(k)]   # last step's writes out of each host chunk
+        self._timing = []   # (replica, images, start event, end event) not yet read
 
     # ---- the model interface ------------------------------------------------------------------------------
     @property
@@ -248,12 +295,87 @@ class DataParallel(HostCombined):
                 r.backend.upload_into(r.flat_grad, flat)
         return loss
 
-    def _rebalance(self, shards, done, combine_s) -> None:
-        """split="auto": update each device's smoothed time per image; shares follow the speeds; after a few
-        steps, leave out devices whose help does not beat the fastest device alone."""
-        for i, (a, b) in enumerate(shards):
-            if i in done and b > a:
-                t = 1e3 * done[i][0] / (b - a)
+    def _linked_step(self, x, y, shards, sync) -> float | None:
+        """The device-side exchange (shared context): enqueue every shard, then per chunk each sender's read into
+        pinned memory and each receiver's write into its peer buffer, each waiting on events only; then every
+        active replica sums the shards in rank order. Nothing here waits for a device (unless ``sync``)."""
+        n = sum(b - a for a, b in shards)
+        senders = [i for i, (a, b) in enumerate(shards) if b > a]
+        receivers = [i for i in range(len(self.replicas)) if self.active[i]]
+        weights = tuple((shards[j][1] - shards[j][0]) / n for j in senders)
+        if not sync and self._acc_weights not in (None, (senders, weights)):
+            self._drain_losses()   # the devices' loss totals were summed with other weights: collect them first
+        for i in senders:
+            a, b = shards[i]
+            r = self.replicas[i]
+            try:
+                r.shard_gradients(x[a:b], y[a:b], accumulate=not sync, marks=self._marks[i])
+            except Exception as exc:
+                raise self._device_error(i, exc) from exc
+            if self.steps > 0:   # the first step builds and compiles: not a measurement
+                self._timing.append((i, b - a, self._marks[i][-1].event, self._marks[i][self.chunks[-1][0]].event))
+        reads = {}
+        for c, (layer, a, b) in enumerate(self.chunks):
+            for i in senders:
+                r = self.replicas[i]
+                reads[i, c] = r.backend.read_async(r.flat_grad, a, self._host[i][c],
+                                                   after=[self._marks[i][layer]] + self._host_users[i][c])
+                self._host_users[i][c] = []
+        for i in senders:
+            self.replicas[i].backend.flush()   # the other devices' copies wait on these reads
+        for i in receivers:
+            r, be = self.replicas[i], self.replicas[i].backend
+            waits = [reads[i, c] for c in range(len(self.chunks)) if i in senders]
+            for j in senders:
+                if j == i:
+                    continue
+                for c, (_, a, _) in enumerate(self.chunks):
+                    w = be.write_async(self._peer[i][j], a, self._host[j][c], after=[reads[j, c], self._combined[i]])
+                    self._host_users[j][c].append(w)
+                    waits.append(w)
+            be.wait_all(waits)
+            parts = [r.flat_grad if j == i else self._peer[i][j] for j in senders]
+            be.weighted_sum(r.flat_grad, parts, weights, r.flat_grad.size)
+            be.mark(self._combined[i])
+            be.flush()
+        self._acc_weights = None if sync else (senders, weights)
+        self._read_timing(n)
+        if not sync:
+            return None
+        return sum(w * float(self.replicas[j].backend.download(self.replicas[j]._loss_buf)[0])
+                   for j, w in zip(senders, weights))
+
+    def _read_timing(self, n) -> None:
+        """Device time of each finished shard (split="auto"), from its queue's profiling; unfinished ones wait."""
+        from .backends.base import Mark
+        pending, seconds, images = [], {}, {}
+        for i, count, start, end in self._timing:
+            m0, m1 = Mark(), Mark()
+            m0.event, m1.event = start, end
+            t = self.replicas[i].backend.elapsed(m0, m1)
+            if t is None:
+                pending.append((i, count, start, end))
+            else:
+                seconds[i], images[i] = seconds.get(i, 0.0) + t, images.get(i, 0) + count
+        self._timing = pending[-4 * len(self.replicas):]   # a driver that never times markers: keep few
+        if self.auto and seconds:
+            self._rebalance(images, seconds, 0.0, n)
+
+    def _drain_losses(self) -> None:
+        """Add the devices' loss totals, weighted by their shard's share, to the host total; reset them."""
+        if self._acc_weights is not None:
+            senders, weights = self._acc_weights
+            for j, w in zip(senders, weights):
+                self._loss_sum += w * self.replicas[j].read_loss()
+            self._acc_weights = None
+
+    def _rebalance(self, images, seconds, combine_s, n) -> None:
+        """split="auto": update each device's smoothed time per image (``seconds`` over ``images`` per replica);
+        shares follow the speeds; after a few steps, leave out devices whose help (on a batch of ``n``, with
+        ``combine_s`` of combining per step) does not beat the fastest device alone."""
+        for i, count in images.items():
+            if count > 0:
+                t = 1e3 * seconds[i] / count
                 old = self.ms_per_image[i]
                 self.ms_per_image[i] = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
         known = [i for i in range(len(self.replicas)) if self.active[i] and self.ms_per_image[i] is not None]
@@ -262,7 +384,6 @@ class DataParallel(HostCombined):
         speed = {i: 1.0 / self.ms_per_image[i] for i in known}
         fastest = max(speed, key=speed.get)
         if self.steps >= PRUNE_AFTER and len(known) > 1:
-            n = sum(b - a for a, b in shards)
             together = n / sum(speed.values()) + 1e3 * combine_s
             alone = n / speed[fastest]
             if together >= (1 - MIN_GAIN) * alone:   # drop the slowest and try again next step
@@ -272,11 +393,11 @@ class DataParallel(HostCombined):
                 note = (f"clcnn: {info.id} ({info.name}) is left out of the split: with it a step would take "
                         f"{together:.2f} ms, without it about {alone:.2f} ms")
                 self.notes.append(note)
-                warnings.warn(note, RuntimeWarning, stacklevel=3)
+                warnings.warn(note, RuntimeWarning, stacklevel=4)
                 speed.pop(slow)
         self.fractions = settle(self.fractions, [speed.get(i, 0.0) for i in range(len(self.replicas))])
 
-    def _step_gradients(self, x, y) -> float:
+    def _step_gradients(self, x, y, sync=True) -> float | None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
         if y.shape[0] != x.shape[0]:
@@ -284,13 +405,24 @@ class DataParallel(HostCombined):
         if x.shape[0] == 0:
             raise ValueError("an empty batch has no gradient")
         shards = cut(x.shape[0], self.fractions * np.asarray(self.active))
+        if self.linked:
+            loss = self._linked_step(x, y, shards, sync)
+            self.steps += 1
+            return loss
         done = self._run_shards(x, y, shards)
         t0 = time.perf_counter()
         loss = self._combine(shards, done)
         if self.auto and self.steps > 0:   # the first step builds and compiles: not a measurement
-            self._rebalance(shards, done, time.perf_counter() - t0)
+            self._rebalance({i: shards[i][1] - shards[i][0] for i in done}, {i: d[0] for i, d in done.items()},
+                            time.perf_counter() - t0, x.shape[0])
         self.steps += 1
         return loss
+
+    def _after_update(self) -> None:
+        if self.linked:
+            for i, r in enumerate(self.replicas):
+                if self.active[i]:
+                    r.backend.flush()
 
     def train_step(self, x, y, optimizer, sync: bool = True):
         """Shards computed on every device at once, gradients combined, one update on every replica."""
@@ -301,6 +433,7 @@ class DataParallel(HostCombined):
         return super().train_step(x, y, optimizer, sync)
 
     def read_loss(self, reset: bool = True) -> float:
+        self._drain_losses()
         return super().read_loss(reset) + (self._alone.read_loss(reset) if self._alone is not None else 0.0)
 
     def __repr__(self) -> str:

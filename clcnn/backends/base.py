@@ -45,6 +45,23 @@ class DeviceInfo:
         return f"{self.id:6s} {self.backend:7s} {self.type:11s} {self.name} [{self.platform}]"
 
 
+class Mark:
+    """A point in a device's queue, set by ``Backend.mark``."""
+    event = None
+
+
+class Transfer:
+    """An asynchronous copy between a device and a host array (``Backend.read_async`` / ``write_async``)."""
+
+    def __init__(self, event, host: np.ndarray):
+        self.event, self.host = event, host
+
+    def wait(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.wait()
+        return self.host
+
+
 class Backend(ABC):
     """The op set. Subclasses: ``NumbaBackend`` (backends/numba.py) and ``OpenCLBackend`` (backends/opencl.py)."""
 
@@ -218,6 +235,60 @@ class Backend(ABC):
         """PyTorch's SGD rule (dampening 0, no Nesterov), elementwise:
         g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v.
         When momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
+
+    def weighted_sum(self, out, parts, weights, size: int) -> None:
+        """out[:size] = weights[0]*parts[0] + weights[1]*parts[1] + ...: each product rounded to float32, added
+        left to right, no fused multiply-add, so devices that run it on the same parts agree bit for bit (the
+        gradients of data-parallel shards). ``out`` may be one of ``parts``."""
+        if not parts or len(parts) != len(weights):
+            raise ValueError("weighted_sum needs one weight per part, at least one part")
+        parts = list(parts)
+        for j in range(4, len(parts)):   # out is written by the first group: a later part that is out is kept
+            if parts[j] is out:
+                parts[j] = self.scratch("weighted_sum", size)
+                self.copy(self.view(out, 0, size), self.view(parts[j], 0, size))
+        for g in range(0, len(parts), 4):
+            self._weighted_sum(out, parts[g:g + 4], [float(w) for w in weights[g:g + 4]], g > 0, size)
+
+    @abstractmethod
+    def _weighted_sum(self, out, parts, weights, acc: bool, size: int) -> None:
+        """out[:size] = (acc ? out : 0) + the sum of up to four weighted parts, in order (``weighted_sum``)."""
+
+    # ---- gradient exchange between devices (data parallelism) -----------------------------------------------
+    # Backends whose ops are asynchronous refine these; the defaults below run synchronously (Numba).
+    def shares_memory_with(self, others) -> bool:
+        """True when this backend and every one of ``others`` can wait on each other's transfers (one OpenCL
+        context): a gradient exchange among them then needs no host wait."""
+        return False
+
+    def mark(self, point: "Mark") -> None:
+        """Set ``point`` to "everything enqueued so far" (recorded by ``capture``: a replay refreshes it)."""
+
+    def pinned(self, size: int) -> np.ndarray:
+        """A float32 host array of ``size`` the device copies to and from directly (page-locked where it can)."""
+        return np.zeros(size, np.float32)
+
+    def read_async(self, a, start: int, host: np.ndarray, after=()) -> "Transfer":
+        """Copy ``a[start:start + host.size]`` into ``host`` once the marks/transfers in ``after`` are done,
+        without holding up the ops enqueued after it; ``.wait()`` on the result waits for the copy."""
+        host[...] = self.download(self.view(a, start, host.size))
+        return Transfer(None, host)
+
+    def write_async(self, a, start: int, host: np.ndarray, after=()) -> "Transfer":
+        """Copy ``host`` into ``a[start:start + host.size]`` once ``after`` is done, beside the compute queue;
+        the ops that need it wait with ``wait_all``. ``host`` must stay unchanged until the copy is done."""
+        self.upload_into(self.view(a, start, host.size), host)
+        return Transfer(None, host)
+
+    def wait_all(self, items) -> None:
+        """Ops enqueued after this start only once every mark/transfer in ``items`` is done."""
+
+    def flush(self) -> None:
+        """Hand everything enqueued so far to the device (another queue may be waiting on it)."""
+
+    def elapsed(self, start: "Mark", end: "Mark") -> float | None:
+        """Device seconds between two marks once both are done (None: not yet done, or not measurable)."""
+        return None
 
     # ---- accounting, prepared steps, variants (concrete defaults; backends refine them) --------------------
     def _track(self, array, nbytes: int):

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..cpu import activation as _act, bias as _bias, blas as _blas, gemm as _gemm  # Numba: imported lazily
+from ..cpu import activation as _act, bias as _bias, blas as _blas, combine as _combine, gemm as _gemm  # lazily
 from ..cpu import im2col as _im2col
 from ..cpu import loss as _loss, pool as _pool, sgd as _sgd
 from .base import Backend, DeviceInfo
@@ -128,3 +128,7 @@ class NumbaBackend(Backend):
 
     def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
         _sgd.sgd_update(param, grad, velocity, size, lr, momentum, weight_decay)
+
+    def _weighted_sum(self, out, parts, weights, acc, size):
+        if size > 0:
+            _combine.weighted_sum(out, parts, weights, acc, size)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pyopencl as cl
 
-from .base import Backend, DeviceError, DeviceInfo
+from .base import Backend, DeviceError, DeviceInfo, Transfer
 from .opencl_gemm import OpenCLGemm
 from .opencl_ops import OpenCLOps, _roundup
 from .opencl_programs import get_program, scalar_arg_dtypes
@@ -35,6 +35,14 @@ def _enumerate() -> list[tuple[DeviceInfo, cl.Device]]:
                                    type=_device_type(dev), platform=plat.name.strip(),
                                    version=dev.driver_version.strip()), dev))
     return out
+
+
+def open_shared(infos: list[DeviceInfo]) -> list["OpenCLBackend"]:
+    """Backends for several devices of one platform in one shared context, with timed queues (DataParallel's
+    device-side gradient exchange); raises cl.Error/DeviceError where the driver cannot share a context."""
+    found = {i.id: dev for i, dev in _enumerate()}
+    ctx = cl.Context([found[i.id] for i in infos])
+    return [OpenCLBackend(i, ctx=ctx, profile=True) for i in infos]
 
 
 def list_cl_devices() -> list[DeviceInfo]:
@@ -81,14 +89,18 @@ class CLArray:
 class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     """Backend on one OpenCL device: one context, one in-order queue; ops enqueue without waiting."""
 
-    def __init__(self, info: DeviceInfo):
+    def __init__(self, info: DeviceInfo, ctx: cl.Context | None = None, profile: bool = False):
+        """``ctx``: a context shared with other devices of the platform (``open_group``); ``profile``: queues
+        that time their commands (``elapsed``)."""
         match = [dev for i, dev in _enumerate() if i.id == info.id and i.name == info.name]
         if not match:
             raise DeviceError(f"OpenCL device {info.id} ({info.name}) not found")
         self.info, self.device = info, match[0]
+        props = cl.command_queue_properties.PROFILING_ENABLE if profile else 0
         try:
-            self.ctx = cl.Context([self.device])
-            self.queue = cl.CommandQueue(self.ctx, self.device)
+            self.ctx = ctx if ctx is not None else cl.Context([self.device])
+            self.queue = cl.CommandQueue(self.ctx, self.device, properties=props)
+            self.copy_queue = cl.CommandQueue(self.ctx, self.device)   # transfers beside the compute queue
         except cl.Error as exc:
             raise DeviceError(f"cannot open OpenCL device {info.id} ({info.name}): {exc}") from exc
         maxwg = self.device.max_work_group_size
@@ -287,6 +299,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
 
     def synchronize(self) -> None:
         self.queue.finish()
+        self.copy_queue.finish()
         self._pending.clear()
 
     def fill(self, a: CLArray, value: float) -> None:
@@ -310,6 +323,58 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         v = CLArray(sub, shape, a.dtype)
         v.owner = a.owner
         return v
+
+    # ---- gradient exchange between devices ------------------------------------------------------------------
+    def shares_memory_with(self, others) -> bool:
+        return all(isinstance(o, OpenCLBackend) and o.ctx.int_ptr == self.ctx.int_ptr for o in others)
+
+    def mark(self, point) -> None:
+        def enqueue():
+            point.event = cl.enqueue_marker(self.queue)
+        self._record(enqueue)
+
+    def pinned(self, size: int) -> np.ndarray:
+        """Mapped ALLOC_HOST_PTR memory: the driver DMAs it directly (in a shared context, for every device)."""
+        nbytes = max(int(size), 1) * 4
+        buf = cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR, nbytes)
+        host, _ = cl.enqueue_map_buffer(self.queue, buf, cl.map_flags.READ | cl.map_flags.WRITE, 0, (nbytes // 4,),
+                                        np.float32, is_blocking=True)
+        self._pinned = getattr(self, "_pinned", []) + [buf]   # the buffer lives as long as the backend
+        return host[:size]
+
+    @staticmethod
+    def _wait_list(after) -> list:
+        return [e for e in (getattr(a, "event", None) for a in after) if e is not None]
+
+    def read_async(self, a, start, host, after=()):
+        self._no_capture("read_async")
+        evt = cl.enqueue_copy(self.copy_queue, host, a.buf, src_offset=4 * start, is_blocking=False,
+                              wait_for=self._wait_list(after) or None)
+        return Transfer(evt, host)
+
+    def write_async(self, a, start, host, after=()):
+        self._no_capture("write_async")
+        evt = cl.enqueue_copy(self.copy_queue, a.buf, host, dst_offset=4 * start, is_blocking=False,
+                              wait_for=self._wait_list(after) or None)
+        return Transfer(evt, host)
+
+    def wait_all(self, items) -> None:
+        events = self._wait_list(items)
+        if events:
+            cl.enqueue_barrier(self.queue, wait_for=events)
+
+    def flush(self) -> None:
+        self.queue.flush()
+        self.copy_queue.flush()
+
+    def elapsed(self, start, end):
+        try:
+            if any(p.event is None or p.event.command_execution_status != cl.command_execution_status.COMPLETE
+                   for p in (start, end)):
+                return None
+            return (end.event.profile.end - start.event.profile.end) * 1e-9
+        except cl.Error:   # a queue without profiling, or a driver that does not time markers
+            return None
 
     def scratch(self, name: str, size: int) -> CLArray:
         cur = self._scratch.get(name)

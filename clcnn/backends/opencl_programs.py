@@ -15,7 +15,7 @@ import pyopencl as cl
 from .base import DeviceError
 
 _sources: dict[str, str] = {}
-_programs: dict[tuple[int, str, str], cl.Program] = {}   # (context ptr, file, options) -> built program
+_programs: dict[tuple[int, int, str, str], cl.Program] = {}   # (context, device, file, options) -> program
 
 
 def cache_dir() -> Path:
@@ -114,7 +114,7 @@ def get_program(ctx: cl.Context, dev: cl.Device, file: str, defines: dict | None
     """The built program for ``cl/<file>`` with ``-D`` ``defines``: memoized per (context, file, options),
     loaded from the disk cache when a matching binary exists, else built from source and cached."""
     options = build_options(defines)
-    memo_key = (ctx.int_ptr, file, options)
+    memo_key = (ctx.int_ptr, dev.int_ptr, file, options)   # a shared context: one program per device
     prg = _programs.get(memo_key)
     if prg is None:
         src = source(file)
