@@ -338,7 +338,8 @@ class DataParallel(HostCombined):
             be.weighted_sum(r.flat_grad, parts, weights, r.flat_grad.size)
             be.mark(self._combined[i])
             be.flush()
-        self._acc_weights = None if sync else (senders, weights)
+        if not sync:
+            self._acc_weights = (senders, weights)
         self._read_timing(n)
         if not sync:
             return None

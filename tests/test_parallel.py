@@ -158,3 +158,98 @@ def test_settle_keeps_the_split_unless_it_pays():
     new = settle(cur, [1.0, 2.0])                                  # 2x apart: rebalance toward 1/3 : 2/3
     assert new[1] > 0.6 and new.sum() == pytest.approx(1.0)
     assert np.array_equal(settle(cur, [1.0, 0.0]), [1.0, 0.0])     # left out: at once
+
+
+def test_grad_chunks_cover_the_buffer_in_backward_order():
+    from clcnn.parallel import grad_chunks
+    from clcnn.models import cifar
+    m = cifar().to("cpu")
+    chunks = grad_chunks(m)
+    assert [c[0] for c in chunks] == sorted((c[0] for c in chunks), reverse=True)   # last layers first
+    assert chunks[0][2] == m.flat_grad.size and chunks[-1][1] == 0
+    assert all(a[1] == b[2] for a, b in zip(chunks, chunks[1:]))                      # contiguous, no gaps
+    # each chunk holds the parameters of its layer and of the later ones it carries
+    for layer, a, b in chunks:
+        for p in m.layers[layer].params.values():
+            assert a <= m.flat_offsets[id(p)] < b
+
+
+# Two OpenCL devices of one platform share a context and exchange gradients on the devices (no host combine).
+# PoCL gives two CPU devices when POCL_DEVICES="pthread pthread"; device enumeration happens once per process,
+# so this runs in a child process.
+LINKED_CHILD = r'''
+import json, sys, warnings
+import numpy as np
+import clcnn
+from clcnn.optim import SGD
+sys.path.insert(0, sys.argv[1])
+from test_parallel import net, batch
+from conftest import usable_device_ids
+warnings.simplefilter("ignore")
+ids = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
+by_platform = {}
+for info in clcnn.list_devices():
+    if info.id in ids:
+        by_platform.setdefault(info.platform, []).append(info.id)
+pair = next((v[:2] for v in by_platform.values() if len(v) >= 2), None)
+if pair is None:
+    print(json.dumps({"pair": None})); sys.exit(0)
+out = {"pair": pair, "cases": []}
+for split, sizes in [([0.6, 0.4], [8, 7, 3, 1, 9]), ([1.0, 0.0], [5, 6]), ([0.5, 0.5], [1, 2, 7])]:
+    single = net(seed=2).to("cpu")
+    dp = clcnn.DataParallel(net(seed=2), pair, split=split)
+    o1, o2 = SGD(single, lr=0.1, momentum=0.9, weight_decay=1e-3), SGD(dp, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    l1 = l2 = 0.0
+    for i, n in enumerate(sizes):
+        x, y = batch(n, seed=10 + i)
+        sync = i % 2 == 0
+        a, b = single.train_step(x, y, o1, sync=sync), dp.train_step(x, y, o2, sync=sync)
+        if sync:
+            l1, l2 = l1 + a, l2 + b
+    l1, l2 = l1 + single.read_loss(), l2 + dp.read_loss()
+    want, reps = single.state_dict(), [r.state_dict() for r in dp.replicas]
+    out["cases"].append({
+        "linked": dp.linked, "loss": [l1, l2],
+        "err": max(float(np.abs(r[k] - want[k]).max()) for r in reps for k in want),
+        "identical": all(np.array_equal(reps[0][k], reps[1][k]) for k in want)})
+x, y = batch(12)
+dp = clcnn.DataParallel(net(seed=3), pair, split="auto")
+opt = SGD(dp, lr=0.05)
+for _ in range(12):
+    dp.train_step(x, y, opt, sync=False)
+dp.read_loss()
+for _ in range(3):
+    dp.train_step(x, y, opt, sync=False)
+dp.read_loss()
+out["auto"] = dp.split()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(not CL, reason="no usable non-simulator OpenCL device")
+def test_linked_devices_of_one_context_match_single_device():
+    # SGD with momentum over uneven and changing batch sizes, empty and one-image shards, sync and deferred
+    # losses: the single device's weights and loss, and both replicas bit-identical (same sums in the same order).
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = str(Path(__file__).parent)
+    env = dict(os.environ, POCL_DEVICES="pthread pthread")
+    res = subprocess.run([sys.executable, "-c", LINKED_CHILD, tests], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out["pair"] is None:
+        if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1":
+            pytest.fail("no two usable OpenCL devices of one platform even with POCL_DEVICES='pthread pthread'")
+        pytest.skip("no two usable OpenCL devices of one platform")
+    for case in out["cases"]:
+        assert case["linked"], case
+        assert case["err"] <= 1e-5, case
+        assert case["identical"], case
+        assert case["loss"][1] == pytest.approx(case["loss"][0], rel=1e-5), case
+    auto = out["auto"]
+    assert sum(v["fraction"] for v in auto.values()) == pytest.approx(1.0)
+    assert all(v["ms_per_image"] is not None and v["ms_per_image"] > 0 for v in auto.values()), auto
