@@ -305,11 +305,16 @@ class DataParallel(HostCombined):
         weights = tuple((shards[j][1] - shards[j][0]) / n for j in senders)
         if not sync and self._acc_weights not in (None, (senders, weights)):
             self._drain_losses()   # the devices' loss totals were summed with other weights: collect them first
+        # the host copies of the shards into pinned memory run in worker threads (NumPy lets go of the GIL), so
+        # one device's copy overlaps the enqueueing of another's step
+        uploads = {i: self._pool.submit(self.replicas[i].upload_shard, x[a:b], y[a:b])
+                   for i, (a, b) in ((i, shards[i]) for i in senders)}
         for i in senders:
             a, b = shards[i]
             r = self.replicas[i]
             try:
-                r.shard_gradients(x[a:b], y[a:b], accumulate=not sync, marks=self._marks[i])
+                uploads[i].result()
+                r.run_shard(accumulate=not sync, marks=self._marks[i])
             except Exception as exc:
                 raise self._device_error(i, exc) from exc
             if self.steps > 0:   # the first step builds and compiles: not a measurement

@@ -123,8 +123,8 @@ def test_opencl_capture_records_and_replays():
 
 
 def test_staged_uploads_keep_every_batch(monkeypatch):
-    # The pinned two-slot staging ring (used on GPUs) delivers each batch intact, even when batches are enqueued
-    # back to back without waiting.
+    # The pinned staging rings (used on GPUs) deliver each batch intact, even when batches are enqueued back to
+    # back without waiting.
     ids = [d.id for d in clcnn.list_devices() if d.backend == "opencl" and "oclgrind" not in d.platform.lower()]
     for i in ids:
         try:
@@ -136,8 +136,9 @@ def test_staged_uploads_keep_every_batch(monkeypatch):
         pytest.skip("no usable OpenCL device")
     monkeypatch.setattr(be, "stage_uploads", True)
     rng = np.random.default_rng(0)
-    hosts = [rng.standard_normal(40000).astype(np.float32) for _ in range(5)]   # 160 KB each: staged
-    dsts = [be.zeros(40000) for _ in range(5)]
+    hosts = [rng.standard_normal(40000).astype(np.float32) for _ in range(5)]   # 160 KB each: a ring per size
+    hosts += [rng.standard_normal(n).astype(np.float32) for n in (1, 7, 1000, 16383, 5, 64, 3, 9, 11, 2, 4096, 1)]
+    dsts = [be.zeros(h.size) for h in hosts]   # small ones share one ring of slots, reused more than once here
     for d, h in zip(dsts, hosts):
         be.upload_into(d, h)
     for d, h in zip(dsts, hosts):

@@ -1,17 +1,35 @@
 #!/bin/bash
 # Issue-4 measurements on a lent 2-GPU machine (device tool, kind nvidia-h100-x2 or nvidia-h200-x2; carry .whl):
-# the CIFAR CNN at batch 1024 on one GPU, on both in one process (auto and 0.5/0.5), with the CPU added beside a
-# GPU (the auto split should leave it out), and over two MPI ranks. Logs under $OUT; tables last.
+# correctness of the device-side exchange on the two GPUs, then the CIFAR CNN at batch 1024 on one GPU, on both in
+# one process (auto and 0.5/0.5), with the CPU added beside a GPU (the auto split should leave it out), over two
+# MPI ranks, and one GPU at batch 512 (the per-GPU work of a two-GPU step). Logs under $OUT; the table last.
 set -o pipefail
 . tools/device-env.sh
 export CLCNN_CACHE_DIR=/tmp/clcnn-kernels CLCNN_TUNING_DIR=/tmp/clcnn-tuning
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -m clcnn devices | tee "$OUT/devices.txt"
-B="python3 -m clcnn bench train --model cifar --batch-size ${BATCH:-1024} --steps ${STEPS:-20} --rounds 3"
-$B --device cl:0,cl:0+cl:1 --json "$OUT/dp_auto.json" 2>&1 | grep -v -i warn | tee "$OUT/dp_auto.txt"
-$B --device cl:0+cl:1 --split 0.5,0.5 --no-torch --json "$OUT/dp_half.json" 2>&1 | grep -v -i warn | tee "$OUT/dp_half.txt"
-$B --device cl:0+cpu --no-torch --json "$OUT/dp_cpu.json" 2>&1 | grep -i -v "warn\|^  " | tee "$OUT/dp_cpu.txt"
-python3 -c "import json; [print(r['device'], r['split']) for r in json.load(open('$OUT/dp_cpu.json'))]"
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpiexec -n 2 $B --distributed mpi --device auto --no-torch --json "$OUT/mpi.json" 2>&1 | grep -v -i warn \
-  | tee "$OUT/mpi.txt"
+timeout 120 python3 tools/check_linked.py cl:0 cl:1 2>&1 | tee "$OUT/check.txt"
+B="python3 -m clcnn bench train --model cifar --batch-size ${BATCH:-1024} --steps ${STEPS:-30} --rounds 3"
+run() { local name=$1; shift; timeout 150 "$@" --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1; tail -2 "$OUT/$name.txt"; }
+run one $B --device cl:0 --no-torch
+run dp_auto $B --device cl:0+cl:1 --no-torch
+run dp_half $B --device cl:0+cl:1 --split 0.5,0.5 --no-torch
+run one_512 python3 -m clcnn bench train --model cifar --batch-size 512 --steps ${STEPS:-30} --rounds 3 --device cl:0 --no-torch
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+run mpi mpiexec -n 2 $B --distributed mpi --device auto --no-torch
+run dp_cpu $B --device cl:0+cpu --no-torch --steps 12
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+def rate(name):
+    try:
+        rows = json.loads((out / f"{name}.json").read_text())
+        return rows[0]["clcnn"], rows[0].get("split")
+    except Exception as exc:
+        return None, str(exc)[:80]
+base, _ = rate("one")
+for name in ["one", "one_512", "dp_auto", "dp_half", "mpi", "dp_cpu"]:
+    r, split = rate(name)
+    ratio = f"{r / base:.2f}" if r and base else "-"
+    print(f"{name:8s} {r if r is None else f'{r:,.0f}':>10s} img/s  x{ratio}  {split if split else ''}")
+PY

@@ -13,7 +13,8 @@ from .opencl_ops import OpenCLOps, _roundup
 from .opencl_programs import get_program, scalar_arg_dtypes
 
 _TYPE_BITS = {cl.device_type.CPU: "cpu", cl.device_type.GPU: "gpu", cl.device_type.ACCELERATOR: "accelerator"}
-STAGE_MIN_BYTES = 64 << 10   # GPU uploads at least this large go through pinned staging buffers
+STAGE_MIN_BYTES = 64 << 10   # GPU uploads this large get pinned staging buffers of their own size; smaller ones
+SMALL_SLOTS = 8              # share a ring of this many pinned STAGE_MIN_BYTES slots
 ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the device)
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
@@ -242,27 +243,32 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         host = np.ascontiguousarray(host)
         if host.nbytes != dst.nbytes or host.dtype != dst.dtype:
             raise ValueError(f"upload_into: {host.shape} {host.dtype} does not match {dst}")
-        if self.stage_uploads and host.nbytes >= STAGE_MIN_BYTES:
+        if self.stage_uploads and host.size:
             self._staged_copy(dst, host)
         elif host.size:
             cl.enqueue_copy(self.queue, dst.buf, host, is_blocking=False)
             self._pending.append(host)
 
     def _staged_copy(self, dst: CLArray, host: np.ndarray) -> None:
-        """Copy through a pinned host buffer (a ring of two per size): the driver then DMAs asynchronously and the
-        host goes on enqueuing, where a copy from pageable memory would wait for the queue to drain."""
-        ring = self._staging.setdefault(host.nbytes, [])
-        if len(ring) < 2:
-            pinned = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.ALLOC_HOST_PTR, host.nbytes)
-            mapped, _ = cl.enqueue_map_buffer(self.queue, pinned, cl.map_flags.WRITE, 0, (host.nbytes,), np.uint8,
+        """Copy through a pinned host buffer: the driver then DMAs asynchronously and the host goes on enqueuing,
+        where a copy from pageable memory, however small, waits for the queue to drain (on NVIDIA: a 4 KB label
+        upload held the host until the previous step was done). A ring of two buffers per size for large
+        uploads, one shared ring of small slots for the rest."""
+        small = host.nbytes < STAGE_MIN_BYTES
+        key, size, depth = ("small", STAGE_MIN_BYTES, SMALL_SLOTS) if small else (host.nbytes, host.nbytes, 2)
+        ring = self._staging.setdefault(key, [])
+        if len(ring) < depth:
+            pinned = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.ALLOC_HOST_PTR, size)
+            mapped, _ = cl.enqueue_map_buffer(self.queue, pinned, cl.map_flags.WRITE, 0, (size,), np.uint8,
                                               is_blocking=True)
             ring.append([pinned, mapped, None])
         slot = ring.pop(0)
         ring.append(slot)
         if slot[2] is not None:
-            slot[2].wait()   # the copy that last read this slot (two uploads ago) has finished
-        slot[1][...] = host.reshape(-1).view(np.uint8)
-        slot[2] = cl.enqueue_copy(self.queue, dst.buf, slot[1], is_blocking=False)
+            slot[2].wait()   # the copy that last read this slot (a ring's length of uploads ago) has finished
+        view = slot[1][:host.nbytes]
+        view[...] = host.reshape(-1).view(np.uint8)
+        slot[2] = cl.enqueue_copy(self.queue, dst.buf, view, is_blocking=False)
 
     def download(self, a: CLArray) -> np.ndarray:
         self._no_capture("download")
