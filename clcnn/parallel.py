@@ -169,6 +169,7 @@ class DataParallel(HostCombined):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(devices))   # read-back waits
         self._loss_sum, self._alone = 0.0, None   # _alone: the replica stepping by itself once others are out
         self._acc_weights = None   # the shard weights the devices' loss accumulators were filled with
+        self._cuts: dict = {}   # (batch, fractions, active) -> shards
 
     def _link(self) -> None:
         """Buffers of the device-side exchange: per replica, marks in its step (start, and after each chunk's
@@ -305,15 +306,11 @@ class DataParallel(HostCombined):
         weights = tuple((shards[j][1] - shards[j][0]) / n for j in senders)
         if not sync and self._acc_weights not in (None, (senders, weights)):
             self._drain_losses()   # the devices' loss totals were summed with other weights: collect them first
-        # the host copies of the shards into pinned memory run in worker threads (NumPy lets go of the GIL), so
-        # one device's copy overlaps the enqueueing of another's step
-        uploads = {i: self._pool.submit(self.replicas[i].upload_shard, x[a:b], y[a:b])
-                   for i, (a, b) in ((i, shards[i]) for i in senders)}
         for i in senders:
             a, b = shards[i]
             r = self.replicas[i]
             try:
-                uploads[i].result()
+                r.upload_shard(x[a:b], y[a:b])
                 r.run_shard(accumulate=not sync, marks=self._marks[i])
             except Exception as exc:
                 raise self._device_error(i, exc) from exc
@@ -410,7 +407,12 @@ class DataParallel(HostCombined):
             raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
         if x.shape[0] == 0:
             raise ValueError("an empty batch has no gradient")
-        shards = cut(x.shape[0], self.fractions * np.asarray(self.active))
+        key = (x.shape[0], tuple(self.fractions), tuple(self.active))
+        shards = self._cuts.get(key)
+        if shards is None:
+            if len(self._cuts) > 64:
+                self._cuts.clear()
+            shards = self._cuts[key] = cut(x.shape[0], self.fractions * np.asarray(self.active))
         if self.linked:
             loss = self._linked_step(x, y, shards, sync)
             self.steps += 1

@@ -19,6 +19,25 @@ ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the de
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
 
+PARALLEL_COPY_BYTES = 1 << 20   # host copies this large use every core (cpu/hostcopy.py) where Numba imports
+_parallel_copy = None
+
+
+def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
+    global _parallel_copy
+    if src.nbytes >= PARALLEL_COPY_BYTES:
+        if _parallel_copy is None:
+            try:
+                from ..cpu.hostcopy import parallel_copy
+                _parallel_copy = parallel_copy
+            except ImportError:   # no Numba: one core does it
+                _parallel_copy = False
+        if _parallel_copy:
+            _parallel_copy(dst, src)
+            return
+    dst[...] = src
+
+
 def _device_type(dev: cl.Device) -> str:
     bits = [name for bit, name in _TYPE_BITS.items() if dev.type & bit]
     return bits[0] if len(bits) == 1 else "other"
@@ -267,7 +286,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         if slot[2] is not None:
             slot[2].wait()   # the copy that last read this slot (a ring's length of uploads ago) has finished
         view = slot[1][:host.nbytes]
-        view[...] = host.reshape(-1).view(np.uint8)
+        _host_copy(view, host.reshape(-1).view(np.uint8))
         slot[2] = cl.enqueue_copy(self.queue, dst.buf, view, is_blocking=False)
 
     def download(self, a: CLArray) -> np.ndarray:
