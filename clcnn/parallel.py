@@ -170,6 +170,7 @@ class DataParallel(HostCombined):
         self._loss_sum, self._alone = 0.0, None   # _alone: the replica stepping by itself once others are out
         self._acc_weights = None   # the shard weights the devices' loss accumulators were filled with
         self._cuts: dict = {}   # (batch, fractions, active) -> shards
+        self._last_shards, self._shape_age = None, 0   # steps run with the current shard sizes
 
     def _link(self) -> None:
         """Buffers of the device-side exchange: per replica, marks in its step (start, and after each chunk's
@@ -314,7 +315,7 @@ class DataParallel(HostCombined):
                 r.run_shard(accumulate=not sync, marks=self._marks[i])
             except Exception as exc:
                 raise self._device_error(i, exc) from exc
-            if self.steps > 0:   # the first step builds and compiles: not a measurement
+            if self._shape_age > 2:   # the first two steps of a shape build and record: not measurements
                 self._timing.append((i, b - a, self._marks[i][-1].event, self._marks[i][self.chunks[-1][0]].event))
         reads = {}
         for c, (layer, a, b) in enumerate(self.chunks):
@@ -413,6 +414,9 @@ class DataParallel(HostCombined):
             if len(self._cuts) > 64:
                 self._cuts.clear()
             shards = self._cuts[key] = cut(x.shape[0], self.fractions * np.asarray(self.active))
+        if shards != self._last_shards:
+            self._last_shards, self._shape_age = shards, 0
+        self._shape_age += 1
         if self.linked:
             loss = self._linked_step(x, y, shards, sync)
             self.steps += 1
@@ -420,7 +424,7 @@ class DataParallel(HostCombined):
         done = self._run_shards(x, y, shards)
         t0 = time.perf_counter()
         loss = self._combine(shards, done)
-        if self.auto and self.steps > 0:   # the first step builds and compiles: not a measurement
+        if self.auto and self._shape_age > 2:   # a new shape's first steps build and record: not measurements
             self._rebalance({i: shards[i][1] - shards[i][0] for i in done}, {i: d[0] for i, d in done.items()},
                             time.perf_counter() - t0, x.shape[0])
         self.steps += 1

@@ -122,7 +122,8 @@ def test_opencl_capture_records_and_replays():
     assert calls == []
 
 
-def test_staged_uploads_keep_every_batch(monkeypatch):
+@pytest.mark.parametrize("copy_threads", [0, 2])
+def test_staged_uploads_keep_every_batch(monkeypatch, copy_threads):
     # The pinned staging rings (used on GPUs) deliver each batch intact, even when batches are enqueued back to
     # back without waiting.
     ids = [d.id for d in clcnn.list_devices() if d.backend == "opencl" and "oclgrind" not in d.platform.lower()]
@@ -135,9 +136,12 @@ def test_staged_uploads_keep_every_batch(monkeypatch):
     else:
         pytest.skip("no usable OpenCL device")
     monkeypatch.setattr(be, "stage_uploads", True)
+    from clcnn.backends import opencl
+    monkeypatch.setattr(opencl, "_copy_threads", copy_threads)   # 2: large copies on Numba threads
     rng = np.random.default_rng(0)
     hosts = [rng.standard_normal(40000).astype(np.float32) for _ in range(5)]   # 160 KB each: a ring per size
     hosts += [rng.standard_normal(n).astype(np.float32) for n in (1, 7, 1000, 16383, 5, 64, 3, 9, 11, 2, 4096, 1)]
+    hosts += [rng.standard_normal(300001).astype(np.float32) for _ in range(3)]   # > 1 MB: the parallel copy
     dsts = [be.zeros(h.size) for h in hosts]   # small ones share one ring of slots, reused more than once here
     for d, h in zip(dsts, hosts):
         be.upload_into(d, h)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 import pyopencl as cl
@@ -19,21 +20,27 @@ ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the de
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
 
-PARALLEL_COPY_BYTES = 1 << 20   # host copies this large use every core (cpu/hostcopy.py) where Numba imports
-_parallel_copy = None
+PARALLEL_COPY_BYTES = 1 << 20   # host copies this large may use several cores (cpu/hostcopy.py)
+_copy_threads = None
 
 
 def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
-    global _parallel_copy
-    if src.nbytes >= PARALLEL_COPY_BYTES:
-        if _parallel_copy is None:
-            try:
-                from ..cpu.hostcopy import parallel_copy
-                _parallel_copy = parallel_copy
-            except ImportError:   # no Numba: one core does it
-                _parallel_copy = False
-        if _parallel_copy:
-            _parallel_copy(dst, src)
+    """dst[...] = src: one core, or $CLCNN_COPY_THREADS Numba threads for large copies (one core fills pinned
+    memory at ~8 GB/s; on the 2x H200 host, 8 threads helped one process driving two GPUs and hurt two MPI ranks
+    side by side: docs/PERFORMANCE.md)."""
+    global _copy_threads
+    if _copy_threads is None:
+        try:
+            _copy_threads = max(0, int(os.environ.get("CLCNN_COPY_THREADS", "0")))
+        except ValueError:
+            _copy_threads = 0
+    if _copy_threads > 1 and src.nbytes >= PARALLEL_COPY_BYTES:
+        try:
+            from ..cpu.hostcopy import parallel_copy
+        except ImportError:   # no Numba: one core does it
+            _copy_threads = 0
+        else:
+            parallel_copy(dst, src, _copy_threads)
             return
     dst[...] = src
 
