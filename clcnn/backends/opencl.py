@@ -25,15 +25,13 @@ _copy_threads = None
 
 
 def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """dst[...] = src: one core, or $CLCNN_COPY_THREADS Numba threads for large copies (one core fills pinned
-    memory at ~8 GB/s; on the 2x H200 host, 8 threads helped one process driving two GPUs and hurt two MPI ranks
-    side by side: docs/PERFORMANCE.md)."""
+    """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores, at most
+    8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host 8 threads took two MPI
+    ranks from 368k to 384k img/s and one process driving both GPUs from 185k to 240k (docs/PERFORMANCE.md)."""
     global _copy_threads
     if _copy_threads is None:
-        try:
-            _copy_threads = max(0, int(os.environ.get("CLCNN_COPY_THREADS", "0")))
-        except ValueError:
-            _copy_threads = 0
+        env = os.environ.get("CLCNN_COPY_THREADS", "").strip()
+        _copy_threads = int(env) if env.isdigit() else min(8, (os.cpu_count() or 1) // 2)
     if _copy_threads > 1 and src.nbytes >= PARALLEL_COPY_BYTES:
         try:
             from ..cpu.hostcopy import parallel_copy
