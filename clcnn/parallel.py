@@ -12,6 +12,7 @@ the result is the single-device mean gradient of the whole batch, and every repl
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -297,6 +298,14 @@ class DataParallel(HostCombined):
                 r.backend.upload_into(r.flat_grad, flat)
         return loss
 
+    @contextlib.contextmanager
+    def _on(self, i):
+        """Any failure inside is reported as device i's, with its id and name (one line from the CLI)."""
+        try:
+            yield
+        except Exception as exc:
+            raise self._device_error(i, exc) from exc
+
     def _linked_step(self, x, y, shards, sync) -> float | None:
         """The device-side exchange (shared context): enqueue every shard, then per chunk each sender's read into
         pinned memory and each receiver's write into its peer buffer, each waiting on events only; then every
@@ -307,47 +316,46 @@ class DataParallel(HostCombined):
         weights = tuple((shards[j][1] - shards[j][0]) / n for j in senders)
         if not sync and self._acc_weights not in (None, (senders, weights)):
             self._drain_losses()   # the devices' loss totals were summed with other weights: collect them first
-        for i in senders:
-            a, b = shards[i]
-            r = self.replicas[i]
-            try:
-                r.upload_shard(x[a:b], y[a:b])
-                r.run_shard(accumulate=not sync, marks=self._marks[i])
-            except Exception as exc:
-                raise self._device_error(i, exc) from exc
-            if self._shape_age > 2:   # the first two steps of a shape build and record: not measurements
-                self._timing.append((i, b - a, self._marks[i][-1].event, self._marks[i][self.chunks[-1][0]].event))
         reads = {}
-        for c, (layer, a, b) in enumerate(self.chunks):
-            for i in senders:
-                r = self.replicas[i]
-                reads[i, c] = r.backend.read_async(r.flat_grad, a, self._host[i][c],
-                                                   after=[self._marks[i][layer]] + self._host_users[i][c])
-                self._host_users[i][c] = []
         for i in senders:
-            self.replicas[i].backend.flush()   # the other devices' copies wait on these reads
+            (a, b), r, marks = shards[i], self.replicas[i], self._marks[i]
+            with self._on(i):
+                r.upload_shard(x[a:b], y[a:b])
+                r.run_shard(accumulate=not sync, marks=marks)
+                for c, (layer, start, _) in enumerate(self.chunks):
+                    reads[i, c] = r.backend.read_async(r.flat_grad, start, self._host[i][c],
+                                                       after=[marks[layer]] + self._host_users[i][c])
+                    self._host_users[i][c] = []
+                r.backend.flush()   # the other devices' copies wait on these reads
+            if self.auto and self._shape_age > 2:   # a shape's first two steps build and record: not measured
+                self._timing.append((i, b - a, marks[-1].event, marks[self.chunks[-1][0]].event))
         for i in receivers:
             r, be = self.replicas[i], self.replicas[i].backend
-            waits = [reads[i, c] for c in range(len(self.chunks)) if i in senders]
-            for j in senders:
-                if j == i:
-                    continue
-                for c, (_, a, _) in enumerate(self.chunks):
-                    w = be.write_async(self._peer[i][j], a, self._host[j][c], after=[reads[j, c], self._combined[i]])
-                    self._host_users[j][c].append(w)
-                    waits.append(w)
-            be.wait_all(waits)
-            parts = [r.flat_grad if j == i else self._peer[i][j] for j in senders]
-            be.weighted_sum(r.flat_grad, parts, weights, r.flat_grad.size)
-            be.mark(self._combined[i])
-            be.flush()
+            with self._on(i):
+                waits = [reads[i, c] for c in range(len(self.chunks)) if i in senders]
+                for j in senders:
+                    if j == i:
+                        continue
+                    for c, (_, start, _) in enumerate(self.chunks):
+                        w = be.write_async(self._peer[i][j], start, self._host[j][c],
+                                           after=[reads[j, c], self._combined[i]])
+                        self._host_users[j][c].append(w)
+                        waits.append(w)
+                be.wait_all(waits)
+                parts = [r.flat_grad if j == i else self._peer[i][j] for j in senders]
+                be.weighted_sum(r.flat_grad, parts, weights, r.flat_grad.size)
+                be.mark(self._combined[i])
+                be.flush()
+        if self._timing:
+            self._read_timing(n)
         if not sync:
             self._acc_weights = (senders, weights)
-        self._read_timing(n)
-        if not sync:
             return None
-        return sum(w * float(self.replicas[j].backend.download(self.replicas[j]._loss_buf)[0])
-                   for j, w in zip(senders, weights))
+        loss = 0.0
+        for j, w in zip(senders, weights):
+            with self._on(j):
+                loss += w * float(self.replicas[j].backend.download(self.replicas[j]._loss_buf)[0])
+        return loss
 
     def _read_timing(self, n) -> None:
         """Device time of each finished shard (split="auto"), from its queue's profiling; unfinished ones wait."""

@@ -222,6 +222,15 @@ for _ in range(3):
     dp.train_step(x, y, opt, sync=False)
 dp.read_loss()
 out["auto"] = dp.split()
+dp = clcnn.DataParallel(net(seed=4), pair, split=[0.5, 0.5])
+def broken(*a, **k):   # the second device's gradient read-back fails, as a lost device's would
+    raise RuntimeError("CL_OUT_OF_RESOURCES")
+dp.replicas[1].backend.read_async = broken
+try:
+    dp.gradients(*batch(6))
+    out["failure"] = None
+except clcnn.DeviceError as exc:
+    out["failure"] = str(exc)
 print(json.dumps(out))
 '''
 
@@ -250,6 +259,7 @@ def test_linked_devices_of_one_context_match_single_device():
         assert case["err"] <= 1e-5, case
         assert case["identical"], case
         assert case["loss"][1] == pytest.approx(case["loss"][0], rel=1e-5), case
+    assert out["failure"] and out["pair"][1] in out["failure"] and "CL_OUT_OF_RESOURCES" in out["failure"]
     auto = out["auto"]
     assert sum(v["fraction"] for v in auto.values()) == pytest.approx(1.0)
     assert all(v["ms_per_image"] is not None and v["ms_per_image"] > 0 for v in auto.values()), auto
