@@ -263,3 +263,40 @@ def test_linked_devices_of_one_context_match_single_device():
     auto = out["auto"]
     assert sum(v["fraction"] for v in auto.values()) == pytest.approx(1.0)
     assert all(v["ms_per_image"] is not None and v["ms_per_image"] > 0 for v in auto.values()), auto
+
+
+@needs_cl
+def test_device_failing_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    # Epoch 1 completes and saves; the OpenCL device then fails inside epoch 2: the run stops with an error that
+    # names the device, and model.safetensors still holds epoch 1's weights, intact.
+    from safetensors.numpy import load_file
+    from clcnn.training import TrainConfig, train
+    from test_cli import make_dataset
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(tmp_path / "data" / "fashion-mnist"), device=f"cpu,{CL[0]}", split="0.5,0.5",
+                      epochs=2, batch_size=32, out=str(out))
+    saved = {}
+    real_save = clcnn.io.save_safetensors
+
+    def save(path, state, meta):   # remember what epoch 1 wrote
+        saved.update({k: v.copy() for k, v in state.items()})
+        real_save(path, state, meta)
+    monkeypatch.setattr(clcnn.io, "save_safetensors", save)
+    steps = {"n": 0}
+    real_shards = clcnn.DataParallel._run_shards
+
+    def failing(self, x, y, shards):   # 8 steps per epoch here; the 11th step's device work fails
+        steps["n"] += 1
+        if steps["n"] == 11:
+            be = self.replicas[1].backend
+            monkeypatch.setattr(be, "download_async", lambda *a, **k: (_ for _ in ()).throw(
+                RuntimeError("CL_DEVICE_NOT_AVAILABLE")))
+        return real_shards(self, x, y, shards)
+    monkeypatch.setattr(clcnn.DataParallel, "_run_shards", failing)
+    with pytest.raises(clcnn.DeviceError, match=CL[0]):
+        train(cfg, log=lambda *a, **k: None, show_progress=False)
+    assert steps["n"] == 11 and saved
+    on_disk = load_file(str(out / "model.safetensors"))
+    assert set(on_disk) == set(saved) and all(np.array_equal(on_disk[k], saved[k]) for k in saved)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
