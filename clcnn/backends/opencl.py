@@ -24,14 +24,22 @@ PARALLEL_COPY_BYTES = 1 << 20   # host copies this large may use several cores (
 _copy_threads = None
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (an MPI rank bound to one core gets 1), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores, at most
-    8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host 8 threads took two MPI
+    """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores this process
+    may use, at most 8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host 8 threads took two MPI
     ranks from 368k to 384k img/s and one process driving both GPUs from 185k to 240k (docs/PERFORMANCE.md)."""
     global _copy_threads
     if _copy_threads is None:
         env = os.environ.get("CLCNN_COPY_THREADS", "").strip()
-        _copy_threads = int(env) if env.isdigit() else min(8, (os.cpu_count() or 1) // 2)
+        _copy_threads = int(env) if env.isdigit() else min(8, _usable_cores() // 2)
     if _copy_threads > 1 and src.nbytes >= PARALLEL_COPY_BYTES:
         try:
             from ..cpu.hostcopy import parallel_copy
