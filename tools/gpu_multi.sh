@@ -2,7 +2,8 @@
 # Issue-4 measurements on a lent 2-GPU machine (device tool, kind nvidia-h100-x2 or nvidia-h200-x2; carry .whl):
 # correctness of the device-side exchange on the two GPUs, then the CIFAR CNN at batch 1024 on one GPU, on both in
 # one process (auto and 0.5/0.5), with the CPU added beside a GPU (the auto split should leave it out), over two
-# MPI ranks, and one GPU at batch 512 (the per-GPU work of a two-GPU step). Logs under $OUT; the table last.
+# MPI ranks (the host's OpenMPI: --bind-to none, else it pins each rank to one core), and one GPU at batch 512
+# (the per-GPU work of a two-GPU step). Logs under $OUT; the table last.
 set -o pipefail
 . tools/device-env.sh
 export CLCNN_CACHE_DIR=/tmp/clcnn-kernels CLCNN_TUNING_DIR=/tmp/clcnn-tuning
@@ -16,7 +17,7 @@ run dp_auto $B --device cl:0+cl:1 --no-torch
 run dp_half $B --device cl:0+cl:1 --split 0.5,0.5 --no-torch
 run one_512 python3 -m clcnn bench train --model cifar --batch-size 512 --steps ${STEPS:-30} --rounds 3 --device cl:0 --no-torch
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-run mpi mpiexec -n 2 $B --distributed mpi --device auto --no-torch
+run mpi mpiexec --bind-to none -n 2 $B --distributed mpi --device auto --no-torch
 run dp_cpu $B --device cl:0+cpu --no-torch --steps 12
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
