@@ -81,6 +81,7 @@ class MPIParallel(HostCombined):
             self._buf = np.zeros(self._index.size + 1, np.float32)   # gradients, then the loss
             self._grad = np.zeros(model.flat_grad.shape, np.float32)
         self._pending = None   # the step whose exchange and update are still to do
+        self._shard_size, self._shape_age = None, 0   # steps run with this rank's current shard size
         self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
         self.devices = comm.allgather(model.device.id)
 
@@ -141,7 +142,7 @@ class MPIParallel(HostCombined):
         if b > a:
             self.model.upload_shard(x[a:b], y[a:b])   # overlaps the device's work on the previous step
         self._complete()
-        self._start(x.shape[0], a, b, optimizer)
+        self._start(x.shape[0], a, b, optimizer, sync)
         if sync:
             return self._complete()
         return None
@@ -153,14 +154,16 @@ class MPIParallel(HostCombined):
             self._complete()
             if b > a:
                 self.model.upload_shard(x[a:b], y[a:b])
-            self._start(x.shape[0], a, b, None)
+            self._start(x.shape[0], a, b, None, True)
             return self._complete()
         return self._gathered_step(x, y)
 
-    def _start(self, n, a, b, optimizer) -> None:
+    def _start(self, n, a, b, optimizer, sync) -> None:
         """Enqueue this rank's shard and the read of each gradient chunk as soon as its layer is done."""
         m, be = self.model, self.model.backend
         t0 = time.perf_counter()
+        self._shape_age = self._shape_age + 1 if (b - a) == self._shard_size else 1
+        self._shard_size = b - a
         reads = loss = None
         if b > a:
             m.run_shard(False, self._marks)
@@ -168,7 +171,7 @@ class MPIParallel(HostCombined):
                      for (layer, s, _), h in zip(self.chunks, self._host)]
             loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
             be.flush()
-        self._pending = (reads, loss, (b - a) / n, b - a, t0, optimizer)
+        self._pending = (reads, loss, (b - a) / n, b - a, t0, optimizer, sync, self._shape_age > 2)
         if self.auto:
             self._rebalance()   # the last measurement; the device is busy meanwhile
 
@@ -179,7 +182,7 @@ class MPIParallel(HostCombined):
         if self._pending is None:
             return None
         from mpi4py import MPI
-        reads, loss, w, count, t0, optimizer = self._pending
+        reads, loss, w, count, t0, optimizer, sync, measured = self._pending
         self._pending = None
         m, be = self.model, self.model.backend
         writes = []
@@ -195,15 +198,16 @@ class MPIParallel(HostCombined):
         local = 0.0
         if reads is not None:
             local = w * float(loss.wait()[0])
-            if self.steps > 0:   # the first step builds and compiles: not a measurement
+            if measured:   # a shard size's first two steps build and record: not measurements
                 t = 1e3 * (time.perf_counter() - t0) / count
                 old = self.ms_per_image
                 self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
         self.steps += 1
-        if optimizer is None:   # gradients(): the global loss now
+        if optimizer is not None:
+            optimizer.step()
+            be.flush()
+        if sync:   # the global loss of this step now (gradients(), train_step(sync=True))
             return self.comm.allreduce(local)
-        optimizer.step()
-        be.flush()
         self._local_loss += local
         return None
 

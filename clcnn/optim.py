@@ -57,6 +57,11 @@ class SGD:
                     v = self._velocity[id(data)] = be.zeros(data.shape)
             be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
 
+    def buffer_state(self, data):
+        """The state this optimizer keeps for flat parameter buffer ``data`` (its momentum buffer, on the same
+        device), or None: how a data-parallel group hands one replica's state to another."""
+        return self._velocity.get(id(data))
+
     def state_dict(self) -> dict:
         """Hyper-parameters and host copies of the momentum buffers, keyed like the model's state_dict."""
         be, velocity = self.model.backend, {}

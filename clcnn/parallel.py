@@ -22,6 +22,8 @@ import numpy as np
 SMOOTHING = 0.3        # weight of the newest per-image time in the running estimate (split="auto")
 PRUNE_AFTER = 5        # steps measured before a device that does not help is left out
 MIN_GAIN = 0.05        # a device stays only if the group is modelled >= 5% faster than without it
+TRIAL_AFTER = 20       # split="auto": steps before the group's measured step rate is put against its lead alone
+TRIAL_STEPS = 10       # steps timed on each side of that trial (after two unmeasured ones on the lead alone)
 RESPLIT_GAIN = 0.03    # a new split is adopted only when it models a step >= 3% faster (shard shapes stay put,
                        # so each device keeps replaying its recorded step instead of re-recording every step)
 
@@ -134,7 +136,8 @@ class DataParallel(HostCombined):
         model: a Sequential (placed or not); replica 0 is the model itself, moved to ``devices[0]``.
         devices: device ids ("cl:0", "cpu", ...), each at most once.
         split: "auto" (measure each device's time per image and rebalance, smoothed, so shards finish together;
-            a device whose help would not beat the fastest device alone is left out, with one warning) or one
+            a device whose help would not beat the fastest device alone is left out, with one warning; once, the
+            group's measured step rate is timed against its lead device alone and the faster goes on) or one
             fraction per device.
 
     Devices of one OpenCL platform share a context: their gradients move chunk by chunk, each as soon as its
@@ -172,6 +175,7 @@ class DataParallel(HostCombined):
         self._acc_weights = None   # the shard weights the devices' loss accumulators were filled with
         self._cuts: dict = {}   # (batch, fractions, active) -> shards
         self._last_shards, self._shape_age = None, 0   # steps run with the current shard sizes
+        self._trial, self._trial_done = None, False   # split="auto": the group timed against its lead alone
 
     def _link(self) -> None:
         """Buffers of the device-side exchange: per replica, marks in its step (start, and after each chunk's
@@ -223,7 +227,10 @@ class DataParallel(HostCombined):
             r.load_state_dict(state)
 
     def parameter_buffers(self):
-        """The active replicas' buffers, the lead's first (a replica left out is no longer updated)."""
+        """The active replicas' buffers, the lead's first (a replica left out is no longer updated); only the
+        lead's while it steps alone."""
+        if self._alone is not None:
+            return self._alone.parameter_buffers()
         order = [self.lead] + [i for i in range(len(self.replicas)) if i != self.lead and self.active[i]]
         return [buf for i in order for buf in self.replicas[i].parameter_buffers()]
 
@@ -450,7 +457,85 @@ class DataParallel(HostCombined):
             self._alone = self.replicas[self.lead]
             self.steps += 1
             return self._alone.train_step(x, y, optimizer, sync=sync)
+        if self._trial is not None or (self.auto and self.steps >= TRIAL_AFTER and not self._trial_done
+                                       and hasattr(optimizer, "buffer_state")):
+            return self._trial_step(x, y, optimizer, sync)
         return super().train_step(x, y, optimizer, sync)
+
+    # ---- split="auto": the group against its lead device alone, measured --------------------------------------
+    # The per-device times the split follows leave out what the group costs the host (enqueueing for several
+    # devices from one thread, the exchange): on two GPUs in one process the modelled step was 2x faster while the
+    # measured one was slower than one GPU. So once, after TRIAL_AFTER steps, the group's step rate is timed, then
+    # the lead's alone (the others wait); the faster one goes on. If the group wins, the others take the lead's
+    # weights and optimizer state again (they sat the trial out), so the run is the same as without the trial.
+    def _sync_all(self) -> float:
+        for i, r in enumerate(self.replicas):
+            if self.active[i]:
+                r.backend.synchronize()
+        return self._clock()
+
+    _clock = staticmethod(time.perf_counter)
+
+    def _trial_step(self, x, y, optimizer, sync):
+        t = self._trial
+        if t is None:   # start: time the group
+            t = self._trial = {"phase": "group", "steps": 0, "images": 0, "t0": self._sync_all(),
+                               "shards": self._last_shards}
+        if t["phase"] == "group":
+            loss = super().train_step(x, y, optimizer, sync)
+            if self._last_shards != t["shards"]:   # the split moved: measure again from here
+                t.update(steps=0, images=0, t0=self._sync_all(), shards=self._last_shards)
+                return loss
+            t["steps"], t["images"] = t["steps"] + 1, t["images"] + x.shape[0]
+            if t["steps"] == TRIAL_STEPS:
+                t.update(phase="alone", group=(self._sync_all() - t["t0"]) / t["images"], steps=0, images=0)
+                self._drain_losses()   # the devices' loss totals as the group left them
+            return loss
+        lead = self.replicas[self.lead]
+        self._alone = lead   # parameter_buffers and read_loss follow the lead alone
+        if t["steps"] == 2:   # the lead's first two steps alone build and record: not timed
+            t["t0"] = self._sync_all()
+        loss = lead.train_step(x, y, optimizer, sync=sync)
+        self.steps += 1
+        t["steps"] += 1
+        if t["steps"] > 2:
+            t["images"] += x.shape[0]
+        if t["steps"] == TRIAL_STEPS + 2:
+            self._end_trial(optimizer, t["group"], (self._sync_all() - t["t0"]) / t["images"])
+        return loss
+
+    def _end_trial(self, optimizer, group_s, alone_s) -> None:
+        """Keep the faster of the group and its lead alone (seconds per image as measured)."""
+        self._trial, self._trial_done = None, True
+        lead = self.lead
+        others = [i for i in range(len(self.replicas)) if i != lead and self.active[i]]
+        info = self.replicas[lead].device
+        if alone_s < group_s:
+            for i in others:
+                self.active[i] = False
+            self.fractions = np.asarray(self.active, np.float64)
+            names = ", ".join(f"{self.replicas[i].device.id} ({self.replicas[i].device.name})" for i in others)
+            note = (f"clcnn: {names} left out of the split: measured, the group trained {1 / group_s:,.0f} img/s "
+                    f"and {info.id} alone {1 / alone_s:,.0f} img/s")
+            self.notes.append(note)
+            warnings.warn(note, RuntimeWarning, stacklevel=4)
+            return   # the lead goes on alone (train_step's first branch)
+        self._loss_sum += self.replicas[lead].read_loss()   # what the lead summed alone
+        self._alone = None
+        state = self.replicas[lead].state_dict()
+        velocity = optimizer.buffer_state(self.replicas[lead].flat_data)
+        host_v = None if velocity is None else self.replicas[lead].backend.download(velocity)[self._index[lead]]
+        for i in others:
+            r = self.replicas[i]
+            r.load_state_dict(state)
+            mine = optimizer.buffer_state(r.flat_data)
+            if host_v is not None and mine is not None:
+                flat = np.zeros(r.flat_data.shape, np.float32)
+                flat[self._index[i]] = host_v
+                r.backend.upload_into(mine, flat)
+                r.backend.synchronize()
+        self.notes.append(f"clcnn: the group stays together: measured {1 / group_s:,.0f} img/s against "
+                          f"{1 / alone_s:,.0f} img/s for {info.id} alone")
 
     def read_loss(self, reset: bool = True) -> float:
         self._drain_losses()

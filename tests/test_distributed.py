@@ -63,3 +63,48 @@ def test_without_mpi4py_is_one_line(tmp_path):
     res = run_cli("train", "--distributed", "mpi", "--device", "cpu", *_data_args(tmp_path),
                   env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert_one_line_error(res, "clcnn[mpi]")
+
+
+ONE_RANK = r'''
+import json, warnings
+import numpy as np
+from mpi4py import MPI
+from clcnn.distributed import MPIParallel
+from clcnn.models import get_model
+from clcnn.optim import SGD
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+single = get_model("lenet5", seed=3).to("cpu")
+m = MPIParallel(get_model("lenet5", seed=3).to("cpu"), MPI.COMM_WORLD, split="auto")
+o1, o2 = SGD(single, lr=0.05, momentum=0.9), SGD(m, lr=0.05, momentum=0.9)
+out = {"chunked": m.chunked, "sync": [], "deferred": []}
+for i, n in enumerate([20, 20, 7, 20, 20, 13]):
+    x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    sync = i < 3
+    a, b = single.train_step(x, y, o1, sync=sync), m.train_step(x, y, o2, sync=sync)
+    if sync:
+        out["sync"].append([a, b])
+out["deferred"] = [single.read_loss(), m.read_loss()]
+# state_dict finishes the pending step: the weights after the last update
+want, got = single.state_dict(), m.state_dict()
+out["err"] = max(float(np.abs(want[k] - got[k]).max()) for k in want)
+(l1, g1), (l2, g2) = single.gradients(x, y), m.gradients(x, y)
+out["grad_err"] = max(float(np.abs(g1[k] - g2[k]).max()) for k in g1)
+out["loss"] = [l1, l2]
+print(json.dumps(out))
+'''
+
+
+def test_one_rank_steps_like_one_process():
+    # MPIParallel's chunked exchange with its deferred update, in one process (a singleton MPI world): the losses
+    # of sync steps, the deferred loss total, the weights (read through state_dict, which finishes the pending
+    # step) and gradients() all equal the plain model's.
+    res = subprocess.run([sys.executable, "-c", ONE_RANK], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["chunked"]
+    for a, b in out["sync"] + [out["deferred"], out["loss"]]:
+        assert b == pytest.approx(a, rel=1e-5)
+    assert out["err"] <= 1e-6 and out["grad_err"] <= 1e-6
