@@ -33,9 +33,9 @@ def _usable_cores() -> int:
 
 
 def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores this process
-    may use, at most 8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host 8 threads took two MPI
-    ranks from 368k to 384k img/s and one process driving both GPUs from 185k to 240k (docs/PERFORMANCE.md)."""
+    """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores this
+    process may use, at most 8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host,
+    8 threads took one process driving both GPUs from 185k to 240k img/s (docs/PERFORMANCE.md)."""
     global _copy_threads
     if _copy_threads is None:
         env = os.environ.get("CLCNN_COPY_THREADS", "").strip()
@@ -123,8 +123,8 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     """Backend on one OpenCL device: one context, one in-order queue; ops enqueue without waiting."""
 
     def __init__(self, info: DeviceInfo, ctx: cl.Context | None = None, profile: bool = False):
-        """``ctx``: a context shared with other devices of the platform (``open_group``); ``profile``: queues
-        that time their commands (``elapsed``)."""
+        """``ctx``: a context shared with other devices of the platform (``open_shared``); ``profile``: a
+        compute queue that times its commands (``elapsed``)."""
         match = [dev for i, dev in _enumerate() if i.id == info.id and i.name == info.name]
         if not match:
             raise DeviceError(f"OpenCL device {info.id} ({info.name}) not found")
