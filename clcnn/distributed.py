@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .parallel import GroupInfo, HostCombined, cut, parse_split, settle
+from .parallel import GroupInfo, HostCombined, cut, global_batch, parse_split, settle
 
 SMOOTHING = 0.3
 
@@ -125,12 +125,7 @@ class MPIParallel(HostCombined):
 
     # ---- computation --------------------------------------------------------------------------------------
     def _shard(self, x, y):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
-        if x.shape[0] == 0:
-            raise ValueError("an empty batch has no gradient")
+        x, y = global_batch(x, y)
         a, b = cut(x.shape[0], self.fractions)[self.rank]
         return x, y, a, b
 

@@ -81,6 +81,18 @@ def grad_chunks(model) -> list[tuple[int, int, int]]:
     return chunks
 
 
+def global_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """(x as contiguous float32, y as contiguous int32 labels) of a batch every device group cuts into shards;
+    ValueError for mismatched lengths or an empty batch."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise ValueError("an empty batch has no gradient")
+    return x, y
+
+
 def parse_split(split, count: int):
     """"auto" or ``count`` non-negative fractions (a list, or a string "0.7,0.3") not all zero."""
     if split is None or (isinstance(split, str) and split.strip().lower() == "auto"):
@@ -417,12 +429,7 @@ class DataParallel(HostCombined):
         self.fractions = settle(self.fractions, [speed.get(i, 0.0) for i in range(len(self.replicas))])
 
     def _step_gradients(self, x, y, sync=True) -> float | None:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
-        if x.shape[0] == 0:
-            raise ValueError("an empty batch has no gradient")
+        x, y = global_batch(x, y)
         key = (x.shape[0], tuple(self.fractions), tuple(self.active))
         shards = self._cuts.get(key)
         if shards is None:
