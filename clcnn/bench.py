@@ -84,6 +84,9 @@ def _row(what, info, ours, theirs, torch_on, unit, **extra):
             "date": time.strftime("%Y-%m-%d"), **extra}
 
 
+SETTLE_STEPS = 200   # at most this many extra warm-up steps for a group whose split="auto" is still deciding
+
+
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
                 warmup: int = 3, use_torch: bool = True, split="auto", comm=None) -> dict:
     """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
@@ -119,6 +122,10 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     if tdev:
         runners["torch"] = torch_train_runner(model_name, tdev[0], x, y, steps)
     for _ in range(warmup):   # compile, allocate, capture
+        model.train_step(x, y, opt, sync=False)
+    for _ in range(SETTLE_STEPS):   # a data-parallel group's auto split still deciding: time what it settles on
+        if not getattr(model, "settling", False):
+            break
         model.train_step(x, y, opt, sync=False)
     model.read_loss()
     if tdev:

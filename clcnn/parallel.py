@@ -227,6 +227,12 @@ class DataParallel(HostCombined):
     def _ensure_device(self):
         pass
 
+    @property
+    def settling(self) -> bool:
+        """True while split="auto" has still to time the group against its lead alone (benchmarks warm up past
+        it, so they time the configuration a long run goes on with)."""
+        return self.auto and not self._trial_done and sum(self.active) > 1
+
     def self_test(self) -> None:
         for r in self.replicas:
             r.self_test()

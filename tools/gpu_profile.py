@@ -25,6 +25,7 @@ def main(argv=None):
     ap.add_argument("--model", default="lenet5")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--all", action="store_true", help="also list every launch of the step in order")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.batch_size, *INPUT_SHAPES[a.model])).astype(np.float32)
@@ -71,6 +72,10 @@ def main(argv=None):
         print(f"  {name:28s} {cnt:4d} launches {t * 1e3:8.3f} ms ({100 * t / busy:5.1f}%)")
     for name, g, t in sorted(log, key=lambda r: -r[2])[:12]:
         print(f"    {name:26s} global {str(g):24s} {t * 1e6:9.1f} us")
+    if a.all:
+        print("  every launch, in order:")
+        for i, (name, g, t) in enumerate(log):
+            print(f"  {i:3d} {name:26s} global {str(g):24s} {t * 1e6:9.1f} us")
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ class OpenCLGemm:
         key = (m, n, k, bool(trans_a), bool(trans_b), batch, bool(reduce))
         p = self._gemm_choice.get(key)
         if p is None:
-            p = self._gemm_choice[key] = self._gemm_heuristic(m, n, batch, reduce)
+            p = self._gemm_choice[key] = self._gemm_heuristic(m, n, batch, reduce, k=k)
         return p
 
     @contextlib.contextmanager
@@ -190,37 +190,48 @@ class OpenCLGemm:
                 out.append((name, self._gemm_heuristic(m, n, 1, False, pool)))
         return out
 
-    def _gemm_heuristic(self, m: int, n: int, batch: int, reduce: bool, pool=None) -> dict:
+    # work-items a GEMM launch should bring to each compute unit to hide its latencies (the fill targets below)
+    ITEMS_PER_CU = 512
+
+    def _gemm_heuristic(self, m: int, n: int, batch: int, reduce: bool, pool=None, k: int | None = None) -> dict:
         """Least modelled time among the default vec tiles (or ``pool``): padded output area, times a per-output
         overhead that falls with the outputs per work-item (local-memory traffic per FMA), over the fraction of
-        the device the work-groups fill (want >= 2 per compute unit)."""
+        the device the launch fills, counted in work-items (want ITEMS_PER_CU per compute unit) over the
+        work-groups it really runs: output tiles times the batch, the split of a batch-reduce, or the k-chunks
+        of a single product with few tiles (``k`` given)."""
         pool = pool or [p for p in GEMM_DEFAULT_POOL if self._gemm_fits(p)] or self.gemm_configs
         cus = self._gemm_limits[3]
 
         def cost(p):
-            tm, tn, _, _ = gemm_geometry(p)
+            tm, tn, lx, ly = gemm_geometry(p)
             tiles = -(-m // tm) * -(-n // tn)
-            groups = tiles * (self._gemm_splits(tiles, batch) if reduce else batch)
-            fill = min(1.0, groups / (2 * cus))
+            if reduce:
+                groups = tiles * self._gemm_splits(tiles, batch, lx * ly)
+            elif batch == 1 and k is not None:
+                groups = tiles * self._k_chunks(m, n, k, p)
+            else:
+                groups = tiles * batch
+            fill = min(1.0, groups * lx * ly / (self.ITEMS_PER_CU * cus))
             return tiles * tm * tn * (1 + 32 / (p.get("WM", 1) * p.get("WN", 1))) / fill
         return min(pool, key=cost)
 
-    def _gemm_splits(self, groups: int, batch: int) -> int:
-        """How many slices a batch-reduce GEMM is split into so the device has ~4 work-groups per compute unit
-        (a 6x25 conv weight gradient is otherwise one work-group looping over the whole mini-batch)."""
-        want = 4 * self._gemm_limits[3]
-        return max(1, min(batch, -(-want // groups), 256))
+    def _gemm_splits(self, groups: int, batch: int, items: int = 256) -> int:
+        """How many slices a batch-reduce GEMM of ``groups`` output tiles (``items`` work-items each) is split
+        into so the device gets ~2x ITEMS_PER_CU work-items per compute unit (a 6x25 conv weight gradient is
+        otherwise one work-group looping over the whole mini-batch); at most 256 partial products."""
+        want = 2 * self.ITEMS_PER_CU * self._gemm_limits[3]
+        return max(1, min(batch, -(-want // (groups * items)), 256))
 
     def _k_chunks(self, m: int, n: int, k: int, p: dict) -> int:
-        """k-chunks a single GEMM is cut into when its output has too few tiles to fill the device (a 256x256
-        dense layer over k = 2048: 4 work-groups on 132 compute units): 1, or a power of two <= 16 dividing k
+        """k-chunks a single GEMM is cut into when its output has too few tiles to fill the device (a 512x256
+        dense layer over k = 2048: 32 work-groups on 132 compute units): 1, or a power of two <= 16 dividing k
         with chunks of >= 128 that are multiples of 4 (128-bit loads stay aligned)."""
-        tm, tn, _, _ = gemm_geometry(p)
-        tiles = -(-m // tm) * -(-n // tn)
-        cus = self._gemm_limits[3]
-        if tiles >= cus or k < 256:
+        tm, tn, lx, ly = gemm_geometry(p)
+        items = -(-m // tm) * -(-n // tn) * lx * ly
+        target = self.ITEMS_PER_CU * self._gemm_limits[3]
+        if items >= target or k < 256:
             return 1
-        want = min(16, -(-2 * cus // tiles))
+        want = min(16, -(-target // items))
         chunks = 1
         while chunks * 2 <= want and k % (8 * chunks) == 0 and k // (2 * chunks) >= 128:
             chunks *= 2
@@ -268,7 +279,7 @@ class OpenCLGemm:
                     _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
         xy = (-(-n // tn) * lx, -(-m // tm) * ly)
         tiles = -(-n // tn) * -(-m // tm)
-        splits = self._gemm_splits(tiles, batch) if reduce else 1
+        splits = self._gemm_splits(tiles, batch, lx * ly) if reduce else 1
         if splits > 1:   # split-K over the batch: partial products in scratch, then one deterministic sum
             nloop = -(-batch // splits)
             splits = -(-batch // nloop)
