@@ -88,10 +88,12 @@ SETTLE_STEPS = 200   # at most this many extra warm-up steps for a group whose s
 
 
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
-                warmup: int = 3, use_torch: bool = True, split="auto", comm=None) -> dict:
+                warmup: int = 3, use_torch: bool = True, split="auto", comm=None,
+                processes=None) -> dict:
     """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
     ``device`` "cl:0+cl:1" trains one data-parallel group (DataParallel, ``split``); with an MPI ``comm`` each
-    rank drives ``device`` (or its own, see distributed.rank_device) and the group is the ranks."""
+    rank drives ``device`` (or its own, see distributed.rank_device) and the group is the ranks. ``processes``:
+    see DataParallel."""
     from .models import INPUT_SHAPES, get_model
     from .optim import SGD
     if model_name not in INPUT_SHAPES:
@@ -106,7 +108,7 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
         model = MPIParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split=split)
     elif "+" in device:
         from .parallel import DataParallel
-        model = DataParallel(get_model(model_name, seed=0), device.split("+"), split=split)
+        model = DataParallel(get_model(model_name, seed=0), device.split("+"), split=split, processes=processes)
     else:
         model = get_model(model_name, seed=0).to(device)
     be, info = model.backend, model.device
@@ -138,6 +140,8 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     rates = _alternate(runners, rounds, steps * batch_size)
     torch_peak = torch.cuda.max_memory_allocated() if cuda else None
     extra = {"split": model.split()} if hasattr(model, "split") else {}
+    if hasattr(model, "close"):   # a group with worker processes
+        model.close()
     return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
                 tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
                 torch_peak_bytes=torch_peak, **extra)

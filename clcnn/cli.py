@@ -68,6 +68,9 @@ def devices(as_json, check):
         click.echo(f"{d}  {status[d.id]}" if check else str(d))
 
 
+PROCESSES = {"auto": None, "yes": True, "no": False}
+
+
 @main.command()
 @click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
 @click.option("--data-dir", default=None, help="Folder with the IDX files (else $CLCNN_DATA, ~/.cache/clcnn, "
@@ -77,6 +80,9 @@ def devices(as_json, check):
               "across them  [default: $CLCNN_DEVICE or auto]")
 @click.option("--split", default="auto", show_default=True,
               help="With several devices: auto (by measured speed) or one fraction per device (0.7,0.3).")
+@click.option("--processes", default="auto", show_default=True, type=click.Choice(["auto", "yes", "no"]),
+              help="With several devices: a worker process per extra device (yes), all in this process (no), or "
+              "auto: processes when every device is a GPU.")
 @click.option("--distributed", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
               help="mpi: under mpiexec, one device per rank (--device: one id, one per rank, or auto).")
 @click.option("--epochs", default=1, show_default=True, type=int)
@@ -158,13 +164,16 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 @click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each; a+b (cl:0+cl:1) is "
               "one data-parallel group [default: auto].")
 @click.option("--split", default="auto", show_default=True, help="A group's split: auto or fractions (0.7,0.3).")
+@click.option("--processes", default="auto", show_default=True, type=click.Choice(["auto", "yes", "no"]),
+              help="With several devices: a worker process per extra device (yes), all in this process (no), or "
+              "auto: processes when every device is a GPU.")
 @click.option("--distributed", default="none", type=click.Choice(["none", "mpi"]),
               help="mpi: run under mpiexec; the ranks are one group (rank 0 prints).")
 @click.option("--steps", default=20, show_default=True, type=int, help="Training steps per timed round.")
 @click.option("--rounds", default=5, show_default=True, type=int, help="Rounds (the median is reported).")
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
-def bench_train(model, batch_size, device, split, distributed, steps, rounds, no_torch, json_path):
+def bench_train(model, batch_size, device, split, processes, distributed, steps, rounds, no_torch, json_path):
     """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
     from .bench import bench_train as run
     try:
@@ -173,7 +182,7 @@ def bench_train(model, batch_size, device, split, distributed, steps, rounds, no
             from .distributed import mpi_comm
             comm = mpi_comm()
         rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
-                    comm=comm) for d in _bench_devices(device)]
+                    comm=comm, processes=PROCESSES[processes]) for d in _bench_devices(device)]
         if comm is None or comm.rank == 0:
             _report(rows, json_path)
     except USER_ERRORS as exc:

@@ -48,6 +48,25 @@ def rank_device(device: str, comm) -> str:
     return gpus[local % len(gpus)] if gpus else "cpu"
 
 
+class MPIComm:
+    """The collectives MPIParallel uses, over an mpi4py communicator (clcnn.procgroup.ShmComm is the same
+    interface between the processes of one host)."""
+
+    def __init__(self, comm):
+        self.comm, self.rank, self.size = comm, comm.rank, comm.size
+
+    def allgather(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def allreduce(self, value: float) -> float:
+        return self.comm.allreduce(value)
+
+    def sum_(self, buf: np.ndarray) -> None:
+        """buf[...] = the sum of every rank's buf (contiguous float32, in place)."""
+        from mpi4py import MPI
+        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+
 class MPIParallel(HostCombined):
     """A placed Sequential on this rank's device, trained in lockstep with the other ranks; the model interface
     of ``DataParallel`` (train_step, read_loss, predict, state_dict, split) and usable with ``clcnn.optim.SGD``.
@@ -61,7 +80,8 @@ class MPIParallel(HostCombined):
     def __init__(self, model, comm, split="auto"):
         from .backends.base import Mark
         from .parallel import grad_chunks
-        self.model, self.comm = model, comm
+        self.model = model
+        self.comm = comm if hasattr(comm, "sum_") else MPIComm(comm)
         self.rank, self.size = comm.rank, comm.size
         mode = parse_split(split, self.size)
         self.auto = mode == "auto"
@@ -127,46 +147,56 @@ class MPIParallel(HostCombined):
     def _shard(self, x, y):
         x, y = global_batch(x, y)
         a, b = cut(x.shape[0], self.fractions)[self.rank]
-        return x, y, a, b
+        return x.shape[0], x[a:b], y[a:b]
 
     def train_step(self, x, y, optimizer, sync: bool = True):
         """This rank's shard of the global batch; the exchange and update finish at the next call (or read)."""
+        return self.train_shard(*self._shard(x, y), optimizer, sync)
+
+    def train_shard(self, n: int, xs, ys, optimizer, sync: bool = True):
+        """train_step given this rank's shard (xs, ys) of a global batch of ``n`` images."""
         if not self.chunked:
-            return super().train_step(x, y, optimizer, sync)
-        x, y, a, b = self._shard(x, y)
-        if b > a:
-            self.model.upload_shard(x[a:b], y[a:b])   # overlaps the device's work on the previous step
+            loss = self._gathered_shard(n, xs, ys)
+            optimizer.step()
+            if sync:
+                return loss
+            self._loss_sum += loss
+            return None
+        if len(xs):
+            self.model.upload_shard(xs, ys)   # overlaps the device's work on the previous step
         self._complete()
-        self._start(x.shape[0], a, b, optimizer, sync)
+        self._start(n, len(xs), optimizer, sync)
         if sync:
             return self._complete()
         return None
 
     def _step_gradients(self, x, y, sync=True) -> float | None:
-        """This rank's shard, then the exchange: every rank ends with the global mean gradient in .grad."""
-        if self.chunked:
-            x, y, a, b = self._shard(x, y)
-            self._complete()
-            if b > a:
-                self.model.upload_shard(x[a:b], y[a:b])
-            self._start(x.shape[0], a, b, None, True)
-            return self._complete()
-        return self._gathered_step(x, y)
+        return self.shard_gradients(*self._shard(x, y))
 
-    def _start(self, n, a, b, optimizer, sync) -> None:
+    def shard_gradients(self, n: int, xs, ys) -> float:
+        """This rank's shard, then the exchange: every rank ends with the global mean gradient in .grad."""
+        if not self.chunked:
+            return self._gathered_shard(n, xs, ys)
+        self._complete()
+        if len(xs):
+            self.model.upload_shard(xs, ys)
+        self._start(n, len(xs), None, True)
+        return self._complete()
+
+    def _start(self, n, count, optimizer, sync) -> None:
         """Enqueue this rank's shard and the read of each gradient chunk as soon as its layer is done."""
         m, be = self.model, self.model.backend
         t0 = time.perf_counter()
-        self._shape_age = self._shape_age + 1 if (b - a) == self._shard_size else 1
-        self._shard_size = b - a
+        self._shape_age = self._shape_age + 1 if count == self._shard_size else 1
+        self._shard_size = count
         reads = loss = None
-        if b > a:
+        if count:
             m.run_shard(False, self._marks)
             reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
                      for (layer, s, _), h in zip(self.chunks, self._host)]
             loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
             be.flush()
-        self._pending = (reads, loss, (b - a) / n, b - a, t0, optimizer, sync, self._shape_age > 2)
+        self._pending = (reads, loss, count / n, count, t0, optimizer, sync, self._shape_age > 2)
         if self.auto:
             self._rebalance()   # the last measurement; the device is busy meanwhile
 
@@ -176,7 +206,6 @@ class MPIParallel(HostCombined):
         the global loss of that step when it was a sync step, else None."""
         if self._pending is None:
             return None
-        from mpi4py import MPI
         reads, loss, w, count, t0, optimizer, sync, measured = self._pending
         self._pending = None
         m, be = self.model, self.model.backend
@@ -187,7 +216,7 @@ class MPIParallel(HostCombined):
             else:
                 reads[c].wait()
                 h *= np.float32(w)
-            self.comm.Allreduce(MPI.IN_PLACE, h, op=MPI.SUM)
+            self.comm.sum_(h)
             writes.append(be.write_async(m.flat_grad, s, h))
         be.wait_all(writes)
         local = 0.0
@@ -214,28 +243,25 @@ class MPIParallel(HostCombined):
             self._local_loss = 0.0
         return total
 
-    def _gathered_step(self, x, y) -> float:
+    def _gathered_shard(self, n, xs, ys) -> float:
         """Ranks whose flat layouts differ: the whole gradient gathered into the device-independent order, one
         Allreduce, scattered back."""
-        from mpi4py import MPI
-        x, y, a, b = self._shard(x, y)
-        n = x.shape[0]
-        buf, m = self._buf, self.model
+        buf, m, count = self._buf, self.model, len(xs)
         t0 = time.perf_counter()
-        if b > a:
-            m.shard_gradients(x[a:b], y[a:b])
-            w = (b - a) / n
+        if count:
+            m.shard_gradients(xs, ys)
+            w = count / n
             grad, loss = m.backend.download_async(m.flat_grad), m.backend.download_async(m._loss_buf)
             buf[:-1] = grad()[self._index]
             buf[-1] = loss()[0]
             buf *= np.float32(w)
-            t = 1e3 * (time.perf_counter() - t0) / (b - a)
+            t = 1e3 * (time.perf_counter() - t0) / count
             if self.steps > 0:   # the first step builds and compiles: not a measurement
                 old = self.ms_per_image
                 self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
         else:
             buf[:] = 0.0
-        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        self.comm.sum_(buf)
         self._grad[self._index] = buf[:-1]
         m.backend.upload_into(m.flat_grad, self._grad)
         if self.auto:

@@ -57,6 +57,10 @@ class SGD:
                     v = self._velocity[id(data)] = be.zeros(data.shape)
             be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
 
+    def config(self) -> dict:
+        """The hyper-parameters: ``type(self)(model, **config())`` is this optimizer for another model."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
     def buffer_state(self, data):
         """The state this optimizer keeps for flat parameter buffer ``data`` (its momentum buffer, on the same
         device), or None: how a data-parallel group hands one replica's state to another."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -140,6 +141,28 @@ class HostCombined:
         return value
 
 
+def _device_list(devices) -> list[str]:
+    devices = [str(d).strip() for d in devices]
+    if not devices:
+        raise ValueError("DataParallel needs at least one device")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"each device may appear once (got {','.join(devices)})")
+    return devices
+
+
+def use_processes(devices: list[str], processes=None) -> bool:
+    """Whether a group runs a process per device (procgroup.ProcessParallel): as asked, or by default when it is
+    two or more GPUs on Linux (one thread enqueueing for several GPUs is host-bound; docs/PERFORMANCE.md)."""
+    if processes is not None:
+        if processes and not sys.platform.startswith("linux"):
+            raise ValueError("a process per device (processes=True) needs Linux")
+        return bool(processes) and len(devices) > 1
+    if len(devices) < 2 or not sys.platform.startswith("linux"):
+        return False
+    from .backends import resolve_device
+    return all(resolve_device(d).type == "gpu" for d in devices)
+
+
 class DataParallel(HostCombined):
     """One model on several devices; the same interface as a Sequential (train_step, gradients, predict,
     state_dict, load_state_dict) and usable with ``clcnn.optim.SGD``.
@@ -151,6 +174,10 @@ class DataParallel(HostCombined):
             a device whose help would not beat the fastest device alone is left out, with one warning; once, the
             group's measured step rate is timed against its lead device alone and the faster goes on) or one
             fraction per device.
+        processes: run a process per device (True), all in this one (False), or None: a process per device when
+            every device is a GPU (Linux). With processes, this process drives ``devices[0]`` and each other
+            device's replica lives in a worker process; the engine is MPIParallel's, with shared memory for MPI
+            (see clcnn/procgroup.py); the split follows the measured speeds but nobody is left out.
 
     Devices of one OpenCL platform share a context: their gradients move chunk by chunk, each as soon as its
     layer's backward is done, through pinned host memory, chained by events with no host wait, and every device
@@ -158,13 +185,16 @@ class DataParallel(HostCombined):
     Other mixes (Numba with OpenCL, two platforms) are read back and combined on the host.
     """
 
-    def __init__(self, model, devices, split="auto"):
+    def __new__(cls, model=None, devices=(), split="auto", processes=None):
+        if cls is DataParallel and devices and use_processes(_device_list(devices), processes):
+            from .procgroup import ProcessParallel
+            parse_split(split, len(_device_list(devices)))   # bad input fails before any process starts
+            return ProcessParallel(model, _device_list(devices), split)
+        return super().__new__(cls)
+
+    def __init__(self, model, devices, split="auto", processes=None):
         from .backends import get_group
-        devices = [str(d).strip() for d in devices]
-        if not devices:
-            raise ValueError("DataParallel needs at least one device")
-        if len(set(devices)) != len(devices):
-            raise ValueError(f"each device may appear once (got {','.join(devices)})")
+        devices = _device_list(devices)
         mode = parse_split(split, len(devices))
         self.auto = mode == "auto"
         self.fractions = np.full(len(devices), 1.0 / len(devices)) if self.auto else np.asarray(mode) / sum(mode)

@@ -34,6 +34,7 @@ class TrainConfig:
     limit_train: int | None = None
     out: str | None = None
     split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device (or rank)
+    processes: str = "auto"   # with several devices: a worker process per extra device ("yes"), none ("no"), auto
     distributed: str = "none"   # "mpi": one rank per device under mpiexec (clcnn.distributed)
 
     def validate(self) -> None:
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ValueError(f"--limit-train must be positive (got {self.limit_train})")
+        if self.processes not in ("auto", "yes", "no"):
+            raise ValueError(f"--processes must be auto, yes or no (got {self.processes!r})")
         if self.distributed not in ("none", "mpi"):
             raise ValueError(f"--distributed must be none or mpi (got {self.distributed!r})")
         from .parallel import parse_split
@@ -123,9 +126,18 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
             log, show_progress = (lambda *a, **k: None), False
     elif len(devices) > 1:   # one mini-batch over several devices
         from .parallel import DataParallel
-        model = DataParallel(model, devices, split=cfg.split)
+        model = DataParallel(model, devices, split=cfg.split,
+                             processes={"auto": None, "yes": True, "no": False}[cfg.processes])
     else:
         model = model.to(devices[0])
+    try:
+        return _train(cfg, model, train_set, test_set, stats, lead, log, show_progress)
+    finally:
+        if hasattr(model, "close"):   # a group with worker processes: stop them
+            model.close()
+
+
+def _train(cfg, model, train_set, test_set, stats, lead, log, show_progress) -> list[dict]:
     model.self_test()   # a device that cannot build or run the kernels fails here, before any work
     model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

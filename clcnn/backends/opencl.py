@@ -32,7 +32,7 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
+def host_copy(dst: np.ndarray, src: np.ndarray) -> None:
     """dst[...] = src: large copies on up to $CLCNN_COPY_THREADS Numba threads (default: half the cores this
     process may use, at most 8; 0 or 1: one core). One core fills pinned memory at ~8 GB/s; on the 2x H200 host,
     8 threads took one process driving both GPUs from 185k to 240k img/s (docs/PERFORMANCE.md)."""
@@ -299,7 +299,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         if slot[2] is not None:
             slot[2].wait()   # the copy that last read this slot (a ring's length of uploads ago) has finished
         view = slot[1][:host.nbytes]
-        _host_copy(view, host.reshape(-1).view(np.uint8))
+        host_copy(view, host.reshape(-1).view(np.uint8))
         slot[2] = cl.enqueue_copy(self.queue, dst.buf, view, is_blocking=False)
 
     def download(self, a: CLArray) -> np.ndarray:
