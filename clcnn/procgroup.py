@@ -199,8 +199,8 @@ class ProcessParallel(MPIParallel):
     other device; the model interface of DataParallel. See the module docstring."""
 
     def __init__(self, model, devices, split="auto"):
-        from .backends import get_backend
-        self.devices = list(devices)
+        from .backends import get_backend, resolve_device
+        self.devices = [resolve_device(d).id for d in devices]   # an unknown id fails here, before any process
         self._workers: list[tuple[subprocess.Popen, Connection]] = []
         self._slots: dict[int, tuple[shared_memory.SharedMemory, int]] = {}   # worker rank -> (segment, slot bytes)
         self._opt_sent, self._step_no, self._closed = None, 0, False
@@ -273,6 +273,14 @@ class ProcessParallel(MPIParallel):
             n, xs, ys = self._scatter("grads", x, y, True, None)
             return self.shard_gradients(n, xs, ys)
 
+    def worker_states(self) -> list[dict]:
+        """Each worker replica's state_dict (after the pending step), in rank order: for checks that every
+        replica holds the same weights."""
+        with self._guard():
+            self._finish_pending()
+            self._send(("state",))
+            return [conn.recv() for _, conn in self._workers]
+
     def close(self) -> None:
         """Stop the worker processes and free the shared memory (also at exit or when the group is collected)."""
         self._closed = True
@@ -296,8 +304,10 @@ class ProcessParallel(MPIParallel):
             raise
 
     def _finish_pending(self) -> None:
-        if self._pending is not None:   # the workers finish the same pending step (its collectives meet)
+        """Finish the pending step here and on every worker (its collectives meet)."""
+        if self._pending is not None:
             self._send(("complete",))
+            self._complete()
 
     def _scatter(self, op, x, y, sync, optimizer):
         """Each worker's shard into its slot, then the command; returns (n, xs, ys) of rank 0's own shard."""
@@ -448,6 +458,8 @@ def _worker(fd: int) -> int:
                 group.read_loss(msg[1])
             elif op == "complete":
                 group._complete()
+            elif op == "state":
+                conn.send(group.state_dict())
             elif op == "load":
                 group.load_state_dict(msg[1])
     except SystemExit:

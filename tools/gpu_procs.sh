@@ -9,18 +9,21 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 q() { grep --line-buffered -v -i "warn\|lambda: self"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
 timeout 120 python3 tools/check_procgroup.py cl:0,cl:1 2>&1 | q | tail -2
-for b in 512 1024; do
-  timeout 120 python3 tools/gpu_profile.py --device cl:0 --model cifar --batch-size $b --all 2>&1 | q > "$OUT/prof_$b.txt"
-  sed -n 2p "$OUT/prof_$b.txt"
+for b in 512 1024; do   # the profiles go into one log (the device tool returns at most 8 files)
+  timeout 120 python3 tools/gpu_profile.py --device cl:0 --model cifar --batch-size $b --all 2>&1 | q > /tmp/prof_$b.txt
+  sed -n 2p /tmp/prof_$b.txt; cat /tmp/prof_$b.txt >> "$OUT/log.txt"
 done
 B="python3 -m clcnn bench train --model cifar --batch-size 1024 --steps ${STEPS:-30} --rounds 3 --no-torch"
-run() { local name=$1; shift; timeout 200 "$@" --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1; grep "^cifar" "$OUT/$name.txt" | tail -1; }
+run() { local name=$1; shift; echo "== $name: $*" >> "$OUT/log.txt"
+  timeout 200 "$@" --json "$OUT/$name.json" > /tmp/$name.txt 2>&1; cat /tmp/$name.txt >> "$OUT/log.txt"
+  grep "^cifar" /tmp/$name.txt | tail -1; }
 run one $B --device cl:0
 run one_512 python3 -m clcnn bench train --model cifar --batch-size 512 --steps ${STEPS:-30} --rounds 3 --no-torch --device cl:0
 run procs_half $B --device cl:0+cl:1 --split 0.5,0.5 --processes yes
 run procs_auto $B --device cl:0+cl:1 --processes yes
 run mpi mpiexec --bind-to none -n 2 $B --distributed mpi --device auto
 run thread_auto $B --device cl:0+cl:1 --processes no
+run gpu_cpu $B --device cl:0+cpu --steps 12
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
@@ -31,9 +34,9 @@ def rate(name):
     except Exception as exc:
         return None, str(exc)[:80]
 base, _ = rate("one")
-for name in ["one", "one_512", "procs_half", "procs_auto", "mpi", "thread_auto"]:
+for name in ["one", "one_512", "procs_half", "procs_auto", "mpi", "thread_auto", "gpu_cpu"]:
     r, split = rate(name)
     ratio = f"{r / base:.2f}" if r and base else "-"
     print(f"{name:12s} {r if r is None else f'{r:,.0f}':>10s} img/s  x{ratio}  {split if split else ''}")
 PY
-grep -h "left out\|stays together" "$OUT"/thread_auto.txt | head -2
+grep -h "left out\|stays together" /tmp/thread_auto.txt /tmp/gpu_cpu.txt | head -3

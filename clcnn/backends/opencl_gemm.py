@@ -191,7 +191,7 @@ class OpenCLGemm:
         return out
 
     # work-items a GEMM launch should bring to each compute unit to hide its latencies (the fill targets below)
-    ITEMS_PER_CU = 512
+    ITEMS_PER_CU = 256
 
     def _gemm_heuristic(self, m: int, n: int, batch: int, reduce: bool, pool=None, k: int | None = None) -> dict:
         """Least modelled time among the default vec tiles (or ``pool``): padded output area, times a per-output
@@ -206,7 +206,7 @@ class OpenCLGemm:
             tm, tn, lx, ly = gemm_geometry(p)
             tiles = -(-m // tm) * -(-n // tn)
             if reduce:
-                groups = tiles * self._gemm_splits(tiles, batch, lx * ly)
+                groups = tiles * self._gemm_splits(tiles, batch)
             elif batch == 1 and k is not None:
                 groups = tiles * self._k_chunks(m, n, k, p)
             else:
@@ -215,25 +215,27 @@ class OpenCLGemm:
             return tiles * tm * tn * (1 + 32 / (p.get("WM", 1) * p.get("WN", 1))) / fill
         return min(pool, key=cost)
 
-    def _gemm_splits(self, groups: int, batch: int, items: int = 256) -> int:
-        """How many slices a batch-reduce GEMM of ``groups`` output tiles (``items`` work-items each) is split
-        into so the device gets ~2x ITEMS_PER_CU work-items per compute unit (a 6x25 conv weight gradient is
-        otherwise one work-group looping over the whole mini-batch); at most 256 partial products."""
-        want = 2 * self.ITEMS_PER_CU * self._gemm_limits[3]
-        return max(1, min(batch, -(-want // (groups * items)), 256))
+    def _gemm_splits(self, groups: int, batch: int) -> int:
+        """How many slices a batch-reduce GEMM of ``groups`` output tiles is split into so the device has ~4
+        work-groups per compute unit (a 6x25 conv weight gradient is otherwise one work-group looping over the
+        whole mini-batch). Counting work-items instead (more, shorter slices for small tiles) was measured slower
+        on the CIFAR CNN's conv2/conv3 weight gradients (H200: the partial sums' extra traffic)."""
+        want = 4 * self._gemm_limits[3]
+        return max(1, min(batch, -(-want // groups), 256))
 
     def _k_chunks(self, m: int, n: int, k: int, p: dict) -> int:
         """k-chunks a single GEMM is cut into when its output has too few tiles to fill the device (a 512x256
         dense layer over k = 2048: 32 work-groups on 132 compute units): 1, or a power of two <= 16 dividing k
-        with chunks of >= 128 that are multiples of 4 (128-bit loads stay aligned)."""
+        with chunks of >= 256 that are multiples of 4 (128-bit loads stay aligned; shorter chunks were measured
+        slower than none on the H200: k = 256 cut in two for the CIFAR dense layer's dx, 33 -> 54 us)."""
         tm, tn, lx, ly = gemm_geometry(p)
         items = -(-m // tm) * -(-n // tn) * lx * ly
         target = self.ITEMS_PER_CU * self._gemm_limits[3]
-        if items >= target or k < 256:
+        if items >= target or k < 512:
             return 1
         want = min(16, -(-target // items))
         chunks = 1
-        while chunks * 2 <= want and k % (8 * chunks) == 0 and k // (2 * chunks) >= 128:
+        while chunks * 2 <= want and k % (8 * chunks) == 0 and k // (2 * chunks) >= 256:
             chunks *= 2
         return chunks
 
@@ -279,7 +281,7 @@ class OpenCLGemm:
                     _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
         xy = (-(-n // tn) * lx, -(-m // tm) * ly)
         tiles = -(-n // tn) * -(-m // tm)
-        splits = self._gemm_splits(tiles, batch, lx * ly) if reduce else 1
+        splits = self._gemm_splits(tiles, batch) if reduce else 1
         if splits > 1:   # split-K over the batch: partial products in scratch, then one deterministic sum
             nloop = -(-batch // splits)
             splits = -(-batch // nloop)
