@@ -66,6 +66,13 @@ class SGD:
         device), or None: how a data-parallel group hands one replica's state to another."""
         return self._velocity.get(id(data))
 
+    def load_buffer_state(self, data, values: np.ndarray) -> None:
+        """Set the state kept for flat parameter buffer ``data`` from host ``values`` laid out like ``data`` (how a
+        data-parallel group carries it along when a replica moves to another backend)."""
+        if self.momentum:
+            be = next(b for b, d, _, _ in self.model.parameter_buffers() if d is data)
+            self._velocity[id(data)] = be.upload(np.ascontiguousarray(values, np.float32))
+
     def state_dict(self) -> dict:
         """Hyper-parameters and host copies of the momentum buffers, keyed like the model's state_dict."""
         be, velocity = self.model.backend, {}

@@ -218,6 +218,7 @@ class DataParallel(HostCombined):
         self._cuts: dict = {}   # (batch, fractions, active) -> shards
         self._last_shards, self._shape_age = None, 0   # steps run with the current shard sizes
         self._trial, self._trial_done = None, False   # split="auto": the group timed against its lead alone
+        self._rehomed = False   # the lead, left alone, moved to its device's own backend
 
     def _link(self) -> None:
         """Buffers of the device-side exchange: per replica, marks in its step (start, and after each chunk's
@@ -497,6 +498,8 @@ class DataParallel(HostCombined):
     def train_step(self, x, y, optimizer, sync: bool = True):
         """Shards computed on every device at once, gradients combined, one update on every replica."""
         if sum(self.active) == 1:   # the others were left out: the one device runs its own prepared steps
+            if self.linked and not self._rehomed:
+                self._rehome(optimizer)
             self._alone = self.replicas[self.lead]
             self.steps += 1
             return self._alone.train_step(x, y, optimizer, sync=sync)
@@ -504,6 +507,23 @@ class DataParallel(HostCombined):
                                        and hasattr(optimizer, "buffer_state")):
             return self._trial_step(x, y, optimizer, sync)
         return super().train_step(x, y, optimizer, sync)
+
+    def _rehome(self, optimizer) -> None:
+        """The lead, left alone, moves out of the context it shares with the others (its queue records profiling
+        events, and NVIDIA's enqueues are slower in a multi-device context) onto the device's own backend, with
+        its momentum and its summed losses."""
+        from .backends import get_backend
+        self._rehomed = True
+        lead = self.replicas[self.lead]
+        self._loss_sum += lead.read_loss()
+        state = getattr(optimizer, "buffer_state", lambda d: None)(lead.flat_data)
+        velocity = None if state is None else lead.backend.download(state)[lead.flat_index()]
+        with self._on(self.lead):
+            lead.to(get_backend(lead.device.id))
+            if velocity is not None:
+                flat = np.zeros(lead.flat_data.shape, np.float32)
+                flat[lead.flat_index()] = velocity
+                optimizer.load_buffer_state(lead.flat_data, flat)
 
     # ---- split="auto": the group against its lead device alone, measured --------------------------------------
     # The per-device times the split follows leave out what the group costs the host (enqueueing for several

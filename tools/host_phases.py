@@ -4,6 +4,7 @@ timers and prints a table, with the device time of each shard from profiling mar
     python3 tools/host_phases.py --devices cl:0,cl:1 [--batch-size 1024] [--split 0.5,0.5]
     python3 tools/host_phases.py --shared cl:0              # one model alone on a device of a shared context
     mpiexec -n 2 python3 tools/host_phases.py --mpi         # rank 0's table
+    python3 tools/host_phases.py --processes --devices cl:0,cl:1   # a process per device: the parent's table
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def main():
     ap.add_argument("--devices", default="cl:0,cl:1")
     ap.add_argument("--shared", default=None)
     ap.add_argument("--mpi", action="store_true")
+    ap.add_argument("--processes", action="store_true", help="DataParallel with a process per device")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--split", default="0.5,0.5")
     ap.add_argument("--steps", type=int, default=30)
@@ -79,6 +81,13 @@ def main():
     elif a.shared:
         be = open_shared([clcnn.backends.resolve_device(d) for d in (a.shared, "cl:1")])[0]
         model = get_model("cifar", seed=0).to(be)
+    elif a.processes:
+        from clcnn.procgroup import ProcessParallel, ShmComm
+        timed(ShmComm, "sum_", "ShmComm.sum_")
+        timed(ShmComm, "_wait", "ShmComm._wait (in sum_ etc.)")
+        timed(ProcessParallel, "_scatter", "ProcessParallel._scatter")
+        timed(ProcessParallel, "_complete", "MPIParallel._complete")
+        model = clcnn.DataParallel(get_model("cifar", seed=0), a.devices.split(","), split=a.split, processes=True)
     else:
         model = clcnn.DataParallel(get_model("cifar", seed=0), a.devices.split(","), split=a.split)
     opt = SGD(model, lr=0.01, momentum=0.9)
