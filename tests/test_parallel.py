@@ -205,7 +205,7 @@ if pair is None:
 out = {"pair": pair, "cases": []}
 for split, sizes in [([0.6, 0.4], [8, 7, 3, 1, 9]), ([1.0, 0.0], [5, 6]), ([0.5, 0.5], [1, 2, 7])]:
     single = net(seed=2).to("cpu")
-    dp = clcnn.DataParallel(net(seed=2), pair, split=split)
+    dp = clcnn.DataParallel(net(seed=2), pair, split=split, processes=False)
     o1, o2 = SGD(single, lr=0.1, momentum=0.9, weight_decay=1e-3), SGD(dp, lr=0.1, momentum=0.9, weight_decay=1e-3)
     l1 = l2 = 0.0
     for i, n in enumerate(sizes):
@@ -221,7 +221,7 @@ for split, sizes in [([0.6, 0.4], [8, 7, 3, 1, 9]), ([1.0, 0.0], [5, 6]), ([0.5,
         "err": max(float(np.abs(r[k] - want[k]).max()) for r in reps for k in want),
         "identical": all(np.array_equal(reps[0][k], reps[1][k]) for k in want)})
 x, y = batch(12)
-dp = clcnn.DataParallel(net(seed=3), pair, split="auto")
+dp = clcnn.DataParallel(net(seed=3), pair, split="auto", processes=False)
 opt = SGD(dp, lr=0.05)
 for _ in range(12):
     dp.train_step(x, y, opt, sync=False)
@@ -232,7 +232,7 @@ dp.read_loss()
 out["auto"] = dp.split()
 # the auto split's trial (group against lead alone; clock faked so the group wins) on linked devices
 from clcnn import parallel
-dp = clcnn.DataParallel(net(seed=7), pair, split="auto")
+dp = clcnn.DataParallel(net(seed=7), pair, split="auto", processes=False)
 dp._rebalance = lambda *a, **k: None
 now = [0.0]
 def clock():
@@ -253,7 +253,7 @@ out["trial"] = {"done": dp._trial_done, "active": dp.active, "loss": [single.rea
                 "err": max(float(np.abs(r[k] - want[k]).max()) for r in reps for k in want),
                 "identical": all(np.array_equal(reps[0][k], reps[1][k]) for k in want)}
 # the same with the lead alone winning: it goes on by itself, moved to its device's own backend
-dp = clcnn.DataParallel(net(seed=8), pair, split="auto")
+dp = clcnn.DataParallel(net(seed=8), pair, split="auto", processes=False)
 dp._rebalance = lambda *a, **k: None
 now = [0.0]
 def clock_alone():
@@ -273,7 +273,7 @@ want, got = single.state_dict(), dp.state_dict()
 out["alone"] = {"active": dp.active, "own": dp.backend is clcnn.backends.get_backend(pair[0]),
                 "loss": [single.read_loss(), total + dp.read_loss()],
                 "err": max(float(np.abs(got[k] - want[k]).max()) for k in want)}
-dp = clcnn.DataParallel(net(seed=4), pair, split=[0.5, 0.5])
+dp = clcnn.DataParallel(net(seed=4), pair, split=[0.5, 0.5], processes=False)
 def broken(*a, **k):   # the second device's gradient read-back fails, as a lost device's would
     raise RuntimeError("CL_OUT_OF_RESOURCES")
 dp.replicas[1].backend.read_async = broken

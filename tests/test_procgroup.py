@@ -196,3 +196,45 @@ def test_cli_trains_with_a_process_per_device(tmp_path):
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(row["split"]) == {"cpu", CL[0]} and (tmp_path / "run" / "model.safetensors").exists()
     assert "worker process" in row["device_name"]
+
+
+def test_processes_by_default_only_for_groups_of_gpus():
+    from clcnn.parallel import use_processes
+    gpus = [d.id for d in clcnn.list_devices() if d.type == "gpu"]
+    assert use_processes(["cpu"] + CL[:1]) is False   # a CPU in the group: one process
+    assert use_processes(["cpu"], True) is False   # one device: nothing to spread
+    assert use_processes(["cpu", "cl:0"], False) is False
+    assert use_processes(gpus) is (len(gpus) > 1 and sys.platform.startswith("linux"))
+
+
+@needs_cl
+def test_worker_dying_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    # Epoch 1 completes and saves; then the worker process dies: the run stops with an error naming its device,
+    # and model.safetensors still holds epoch 1's weights, intact.
+    from safetensors.numpy import load_file
+    from clcnn import procgroup
+    from clcnn.training import TrainConfig, train
+    from test_cli import make_dataset
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = TrainConfig(data_dir=str(tmp_path / "data" / "fashion-mnist"), device=f"cpu,{CL[0]}", split="0.5,0.5",
+                      processes="yes", epochs=2, batch_size=32, out=str(out))
+    groups, saved = [], {}
+    real_init, real_save = procgroup.ProcessParallel.__init__, clcnn.io.save_safetensors
+
+    def init(self, *a, **k):
+        groups.append(self)
+        real_init(self, *a, **k)
+
+    def save(path, state, meta):   # epoch 1 saved: remember it, then the worker dies
+        saved.update({k: v.copy() for k, v in state.items()})
+        real_save(path, state, meta)
+        groups[0]._workers[0][0].kill()
+    monkeypatch.setattr(procgroup.ProcessParallel, "__init__", init)
+    monkeypatch.setattr(clcnn.io, "save_safetensors", save)
+    with pytest.raises(clcnn.DeviceError, match=CL[0]):
+        train(cfg, log=lambda *a, **k: None, show_progress=False)
+    on_disk = load_file(str(out / "model.safetensors"))
+    assert saved and set(on_disk) == set(saved) and all(np.array_equal(on_disk[k], saved[k]) for k in saved)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not groups[0]._workers   # stopped and reaped

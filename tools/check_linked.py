@@ -13,7 +13,7 @@ warnings.simplefilter("ignore")
 a, b = sys.argv[1:3]
 rng = np.random.default_rng(0)
 single = get_model("cifar", seed=5).to(a)
-dp = clcnn.DataParallel(get_model("cifar", seed=5), [a, b], split=[0.55, 0.45])
+dp = clcnn.DataParallel(get_model("cifar", seed=5), [a, b], split=[0.55, 0.45], processes=False)
 o1, o2 = SGD(single, lr=0.02, momentum=0.9), SGD(dp, lr=0.02, momentum=0.9)
 l2 = 0.0
 for i, n in enumerate([256, 256, 200, 1, 256, 97]):

@@ -8,7 +8,7 @@ q() { grep --line-buffered -v -i "warn\|lambda: self"; }
 OUT=$OUT/base bash tools/gpu_multi.sh 2>&1 | q | grep -v "^peak\|^cifar\|^---\|^what"
 B="python3 -m clcnn bench train --model cifar --batch-size 1024 --steps 30 --rounds 3 --no-torch"
 echo "== CLCNN_COPY_THREADS=8"
-CLCNN_COPY_THREADS=8 timeout 120 $B --device cl:0+cl:1 --split 0.5,0.5 2>&1 | q | grep "^cifar"
+CLCNN_COPY_THREADS=8 timeout 120 $B --device cl:0+cl:1 --processes no --split 0.5,0.5 2>&1 | q | grep "^cifar"
 CLCNN_COPY_THREADS=8 timeout 120 mpiexec -n 2 -x CLCNN_COPY_THREADS $B --distributed mpi --device auto 2>&1 | q | grep "^cifar"
 echo "== host phases"
 timeout 60 python3 tools/host_phases.py --devices cl:0,cl:1 2>&1 | q | head -6

@@ -13,8 +13,8 @@ timeout 120 python3 tools/check_linked.py cl:0 cl:1 2>&1 | tee "$OUT/check.txt"
 B="python3 -m clcnn bench train --model cifar --batch-size ${BATCH:-1024} --steps ${STEPS:-30} --rounds 3"
 run() { local name=$1; shift; timeout 150 "$@" --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1; tail -2 "$OUT/$name.txt"; }
 run one $B --device cl:0 --no-torch
-run dp_auto $B --device cl:0+cl:1 --no-torch
-run dp_half $B --device cl:0+cl:1 --split 0.5,0.5 --no-torch
+run dp_auto $B --device cl:0+cl:1 --processes no --no-torch
+run dp_half $B --device cl:0+cl:1 --processes no --split 0.5,0.5 --no-torch
 run one_512 python3 -m clcnn bench train --model cifar --batch-size 512 --steps ${STEPS:-30} --rounds 3 --device cl:0 --no-torch
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 run mpi mpiexec --bind-to none -n 2 $B --distributed mpi --device auto --no-torch

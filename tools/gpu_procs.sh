@@ -9,6 +9,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 q() { grep --line-buffered -v -i "warn\|lambda: self"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
 timeout 120 python3 tools/check_procgroup.py cl:0,cl:1 2>&1 | q | tail -2
+timeout 120 python3 tools/check_linked.py cl:0 cl:1 2>&1 | q | tail -2
+[ -n "$TESTS" ] && timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_procgroup.py tests/test_parallel.py 2>&1 | tail -2
 for b in 512 1024; do   # the profiles go into one log (the device tool returns at most 8 files)
   timeout 120 python3 tools/gpu_profile.py --device cl:0 --model cifar --batch-size $b --all 2>&1 | q > /tmp/prof_$b.txt
   sed -n 2p /tmp/prof_$b.txt; cat /tmp/prof_$b.txt >> "$OUT/log.txt"

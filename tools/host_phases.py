@@ -89,7 +89,7 @@ def main():
         timed(ProcessParallel, "_complete", "MPIParallel._complete")
         model = clcnn.DataParallel(get_model("cifar", seed=0), a.devices.split(","), split=a.split, processes=True)
     else:
-        model = clcnn.DataParallel(get_model("cifar", seed=0), a.devices.split(","), split=a.split)
+        model = clcnn.DataParallel(get_model("cifar", seed=0), a.devices.split(","), split=a.split, processes=False)
     opt = SGD(model, lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.batch_size, 3, 32, 32)).astype(np.float32)
