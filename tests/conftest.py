@@ -109,6 +109,17 @@ def small(device) -> bool:
     return is_simulator(device)
 
 
+def platform_pair() -> list[str] | None:
+    """Two usable non-simulator OpenCL devices of one platform (e.g. PoCL's under POCL_DEVICES="pthread pthread"),
+    or None."""
+    ids = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
+    by_platform: dict[str, list[str]] = {}
+    for info in clcnn.list_devices():
+        if info.id in ids:
+            by_platform.setdefault(info.platform, []).append(info.id)
+    return next((v[:2] for v in by_platform.values() if len(v) >= 2), None)
+
+
 def usable_device_ids(simulators: bool = True) -> list[str]:
     """Ids of every device that can run clcnn here (known-broken drivers left out; they are skipped with their
     reason by the `device` fixture), optionally without simulators."""

@@ -192,14 +192,9 @@ import clcnn
 from clcnn.optim import SGD
 sys.path.insert(0, sys.argv[1])
 from test_parallel import net, batch
-from conftest import usable_device_ids
+from conftest import platform_pair
 warnings.simplefilter("ignore")
-ids = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
-by_platform = {}
-for info in clcnn.list_devices():
-    if info.id in ids:
-        by_platform.setdefault(info.platform, []).append(info.id)
-pair = next((v[:2] for v in by_platform.values() if len(v) >= 2), None)
+pair = platform_pair()
 if pair is None:
     print(json.dumps({"pair": None})); sys.exit(0)
 out = {"pair": pair, "cases": []}
@@ -230,49 +225,31 @@ for _ in range(3):
     dp.train_step(x, y, opt, sync=False)
 dp.read_loss()
 out["auto"] = dp.split()
-# the auto split's trial (group against lead alone; clock faked so the group wins) on linked devices
+# the auto split's trial (group against lead alone, the clock faked) on linked devices: the group wins and stays
+# together with identical replicas, or the lead alone wins and goes on by itself, moved to its device's own backend
 from clcnn import parallel
-dp = clcnn.DataParallel(net(seed=7), pair, split="auto", processes=False)
-dp._rebalance = lambda *a, **k: None
-now = [0.0]
-def clock():
-    now[0] += 1.0 if dp._trial is None or dp._trial["phase"] == "group" else 2.0
-    return now[0]
-dp._clock = clock
-single = net(seed=7).to("cpu")
-o1, o2 = SGD(single, lr=0.05, momentum=0.9), SGD(dp, lr=0.05, momentum=0.9)
-total = 0.0
-for i in range(parallel.TRIAL_AFTER + 2 * parallel.TRIAL_STEPS + 6):
-    x, y = batch(12, seed=200 + i)
-    single.train_step(x, y, o1, sync=False)
-    total += dp.train_step(x, y, o2, sync=i % 4 == 0) or 0.0
-    if i % 9 == 0:
-        total += dp.read_loss()
-want, reps = single.state_dict(), [r.state_dict() for r in dp.replicas]
-out["trial"] = {"done": dp._trial_done, "active": dp.active, "loss": [single.read_loss(), total + dp.read_loss()],
-                "err": max(float(np.abs(r[k] - want[k]).max()) for r in reps for k in want),
-                "identical": all(np.array_equal(reps[0][k], reps[1][k]) for k in want)}
-# the same with the lead alone winning: it goes on by itself, moved to its device's own backend
-dp = clcnn.DataParallel(net(seed=8), pair, split="auto", processes=False)
-dp._rebalance = lambda *a, **k: None
-now = [0.0]
-def clock_alone():
-    now[0] += 1.0 if dp._trial is None or dp._trial["phase"] == "group" else 0.5
-    return now[0]
-dp._clock = clock_alone
-single = net(seed=8).to("cpu")
-o1, o2 = SGD(single, lr=0.05, momentum=0.9), SGD(dp, lr=0.05, momentum=0.9)
-total = 0.0
-for i in range(parallel.TRIAL_AFTER + 2 * parallel.TRIAL_STEPS + 6):
-    x, y = batch(12, seed=300 + i)
-    single.train_step(x, y, o1, sync=False)
-    total += dp.train_step(x, y, o2, sync=i % 4 == 0) or 0.0
-    if i % 9 == 0:
-        total += dp.read_loss()
-want, got = single.state_dict(), dp.state_dict()
-out["alone"] = {"active": dp.active, "own": dp.backend is clcnn.backends.get_backend(pair[0]),
-                "loss": [single.read_loss(), total + dp.read_loss()],
-                "err": max(float(np.abs(got[k] - want[k]).max()) for k in want)}
+for name, seed, alone_takes in [("trial", 7, 2.0), ("alone", 8, 0.5)]:
+    dp = clcnn.DataParallel(net(seed=seed), pair, split="auto", processes=False)
+    dp._rebalance = lambda *a, **k: None
+    now = [0.0]
+    def clock():
+        now[0] += 1.0 if dp._trial is None or dp._trial["phase"] == "group" else alone_takes
+        return now[0]
+    dp._clock = clock
+    single = net(seed=seed).to("cpu")
+    o1, o2 = SGD(single, lr=0.05, momentum=0.9), SGD(dp, lr=0.05, momentum=0.9)
+    total = 0.0
+    for i in range(parallel.TRIAL_AFTER + 2 * parallel.TRIAL_STEPS + 6):
+        x, y = batch(12, seed=100 * seed + i)
+        single.train_step(x, y, o1, sync=False)
+        total += dp.train_step(x, y, o2, sync=i % 4 == 0) or 0.0
+        if i % 9 == 0:
+            total += dp.read_loss()
+    want, reps = single.state_dict(), [r.state_dict() for r, a in zip(dp.replicas, dp.active) if a]
+    out[name] = {"done": dp._trial_done, "active": dp.active, "loss": [single.read_loss(), total + dp.read_loss()],
+                 "err": max(float(np.abs(r[k] - want[k]).max()) for r in reps for k in want),
+                 "identical": all(np.array_equal(reps[0][k], r[k]) for r in reps for k in want),
+                 "own": dp.backend is clcnn.backends.get_backend(pair[0])}
 dp = clcnn.DataParallel(net(seed=4), pair, split=[0.5, 0.5], processes=False)
 def broken(*a, **k):   # the second device's gradient read-back fails, as a lost device's would
     raise RuntimeError("CL_OUT_OF_RESOURCES")
@@ -314,7 +291,7 @@ def test_linked_devices_of_one_context_match_single_device():
     assert trial["done"] and trial["active"] == [True, True] and trial["identical"] and trial["err"] <= 1e-5, trial
     assert trial["loss"][1] == pytest.approx(trial["loss"][0], rel=1e-5), trial
     alone = out["alone"]
-    assert alone["active"] == [True, False] and alone["own"] and alone["err"] <= 1e-5, alone
+    assert alone["done"] and alone["active"] == [True, False] and alone["own"] and alone["err"] <= 1e-5, alone
     assert alone["loss"][1] == pytest.approx(alone["loss"][0], rel=1e-5), alone
     assert out["failure"] and out["pair"][1] in out["failure"] and "CL_OUT_OF_RESOURCES" in out["failure"]
     auto = out["auto"]

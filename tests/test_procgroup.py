@@ -142,14 +142,9 @@ import clcnn
 from clcnn.optim import SGD
 sys.path.insert(0, sys.argv[1])
 from test_parallel import net, batch
-from conftest import usable_device_ids
+from conftest import platform_pair
 warnings.simplefilter("ignore")
-ids = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
-by_platform = {}
-for info in clcnn.list_devices():
-    if info.id in ids:
-        by_platform.setdefault(info.platform, []).append(info.id)
-pair = next((v[:2] for v in by_platform.values() if len(v) >= 2), None)
+pair = platform_pair()
 if pair is None:
     print(json.dumps({"pair": None})); sys.exit(0)
 single = net(seed=2).to(pair[0])

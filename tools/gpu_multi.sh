@@ -9,7 +9,7 @@ set -o pipefail
 export CLCNN_CACHE_DIR=/tmp/clcnn-kernels CLCNN_TUNING_DIR=/tmp/clcnn-tuning
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout 120 python3 tools/check_linked.py cl:0 cl:1 2>&1 | tee "$OUT/check.txt"
+timeout 120 python3 tools/check_group.py cl:0,cl:1 --processes no 2>&1 | tee "$OUT/check.txt"
 B="python3 -m clcnn bench train --model cifar --batch-size ${BATCH:-1024} --steps ${STEPS:-30} --rounds 3"
 run() { local name=$1; shift; timeout 150 "$@" --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1; tail -2 "$OUT/$name.txt"; }
 run one $B --device cl:0 --no-torch
@@ -19,18 +19,4 @@ run one_512 python3 -m clcnn bench train --model cifar --batch-size 512 --steps 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 run mpi mpiexec --bind-to none -n 2 $B --distributed mpi --device auto --no-torch
 run dp_cpu $B --device cl:0+cpu --no-torch --steps 12
-python3 - "$OUT" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-def rate(name):
-    try:
-        rows = json.loads((out / f"{name}.json").read_text())
-        return rows[0]["clcnn"], rows[0].get("split")
-    except Exception as exc:
-        return None, str(exc)[:80]
-base, _ = rate("one")
-for name in ["one", "one_512", "dp_auto", "dp_half", "mpi", "dp_cpu"]:
-    r, split = rate(name)
-    ratio = f"{r / base:.2f}" if r and base else "-"
-    print(f"{name:8s} {r if r is None else f'{r:,.0f}':>10s} img/s  x{ratio}  {split if split else ''}")
-PY
+python3 tools/bench_table.py "$OUT" one one_512 dp_auto dp_half mpi dp_cpu

@@ -8,8 +8,8 @@ export CLCNN_CACHE_DIR=/tmp/clcnn-kernels CLCNN_TUNING_DIR=/tmp/clcnn-tuning OMP
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 q() { grep --line-buffered -v -i "warn\|lambda: self"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
-timeout 120 python3 tools/check_procgroup.py cl:0,cl:1 2>&1 | q | tail -2
-timeout 120 python3 tools/check_linked.py cl:0 cl:1 2>&1 | q | tail -2
+timeout 120 python3 tools/check_group.py cl:0,cl:1 --processes yes 2>&1 | q | tail -1
+timeout 120 python3 tools/check_group.py cl:0,cl:1 --processes no 2>&1 | q | tail -1
 [ -n "$TESTS" ] && timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_procgroup.py tests/test_parallel.py 2>&1 | tail -2
 for b in 512 1024; do   # the profiles go into one log (the device tool returns at most 8 files)
   timeout 120 python3 tools/gpu_profile.py --device cl:0 --model cifar --batch-size $b --all 2>&1 | q > /tmp/prof_$b.txt
@@ -26,19 +26,5 @@ run procs_auto $B --device cl:0+cl:1 --processes yes
 run mpi mpiexec --bind-to none -n 2 $B --distributed mpi --device auto
 run thread_auto $B --device cl:0+cl:1 --processes no
 run gpu_cpu $B --device cl:0+cpu --steps 12
-python3 - "$OUT" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-def rate(name):
-    try:
-        rows = json.loads((out / f"{name}.json").read_text())
-        return rows[0]["clcnn"], rows[0].get("split")
-    except Exception as exc:
-        return None, str(exc)[:80]
-base, _ = rate("one")
-for name in ["one", "one_512", "procs_half", "procs_auto", "mpi", "thread_auto", "gpu_cpu"]:
-    r, split = rate(name)
-    ratio = f"{r / base:.2f}" if r and base else "-"
-    print(f"{name:12s} {r if r is None else f'{r:,.0f}':>10s} img/s  x{ratio}  {split if split else ''}")
-PY
+python3 tools/bench_table.py "$OUT" one one_512 procs_half procs_auto mpi thread_auto gpu_cpu
 grep -h "left out\|stays together" /tmp/thread_auto.txt /tmp/gpu_cpu.txt | head -3

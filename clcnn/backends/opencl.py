@@ -147,7 +147,6 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
             self.eltwise_wg = tuned_wg
         self._kernels: dict[tuple, cl.Kernel] = {}
         self._scratch: dict[str, CLArray] = {}
-        self._pending: list[np.ndarray] = []   # host arrays of in-flight non-blocking uploads
         self._kernel_origin: dict[int, tuple] = {}   # id(kernel) -> (program, name, scalar dtypes)
         self._graph: list | None = None   # the sequence being captured, if any
         self._events: list | None = None  # launch events, kept only inside profiling()
@@ -278,8 +277,9 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         if self.stage_uploads and host.size:
             self._staged_copy(dst, host)
         elif host.size:
-            cl.enqueue_copy(self.queue, dst.buf, host, is_blocking=False)
-            self._pending.append(host)
+            # blocking: the call returns once the device holds the data, so the caller may reuse ``host`` at once
+            # (a non-blocking copy's event would wait for it anyway when dropped: pyopencl's NannyEvent)
+            cl.enqueue_copy(self.queue, dst.buf, host, is_blocking=True)
 
     def _staged_copy(self, dst: CLArray, host: np.ndarray) -> None:
         """Copy through a pinned host buffer: the driver then DMAs asynchronously and the host goes on enqueuing,
@@ -307,7 +307,6 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         out = np.empty(a.shape, a.dtype)
         if a.size:
             cl.enqueue_copy(self.queue, out, a.buf, is_blocking=True)   # in-order queue: waits for all work
-        self._pending.clear()
         return out
 
     def download_async(self, a: CLArray):
@@ -338,7 +337,6 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     def synchronize(self) -> None:
         self.queue.finish()
         self.copy_queue.finish()
-        self._pending.clear()
 
     def fill(self, a: CLArray, value: float) -> None:
         if a.size:
