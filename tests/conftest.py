@@ -120,6 +120,40 @@ def platform_pair() -> list[str] | None:
     return next((v[:2] for v in by_platform.values() if len(v) >= 2), None)
 
 
+PAIR_PREAMBLE = r'''
+import json, sys, warnings
+import numpy as np
+import clcnn
+from clcnn.optim import SGD
+sys.path.insert(0, sys.argv[1])
+from test_parallel import net, batch
+from conftest import platform_pair
+warnings.simplefilter("ignore")
+pair = platform_pair()
+if pair is None:
+    print(json.dumps({"pair": None})); sys.exit(0)
+'''
+
+
+def run_on_platform_pair(body: str) -> dict:
+    """Run ``body`` in a child process with POCL_DEVICES="pthread pthread" (PoCL then gives two CPU devices of one
+    platform; devices are enumerated once per process), after PAIR_PREAMBLE, which sets ``pair`` to two device ids
+    of one platform. Returns the JSON object its last line prints; skips when there is no pair (fails instead
+    under CLCNN_REQUIRE_OPENCL=1)."""
+    import json
+    import subprocess
+    env = dict(os.environ, POCL_DEVICES="pthread pthread")
+    res = subprocess.run([sys.executable, "-c", PAIR_PREAMBLE + body, os.path.dirname(os.path.abspath(__file__))],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out.get("pair") is None:
+        if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1":
+            pytest.fail("no two usable OpenCL devices of one platform even with POCL_DEVICES='pthread pthread'")
+        pytest.skip("no two usable OpenCL devices of one platform")
+    return out
+
+
 def usable_device_ids(simulators: bool = True) -> list[str]:
     """Ids of every device that can run clcnn here (known-broken drivers left out; they are skipped with their
     reason by the `device` fixture), optionally without simulators."""

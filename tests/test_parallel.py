@@ -9,7 +9,7 @@ import clcnn
 from clcnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 from clcnn.optim import SGD
 from clcnn.parallel import cut, parse_split
-from conftest import usable_device_ids
+from conftest import run_on_platform_pair, usable_device_ids
 
 CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
 needs_cl = pytest.mark.skipif(not CL, reason="no usable non-simulator OpenCL device")
@@ -183,20 +183,8 @@ def test_grad_chunks_cover_the_buffer_in_backward_order():
 
 
 # Two OpenCL devices of one platform share a context and exchange gradients on the devices (no host combine).
-# PoCL gives two CPU devices when POCL_DEVICES="pthread pthread"; device enumeration happens once per process,
-# so this runs in a child process.
+# Two devices of one platform (conftest.run_on_platform_pair: PoCL's two under POCL_DEVICES, in a child process).
 LINKED_CHILD = r'''
-import json, sys, warnings
-import numpy as np
-import clcnn
-from clcnn.optim import SGD
-sys.path.insert(0, sys.argv[1])
-from test_parallel import net, batch
-from conftest import platform_pair
-warnings.simplefilter("ignore")
-pair = platform_pair()
-if pair is None:
-    print(json.dumps({"pair": None})); sys.exit(0)
 out = {"pair": pair, "cases": []}
 for split, sizes in [([0.6, 0.4], [8, 7, 3, 1, 9]), ([1.0, 0.0], [5, 6]), ([0.5, 0.5], [1, 2, 7])]:
     single = net(seed=2).to("cpu")
@@ -267,21 +255,7 @@ print(json.dumps(out))
 def test_linked_devices_of_one_context_match_single_device():
     # SGD with momentum over uneven and changing batch sizes, empty and one-image shards, sync and deferred
     # losses: the single device's weights and loss, and both replicas bit-identical (same sums in the same order).
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    tests = str(Path(__file__).parent)
-    env = dict(os.environ, POCL_DEVICES="pthread pthread")
-    res = subprocess.run([sys.executable, "-c", LINKED_CHILD, tests], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    if out["pair"] is None:
-        if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1":
-            pytest.fail("no two usable OpenCL devices of one platform even with POCL_DEVICES='pthread pthread'")
-        pytest.skip("no two usable OpenCL devices of one platform")
+    out = run_on_platform_pair(LINKED_CHILD)
     for case in out["cases"]:
         assert case["linked"], case
         assert case["err"] <= 1e-5, case

@@ -12,7 +12,7 @@ import pytest
 import clcnn
 from clcnn.optim import SGD
 from clcnn.procgroup import ShmComm
-from conftest import usable_device_ids
+from conftest import run_on_platform_pair, usable_device_ids
 from test_parallel import batch, net
 
 CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
@@ -136,17 +136,6 @@ def test_unknown_device_fails_before_any_process_starts():
 # in a child): each process drives one in a context of its own, and the flat layouts match, so gradients move
 # chunk by chunk as their layers finish (MPIParallel's chunked path).
 CHUNKED_CHILD = r'''
-import json, sys, warnings
-import numpy as np
-import clcnn
-from clcnn.optim import SGD
-sys.path.insert(0, sys.argv[1])
-from test_parallel import net, batch
-from conftest import platform_pair
-warnings.simplefilter("ignore")
-pair = platform_pair()
-if pair is None:
-    print(json.dumps({"pair": None})); sys.exit(0)
 single = net(seed=2).to(pair[0])
 dp = clcnn.DataParallel(net(seed=2), pair, split=[0.6, 0.4], processes=True)
 o1, o2 = SGD(single, lr=0.1, momentum=0.9), SGD(dp, lr=0.1, momentum=0.9)
@@ -166,15 +155,7 @@ dp.close()
 
 @needs_cl
 def test_chunked_exchange_between_two_processes():
-    env = dict(os.environ, POCL_DEVICES="pthread pthread")
-    res = subprocess.run([sys.executable, "-c", CHUNKED_CHILD, str(Path(__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    if out["pair"] is None:
-        if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1":
-            pytest.fail("no two usable OpenCL devices of one platform even with POCL_DEVICES='pthread pthread'")
-        pytest.skip("no two usable OpenCL devices of one platform")
+    out = run_on_platform_pair(CHUNKED_CHILD)
     assert out["chunked"] and out["identical"] and out["err"] <= 1e-5, out
     assert out["loss"][1] == pytest.approx(out["loss"][0], rel=1e-5), out
 
