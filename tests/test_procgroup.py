@@ -19,6 +19,11 @@ CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
 needs_cl = pytest.mark.skipif(not CL, reason="no usable non-simulator OpenCL device")
 ROOT = str(Path(__file__).resolve().parent.parent)
 
+
+def child_env() -> dict:
+    """This environment with the checkout first on PYTHONPATH (kept: it may hold pyopencl, as on the GPU host)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+
 PEER = r'''
 import sys, numpy as np
 from clcnn.procgroup import ShmComm
@@ -41,7 +46,7 @@ comm.fail("peer: done")   # instead of joining the next collective
 def test_shm_comm_collectives_between_two_processes():
     # 60 rounds back to back (no other synchronisation): every sum and gather is right, so a slot is never
     # overwritten before the peer has read it; then a failure posted by one rank raises in the other's wait.
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = child_env()
 
     def peer_alive():
         if peer.poll() not in (None, 0):
@@ -167,7 +172,7 @@ def test_cli_trains_with_a_process_per_device(tmp_path):
     res = subprocess.run([sys.executable, "-m", "clcnn", "train", "--data-dir", str(tmp_path / "data" / "fashion-mnist"),
                           "--device", f"cpu,{CL[0]}", "--processes", "yes", "--split", "0.5,0.5", "--epochs", "1",
                           "--batch-size", "32", "--out", str(tmp_path / "run"), "--no-progress"],
-                         capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+                         capture_output=True, text=True, timeout=600, env=child_env())
     assert res.returncode == 0, res.stderr[-2000:]
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(row["split"]) == {"cpu", CL[0]} and (tmp_path / "run" / "model.safetensors").exists()
