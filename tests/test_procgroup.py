@@ -169,7 +169,8 @@ def test_chunked_exchange_between_two_processes():
 def test_cli_trains_with_a_process_per_device(tmp_path):
     from test_cli import make_dataset
     make_dataset(tmp_path / "data")
-    res = subprocess.run([sys.executable, "-m", "clcnn", "train", "--data-dir", str(tmp_path / "data" / "fashion-mnist"),
+    data_dir = str(tmp_path / "data" / "fashion-mnist")
+    res = subprocess.run([sys.executable, "-m", "clcnn", "train", "--data-dir", data_dir,
                           "--device", f"cpu,{CL[0]}", "--processes", "yes", "--split", "0.5,0.5", "--epochs", "1",
                           "--batch-size", "32", "--out", str(tmp_path / "run"), "--no-progress"],
                          capture_output=True, text=True, timeout=600, env=child_env())
