@@ -25,6 +25,7 @@ PRUNE_AFTER = 5        # steps measured before a device that does not help is le
 MIN_GAIN = 0.05        # a device stays only if the group is modelled >= 5% faster than without it
 TRIAL_AFTER = 20       # split="auto": steps before the group's measured step rate is put against its lead alone
 TRIAL_STEPS = 10       # steps timed on each side of that trial (after two unmeasured ones on the lead alone)
+TRIAL_MARGIN = 0.05    # the group stays together only when it trained at least this much faster than its lead alone
 RESPLIT_GAIN = 0.03    # a new split is adopted only when it models a step >= 3% faster (shard shapes stay put,
                        # so each device keeps replaying its recorded step instead of re-recording every step)
 
@@ -568,12 +569,13 @@ class DataParallel(HostCombined):
         return loss
 
     def _end_trial(self, optimizer, group_s, alone_s) -> None:
-        """Keep the faster of the group and its lead alone (seconds per image as measured)."""
+        """Keep the group only when it trained at least TRIAL_MARGIN faster than its lead alone (seconds per image
+        as measured; within that margin the two are one measurement's noise apart, and one device is simpler)."""
         self._trial, self._trial_done = None, True
         lead = self.lead
         others = [i for i in range(len(self.replicas)) if i != lead and self.active[i]]
         info = self.replicas[lead].device
-        if alone_s < group_s:
+        if alone_s < group_s * (1 + TRIAL_MARGIN):
             for i in others:
                 self.active[i] = False
             self.fractions = np.asarray(self.active, np.float64)
