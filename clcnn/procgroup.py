@@ -209,7 +209,12 @@ class ProcessParallel(MPIParallel):
         capacity = max(placed.flat_grad.size, placed.flat_index().size + 1) + 64
         self._comm = ShmComm(None, 0, len(self.devices), capacity, check=self._check_workers)
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._comm, self._slots)
-        blob = pickle.dumps(twin, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            blob = pickle.dumps(twin, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self._comm.close()
+            raise ValueError(f"the model cannot be sent to a worker process ({exc}); pass processes=False "
+                             "(--processes no) to train the group in this process") from None
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH")) if p))
         for rank, dev in enumerate(self.devices[1:], 1):
@@ -399,6 +404,8 @@ def _shutdown(workers, comm, slots) -> None:
 
 # ---- the worker's side ------------------------------------------------------------------------------------
 def _worker(fd: int) -> int:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the parent, which stops its workers
     conn = Connection(fd)
     init = conn.recv()
     parent = os.getppid()
@@ -410,7 +417,12 @@ def _worker(fd: int) -> int:
     comm = ShmComm(init["comm"], init["rank"], init["size"], init["capacity"], check=parent_alive)
     device = init["device"]
     try:
-        model = pickle.loads(init["model"]).to(device)
+        try:
+            model = pickle.loads(init["model"])
+        except (AttributeError, ImportError) as exc:   # a layer class defined in the user's __main__
+            raise ValueError(f"its copy of the model could not be rebuilt here ({exc}); define custom layers in an "
+                             "importable module, or pass processes=False (--processes no)") from None
+        model = model.to(device)
         model.self_test()
         device = f"{model.device.id} ({model.device.name})"
         group = MPIParallel(model, comm, split=init["split"])

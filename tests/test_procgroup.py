@@ -220,3 +220,14 @@ def test_worker_dying_mid_run_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     assert saved and set(on_disk) == set(saved) and all(np.array_equal(on_disk[k], saved[k]) for k in saved)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert not groups[0]._workers   # stopped and reaped
+
+
+class _LocalReLU(clcnn.ReLU):   # defined here: a worker process cannot import this test module
+    pass
+
+
+@needs_cl
+def test_a_layer_the_worker_cannot_import_is_named():
+    model = clcnn.Sequential([clcnn.Flatten(), clcnn.Dense(64, 8), _LocalReLU(), clcnn.Dense(8, 4)], seed=0)
+    with pytest.raises(clcnn.DeviceError, match="could not be rebuilt.*test_procgroup.*processes=False"):
+        clcnn.DataParallel(model, ["cpu", CL[0]], processes=True)
