@@ -212,7 +212,7 @@ class ProcessParallel(MPIParallel):
         try:
             blob = pickle.dumps(twin, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            self._comm.close()
+            self.close()
             raise ValueError(f"the model cannot be sent to a worker process ({exc}); pass processes=False "
                              "(--processes no) to train the group in this process") from None
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,7 +284,12 @@ class ProcessParallel(MPIParallel):
         with self._guard():
             self._finish_pending()
             self._send(("state",))
-            return [conn.recv() for _, conn in self._workers]
+            states = []
+            for _, conn in self._workers:
+                while not conn.poll(CHECK_S):
+                    self._check_workers()
+                states.append(conn.recv())
+            return states
 
     def close(self) -> None:
         """Stop the worker processes and free the shared memory (also at exit or when the group is collected)."""
