@@ -8,9 +8,10 @@ driving one GPU in a context of its own, were 1.6x one GPU where one process was
 How:
 - The calling process is rank 0 and drives ``devices[0]``. Each other device gets a worker process
   (``python -m clcnn.procgroup``) holding a replica built from the same weights; its commands come over a pipe.
-- Per step the parent copies each worker's shard of the global batch into that worker's shared-memory slot (two
-  slots by step parity: the slot being written is always one the worker has finished uploading from), then sends
-  the step with the optimizer's hyper-parameters when they changed.
+- Per step the parent copies each worker's shard of the global batch into that worker's shared-memory slot, then
+  sends the step with the optimizer's hyper-parameters when they changed. Two slots by step parity; the worker
+  writes the number of each shard it has read into the segment's header, and the parent rewrites a slot only once
+  its last shard has been read (the pipeline's collectives normally guarantee it already).
 - Every rank runs the MPIParallel step: its shard, the gradient chunks read back as their layers finish, summed over
   the ranks (``ShmComm.sum_``), written back, one update. The sum adds the ranks in rank order on every rank, so
   the replicas stay bit-identical.
@@ -43,6 +44,7 @@ from .parallel import GroupInfo, cut, global_batch
 
 OBJ_BYTES = 1 << 16      # per rank and parity: one pickled object of an allgather
 ERR_BYTES = 4096         # per rank: the message of a failure
+HEADER = 64              # bytes before a worker's two batch slots: the number of the last shard it has read
 FLAG_STRIDE = 8          # int64s between two ranks' flags (one cache line each)
 SPIN_S = 0.02            # a wait spins this long before it sleeps between looks
 CHECK_S = 0.5            # how often a long wait checks that the peers are alive
@@ -327,29 +329,51 @@ class ProcessParallel(MPIParallel):
         spec = None
         if optimizer is not None and self._opt_sent != (id(optimizer), getattr(optimizer, "version", 0)):
             spec, self._opt_sent = _optimizer_spec(optimizer), (id(optimizer), getattr(optimizer, "version", 0))
-        parity, self._step_no = self._step_no & 1, self._step_no + 1
+        self._step_no += 1
+        k = self._step_no   # this scatter's number; its slot was last used by scatter k - 2
         per_image = x[0].nbytes
         for rank, (a, b) in enumerate(shards[1:], 1):
-            seg, slot = self._slot(rank, (b - a) * (per_image + 4))
-            base = parity * slot
+            seg, slot = self._slot(rank, (b - a) * (per_image + 4), k)
+            self._await_consumed(rank, seg, k - 2)
+            base = HEADER + (k & 1) * slot
             if b > a:
                 xb = np.ndarray(((b - a) * per_image,), np.uint8, seg.buf, base)
                 host_copy(xb, x[a:b].reshape(-1).view(np.uint8))
                 np.ndarray((b - a,), np.int32, seg.buf, base + (b - a) * per_image)[:] = y[a:b]
-            self._send((op, seg.name, base, b - a, x.shape[1:], n, sync, spec), ranks=[rank])
+            self._send((op, seg.name, base, b - a, x.shape[1:], n, sync, spec, k), ranks=[rank])
         a, b = shards[0]
         return n, x[a:b], y[a:b]
 
-    def _slot(self, rank, nbytes):
+    def _slot(self, rank, nbytes, k):
+        """Worker ``rank``'s segment (a header, then two slots) with slots of at least ``nbytes``; a bigger one
+        replaces it once the worker has read every shard it was sent."""
         seg, slot = self._slots.get(rank, (None, 0))
         if seg is None or nbytes > slot:
             slot = max(nbytes, 2 * slot, 1 << 16)
-            new = shared_memory.SharedMemory(create=True, size=2 * slot, name=f"clcnn-{secrets.token_hex(8)}")
-            if seg is not None:   # the worker read its last shard from it already (see the module docstring)
+            new = shared_memory.SharedMemory(create=True, size=HEADER + 2 * slot,
+                                             name=f"clcnn-{secrets.token_hex(8)}")
+            np.ndarray((1,), np.int64, new.buf, 0)[0] = k - 1   # what the worker has read, as of the old segment
+            if seg is not None:
+                self._await_consumed(rank, seg, k - 1)
                 seg.close()
                 seg.unlink()
             self._slots[rank] = seg, slot = new, slot
         return seg, slot
+
+    def _await_consumed(self, rank, seg, k) -> None:
+        """Wait until worker ``rank`` has read shard number ``k`` (it writes the number into the segment's header
+        once that step's call returns: its upload is done by then). The pipeline normally has it so already."""
+        consumed, t0, last = np.ndarray((1,), np.int64, seg.buf, 0), time.monotonic(), 0.0
+        try:
+            while consumed[0] < k:
+                now = time.monotonic()
+                if now - t0 > SPIN_S:
+                    time.sleep(1e-4)
+                    if now - last > CHECK_S:
+                        last = now
+                        self._check_workers()
+        finally:
+            del consumed   # a view of the segment would keep it from closing
 
     def _send(self, msg: tuple, ranks=None) -> None:
         for rank, (proc, conn) in enumerate(self._workers, 1):
@@ -408,6 +432,11 @@ def _shutdown(workers, comm, slots) -> None:
 
 
 # ---- the worker's side ------------------------------------------------------------------------------------
+def _consumed(buf, k: int) -> None:
+    """Tell the parent that shard number ``k`` has been read (its upload returned): its slot may be rewritten."""
+    np.ndarray((1,), np.int64, buf, 0)[0] = k
+
+
 def _worker(fd: int) -> int:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the parent, which stops its workers
@@ -446,7 +475,7 @@ def _worker(fd: int) -> int:
             if op == "close":
                 return 0
             if op in ("step", "grads"):
-                _, name, base, count, shape, n, sync, spec = msg
+                _, name, base, count, shape, n, sync, spec, k = msg
                 if name not in segments:
                     for old in segments.values():
                         try:
@@ -460,6 +489,7 @@ def _worker(fd: int) -> int:
                 ys = np.ndarray((count,), np.int32, buf, base + count * per_image)
                 if op == "grads":
                     group.shard_gradients(n, xs, ys)
+                    _consumed(buf, k)
                     continue
                 if spec is not None:
                     module, qualname, cfg = spec
@@ -471,6 +501,7 @@ def _worker(fd: int) -> int:
                             setattr(optimizer, key, value)
                 group.train_shard(n, xs, ys, optimizer, sync)
                 del xs, ys
+                _consumed(buf, k)
             elif op == "read_loss":
                 group.read_loss(msg[1])
             elif op == "complete":

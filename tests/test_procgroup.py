@@ -83,7 +83,7 @@ def test_process_group_matches_single_device(split):
         o1, o2 = SGD(single, lr=0.1, momentum=0.9, weight_decay=1e-3), SGD(dp, lr=0.1, momentum=0.9,
                                                                            weight_decay=1e-3)
         l1 = l2 = 0.0
-        for i, n in enumerate([8, 7, 3, 1, 9, 12, 2]):
+        for i, n in enumerate([8, 7, 3, 1, 9, 700, 12, 2]):   # 700: the batch slots grow
             x, y = batch(n, seed=10 + i)
             if i == 4:
                 o1.lr = o2.lr = 0.05   # a changed hyper-parameter reaches the worker
