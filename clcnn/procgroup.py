@@ -31,6 +31,7 @@ import pickle
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from multiprocessing import shared_memory
@@ -49,6 +50,16 @@ FLAG_STRIDE = 8          # int64s between two ranks' flags (one cache line each)
 SPIN_S = 0.02            # a wait spins this long before it sleeps between looks
 CHECK_S = 0.5            # how often a long wait checks that the peers are alive
 START_S = 600.0          # how long the parent waits for a worker to build its replica (kernel builds included)
+
+
+_FENCE = threading.Lock()
+
+
+def _fence() -> None:
+    """A full memory barrier between this thread's loads and stores before and after (taking and releasing an
+    uncontended lock is one), so flags and data in shared memory are seen in the order they were written."""
+    _FENCE.acquire()
+    _FENCE.release()
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -143,13 +154,15 @@ class ShmComm:
         return self._seq, self._seq & 1
 
     def _post(self, seq: int) -> None:
-        self._flags[self.rank] = seq   # one aligned 8-byte store, after the part's stores (x86 keeps their order)
+        _fence()   # the part's stores before the flag's (x86 keeps their order anyway; weaker CPUs need the fence)
+        self._flags[self.rank] = seq   # one aligned 8-byte store
 
     def _wait(self, seq: int) -> None:
         flags, t0, spins, last = self._flags, time.monotonic(), 0, None
         while True:
             low = int(flags.min())
             if low >= seq:
+                _fence()   # the peers' parts are read after their flags
                 return
             if low < 0:
                 self._raise_failure()
@@ -167,6 +180,7 @@ class ShmComm:
         raw = message.encode("utf-8", "replace")[:ERR_BYTES - 8]
         self._err[self.rank, :8] = np.frombuffer(np.int64(len(raw)).tobytes(), np.uint8)
         self._err[self.rank, 8:8 + len(raw)] = np.frombuffer(raw, np.uint8)
+        _fence()
         self._flags[self.rank] = -1
 
     def failure(self) -> str | None:
@@ -372,6 +386,7 @@ class ProcessParallel(MPIParallel):
                     if now - last > CHECK_S:
                         last = now
                         self._check_workers()
+            _fence()   # the slot is rewritten after the worker's reads of it
         finally:
             del consumed   # a view of the segment would keep it from closing
 
@@ -434,6 +449,7 @@ def _shutdown(workers, comm, slots) -> None:
 # ---- the worker's side ------------------------------------------------------------------------------------
 def _consumed(buf, k: int) -> None:
     """Tell the parent that shard number ``k`` has been read (its upload returned): its slot may be rewritten."""
+    _fence()
     np.ndarray((1,), np.int64, buf, 0)[0] = k
 
 
