@@ -68,9 +68,6 @@ def devices(as_json, check):
         click.echo(f"{d}  {status[d.id]}" if check else str(d))
 
 
-PROCESSES = {"auto": None, "yes": True, "no": False}
-
-
 @main.command()
 @click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
 @click.option("--data-dir", default=None, help="Folder with the IDX files (else $CLCNN_DATA, ~/.cache/clcnn, "
@@ -176,6 +173,7 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 def bench_train(model, batch_size, device, split, processes, distributed, steps, rounds, no_torch, json_path):
     """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
     from .bench import bench_train as run
+    from .parallel import PROCESSES
     try:
         comm = None
         if distributed == "mpi":

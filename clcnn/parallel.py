@@ -142,6 +142,22 @@ class HostCombined:
         return value
 
 
+def _momentum_of(optimizer, replica) -> np.ndarray | None:
+    """The optimizer's state for ``replica``'s flat buffer, on the host in the device-independent order, or None."""
+    state = getattr(optimizer, "buffer_state", lambda d: None)(replica.flat_data)
+    return None if state is None else replica.backend.download(state)[replica.flat_index()]
+
+
+def _set_momentum(optimizer, replica, values: np.ndarray) -> None:
+    """The inverse of _momentum_of: ``values`` laid out like ``replica``'s flat buffer, as its optimizer state."""
+    flat = np.zeros(replica.flat_data.shape, np.float32)
+    flat[replica.flat_index()] = values
+    optimizer.load_buffer_state(replica.flat_data, flat)
+
+
+PROCESSES = {"auto": None, "yes": True, "no": False}   # --processes -> DataParallel(processes=...)
+
+
 def _device_list(devices) -> list[str]:
     devices = [str(d).strip() for d in devices]
     if not devices:
@@ -187,10 +203,12 @@ class DataParallel(HostCombined):
     """
 
     def __new__(cls, model=None, devices=(), split="auto", processes=None):
-        if cls is DataParallel and devices and use_processes(_device_list(devices), processes):
-            from .procgroup import ProcessParallel
-            parse_split(split, len(_device_list(devices)))   # bad input fails before any process starts
-            return ProcessParallel(model, _device_list(devices), split)
+        if cls is DataParallel and devices:
+            ids = _device_list(devices)
+            if use_processes(ids, processes):
+                from .procgroup import ProcessParallel
+                parse_split(split, len(ids))   # bad input fails before any process starts
+                return ProcessParallel(model, ids, split)
         return super().__new__(cls)
 
     def __init__(self, model, devices, split="auto", processes=None):
@@ -517,14 +535,11 @@ class DataParallel(HostCombined):
         self._rehomed = True
         lead = self.replicas[self.lead]
         self._loss_sum += lead.read_loss()
-        state = getattr(optimizer, "buffer_state", lambda d: None)(lead.flat_data)
-        velocity = None if state is None else lead.backend.download(state)[lead.flat_index()]
+        velocity = _momentum_of(optimizer, lead)
         with self._on(self.lead):
             lead.to(get_backend(lead.device.id))
             if velocity is not None:
-                flat = np.zeros(lead.flat_data.shape, np.float32)
-                flat[lead.flat_index()] = velocity
-                optimizer.load_buffer_state(lead.flat_data, flat)
+                _set_momentum(optimizer, lead, velocity)
 
     # ---- split="auto": the group against its lead device alone, measured --------------------------------------
     # The per-device times the split follows leave out what the group costs the host (enqueueing for several
@@ -588,17 +603,11 @@ class DataParallel(HostCombined):
         self._loss_sum += self.replicas[lead].read_loss()   # what the lead summed alone
         self._alone = None
         state = self.replicas[lead].state_dict()
-        velocity = optimizer.buffer_state(self.replicas[lead].flat_data)
-        host_v = None if velocity is None else self.replicas[lead].backend.download(velocity)[self._index[lead]]
+        velocity = _momentum_of(optimizer, self.replicas[lead])
         for i in others:
-            r = self.replicas[i]
-            r.load_state_dict(state)
-            mine = optimizer.buffer_state(r.flat_data)
-            if host_v is not None and mine is not None:
-                flat = np.zeros(r.flat_data.shape, np.float32)
-                flat[self._index[i]] = host_v
-                r.backend.upload_into(mine, flat)
-                r.backend.synchronize()
+            self.replicas[i].load_state_dict(state)
+            if velocity is not None:
+                _set_momentum(optimizer, self.replicas[i], velocity)
         self.notes.append(f"clcnn: the group stays together: measured {1 / group_s:,.0f} img/s against "
                           f"{1 / alone_s:,.0f} img/s for {info.id} alone")
 

@@ -125,9 +125,8 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
         if not lead:
             log, show_progress = (lambda *a, **k: None), False
     elif len(devices) > 1:   # one mini-batch over several devices
-        from .parallel import DataParallel
-        model = DataParallel(model, devices, split=cfg.split,
-                             processes={"auto": None, "yes": True, "no": False}[cfg.processes])
+        from .parallel import PROCESSES, DataParallel
+        model = DataParallel(model, devices, split=cfg.split, processes=PROCESSES[cfg.processes])
     else:
         model = model.to(devices[0])
     try:
