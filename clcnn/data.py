@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 
-class DataError(ValueError):
-    """A dataset file is missing, truncated or malformed (a user-facing error: one clear line)."""
+from .errors import DataError  # noqa: E402,F401  (raised here; kept importable as clcnn.data.DataError)
 
 
 DATASETS = {

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-class DeviceError(RuntimeError):
-    """A device could not be found, opened, or could not build/run clcnn's kernels (a user-facing error)."""
+from ..errors import DeviceError  # noqa: F401  (re-exported: backends raise it)
 
 
 @dataclass(frozen=True)
