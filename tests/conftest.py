@@ -41,9 +41,23 @@ def _device_params():
     return params
 
 
+DEEP = os.environ.get("CLCNN_TEST_DEEP") == "1"   # the full grid (.ci/run sets it); a person's `make test` is lean
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
     config.addinivalue_line("markers", "oclgrind: runs on the Oclgrind simulator (slow; small shapes)")
+    config.addinivalue_line("markers", "deep: part of the full grid, run only with CLCNN_TEST_DEEP=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without CLCNN_TEST_DEEP=1, tests marked ``deep`` are deselected (not skipped: they are the deep grid)."""
+    if DEEP:
+        return
+    kept = [it for it in items if it.get_closest_marker("deep") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[it for it in items if it.get_closest_marker("deep") is not None])
+        items[:] = kept
 
 
 def pytest_sessionstart(session):
