@@ -1,86 +1,177 @@
-"""Optimizers: hold hyper-parameters and per-parameter state on the device, and call one Backend update op."""
+"""Optimizers: hyper-parameters in a small device buffer and per-parameter state on the device, one Backend
+update op per flat parameter buffer, ``state_dict()`` / ``load_state_dict()`` through the host."""
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import ConfigError
 
-class SGD:
-    """Mini-batch SGD with PyTorch's momentum and weight-decay rule (g += wd*p; v = mu*v + g; p -= lr*v).
+
+class Optimizer:
+    """Base class (PyTorch's torch.optim.Optimizer, for one model).
+
+    Subclasses name their hyper-parameters (``hyper``: the order of the float32 device buffer the update op
+    reads) and their per-parameter state (``state_names``), validate in ``__init__`` and implement ``_update``.
+    Hyper-parameters are plain attributes (``opt.lr = 0.01``); ``prepare`` (called by every step) writes changed
+    values to the device buffer, so a recorded step replays with them. ``version`` changes only when the step's
+    structure changes (state appears), which makes a new recording.
 
     Args:
-        model: a ``clcnn.Sequential`` already placed on its device (``.to``); state lives on that device.
-        lr: learning rate (> 0).
-        momentum: momentum factor mu (>= 0); 0 means plain SGD.
-        weight_decay: L2 penalty (>= 0).
+        model: a Sequential (placed, or placed on the CPU now) or a data-parallel group: every buffer of
+            ``model.parameter_buffers()`` is updated, each with its own state on its own device.
     """
 
-    def __init__(self, model, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        if not lr > 0:
-            raise ValueError(f"Invalid learning rate: {lr} (must be > 0)")
-        if not momentum >= 0:
-            raise ValueError(f"Invalid momentum value: {momentum} (must be >= 0)")
-        if not weight_decay >= 0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
-        self.model, self.lr, self.momentum, self.weight_decay = model, float(lr), float(momentum), float(weight_decay)
+    hyper: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, model):
         model._ensure_device()
-        self._velocity: dict = {}   # id(flat data buffer) -> its momentum buffer (on the buffer's device)
-        self._backend, self._flat = model.backend, getattr(model, "flat_data", None)
-        self._layout = dict(model.flat_offsets)
+        self.model, self.version = model, 0
+        self._hyper_bufs: dict = {}   # id(backend) -> [backend, device (len(hyper),) array, host values written]
+        self._state: dict = {}        # id(flat data) -> (ParamBuffer, {state name: device array})
 
-    def __setattr__(self, name, value):
-        if name in ("lr", "momentum", "weight_decay"):   # a changed hyper-parameter invalidates prepared steps
-            self.__dict__["version"] = self.__dict__.get("version", 0) + 1
-        super().__setattr__(name, value)
+    # ---- hyper-parameters ---------------------------------------------------------------------------------
+    def hyper_values(self) -> np.ndarray:
+        return np.array([getattr(self, k) for k in self.hyper], np.float32)
 
-    def _follow_model(self):
-        """After model.to(another device), carry the momentum buffer over to it (re-laid out: the new device may
-        align the flat buffer's parameters differently)."""
-        be, flat = self.model.backend, getattr(self.model, "flat_data", None)
-        if flat is not None and flat is not self._flat:   # model.to(): new flat buffers (maybe another device)
-            if self._velocity:
-                old = self._backend.download(next(iter(self._velocity.values())))
-                new = np.zeros(self.model.flat_data.shape, np.float32)
-                for _, p in self.model.named_parameters():
-                    o, n = self._layout[id(p)], self.model.flat_offsets[id(p)]
-                    new[n:n + p.size] = old[o:o + p.size]
-                self._velocity = {id(self.model.flat_data): be.upload(new)}
-            self._backend, self._layout, self._flat = be, dict(self.model.flat_offsets), flat
+    def prepare(self) -> None:
+        """Write changed hyper-parameters to each device's buffer (before a step is run or replayed)."""
+        values = self.hyper_values()
+        for pb in self.model.parameter_buffers():
+            entry = self._hyper_bufs.get(id(pb.backend))
+            if entry is None:
+                entry = self._hyper_bufs[id(pb.backend)] = [pb.backend, pb.backend.zeros((len(values),)), None]
+            if entry[2] is None or not np.array_equal(entry[2], values):
+                pb.backend.upload_into(entry[1], values)
+                entry[2] = values
 
+    def active_state(self) -> tuple[str, ...]:
+        """The state names this optimizer keeps with its current settings (SGD without momentum keeps none)."""
+        return self.state_names
+
+    # ---- the step -----------------------------------------------------------------------------------------
     def step(self) -> None:
         """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
-        self._follow_model()
-        for be, data, grad, size in self.model.parameter_buffers():   # one per device holding a replica
-            v = None
-            if self.momentum:
-                v = self._velocity.get(id(data))
-                if v is None:
-                    v = self._velocity[id(data)] = be.zeros(data.shape)
-            be.sgd_update(data, grad, v, size, self.lr, self.momentum, self.weight_decay)
+        self.prepare()
+        for pb in self._buffers():
+            state = self._state[id(pb.data)][1]
+            self._update(pb, self._hyper_bufs[id(pb.backend)][1], state)
+
+    def _update(self, pb, hyper, state: dict) -> None:
+        raise NotImplementedError
+
+    def _buffers(self) -> list:
+        """The model's current buffers, each with its state allocated (zeros). A buffer new to this optimizer
+        while the old ones are gone (the model moved with ``to``) takes the old state over, re-laid out."""
+        bufs = self.model.parameter_buffers()
+        current = {id(pb.data) for pb in bufs}
+        carried = None
+        if self._state and any(i not in self._state for i in current):
+            stale = [i for i in self._state if i not in current]
+            if stale:
+                carried = self._host_state(self._state[stale[0]])
+                for i in stale:
+                    del self._state[i]
+        for pb in bufs:
+            entry = self._state.get(id(pb.data))
+            if entry is None:
+                entry = self._state[id(pb.data)] = (pb, {})
+                if carried is not None:
+                    self._load_host(entry, carried)
+            for name in self.active_state():
+                if name not in entry[1]:
+                    entry[1][name] = pb.backend.zeros(pb.data.shape)
+        return bufs
+
+    # ---- state ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _host_state(entry) -> dict:
+        """{state name: flat host array in state_dict order} of one buffer's state."""
+        pb, state = entry
+        return {name: pb.backend.download(a)[pb.index] for name, a in state.items()}
+
+    @staticmethod
+    def _load_host(entry, host: dict) -> None:
+        pb, state = entry
+        for name, values in host.items():
+            flat = np.zeros(pb.data.shape, np.float32)
+            flat[pb.index] = values
+            state[name] = pb.backend.upload(flat)
+
+    def state_dict(self) -> dict:
+        """{"state": {param name: {state name: float32 array}}, "param_groups": [{hyper..., "params": [names]}]},
+        PyTorch's layout with parameter names for indices; host copies, exact."""
+        bufs = self._buffers()
+        names = [(k, p.shape, p.size) for k, p in self.model.named_parameters()]
+        flat = self._host_state(self._state[id(bufs[0].data)])
+        state, off = {}, 0
+        for name, shape, size in names:
+            state[name] = {s: flat[s][off:off + size].reshape(shape).copy() for s in flat}
+            off += size
+        group = {k: float(getattr(self, k)) for k in self.hyper} | {"params": [n for n, _, _ in names]}
+        return {"state": {k: v for k, v in state.items() if v}, "param_groups": [group]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore hyper-parameters and state from ``state_dict()``'s dict (on every replica); ConfigError when
+        it does not match this model."""
+        try:
+            group, state = sd["param_groups"][0], sd["state"]
+        except (KeyError, IndexError, TypeError):
+            raise ConfigError("not an optimizer state_dict (needs 'state' and 'param_groups')") from None
+        names = [(k, p.shape) for k, p in self.model.named_parameters()]
+        if list(group.get("params", [])) != [n for n, _ in names]:
+            raise ConfigError("optimizer state_dict is for other parameters than this model's")
+        for k in self.hyper:
+            if k in group:
+                setattr(self, k, group[k])
+        host = {}
+        for s in {s for v in state.values() for s in v}:
+            parts = []
+            for name, shape in names:
+                v = np.asarray(state.get(name, {}).get(s, np.zeros(shape)), np.float32)
+                if v.shape != shape:
+                    raise ConfigError(f"optimizer state {name}.{s} has shape {v.shape}, expected {shape}")
+                parts.append(v.reshape(-1))
+            host[s] = np.concatenate(parts)
+        for entry in (self._state[id(pb.data)] for pb in self._buffers()):
+            self._load_host(entry, host)
 
     def config(self) -> dict:
         """The hyper-parameters: ``type(self)(model, **config())`` is this optimizer for another model."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+        return {k: getattr(self, k) for k in self.hyper}
 
-    def buffer_state(self, data):
-        """The state this optimizer keeps for flat parameter buffer ``data`` (its momentum buffer, on the same
-        device), or None: how a data-parallel group hands one replica's state to another."""
-        return self._velocity.get(id(data))
 
-    def load_buffer_state(self, data, values: np.ndarray) -> None:
-        """Set the state kept for flat parameter buffer ``data`` from host ``values`` laid out like ``data`` (how a
-        data-parallel group carries it along when a replica moves to another backend)."""
-        if self.momentum:
-            be = next(b for b, d, _, _ in self.model.parameter_buffers() if d is data)
-            self._velocity[id(data)] = be.upload(np.ascontiguousarray(values, np.float32))
+class SGD(Optimizer):
+    """Mini-batch SGD with PyTorch's momentum and weight-decay rule (g += wd*p; v = mu*v + g; p -= lr*v).
 
-    def state_dict(self) -> dict:
-        """Hyper-parameters and host copies of the momentum buffers, keyed like the model's state_dict."""
-        be, velocity = self.model.backend, {}
-        first = self.model.parameter_buffers()[0][1]
-        if id(first) in self._velocity:
-            flat = be.download(self._velocity[id(first)])
-            for name, p in self.model.named_parameters():
-                off = self.model.flat_offsets[id(p)]
-                velocity[name] = flat[off:off + p.size].reshape(p.shape).copy()
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "velocity": velocity}
+    Args:
+        model: see Optimizer.
+        lr: learning rate (> 0). momentum: mu (>= 0; 0 is plain SGD). weight_decay: L2 penalty (>= 0).
+    Raises ConfigError (a ValueError) for a bad value, as torch.optim.SGD's "Invalid learning rate".
+    State: "momentum_buffer" per parameter while momentum != 0 (PyTorch's name).
+    """
+
+    hyper = ("lr", "momentum", "weight_decay")
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, model, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(model)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+
+    def __setattr__(self, name, value):
+        if name in self.hyper:
+            value = float(value)
+            low, strict = {"lr": (0.0, True)}.get(name, (0.0, False))
+            if not (value > low if strict else value >= low) or not np.isfinite(value):
+                what = {"lr": "learning rate"}.get(name, f"{name} value")
+                raise ConfigError(f"Invalid {what}: {value} (must be {'>' if strict else '>='} 0)")
+            if name == "momentum" and (value != 0) != (getattr(self, "momentum", 0.0) != 0):
+                self.__dict__["version"] = self.__dict__.get("version", 0) + 1   # state appears or goes
+        super().__setattr__(name, value)
+
+    def active_state(self):
+        return self.state_names if self.momentum != 0 else ()
+
+    def _update(self, pb, hyper, state):
+        pb.backend.sgd_update(pb.data, pb.grad, state.get("momentum_buffer") if self.momentum else None, hyper,
+                              pb.size)

@@ -10,10 +10,11 @@ _NO_VELOCITY = np.zeros(0, np.float32)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _sgd_update(param, grad, velocity, size, lr, momentum, weight_decay):
-    # param, grad, velocity: (size,); g = grad + wd*param; v = mu*v + g; param -= lr*v (momentum 0: lr*g)
-    lr32, mu32, wd32 = np.float32(lr), np.float32(momentum), np.float32(weight_decay)  # float32 maths, as torch
-    if momentum == 0.0:
+def _sgd_update(param, grad, velocity, hyper, size):
+    # param, grad, velocity: (size,); hyper: (3,) = [lr, momentum, weight_decay] (float32 maths, as torch);
+    # g = grad + wd*param; v = mu*v + g; param -= lr*v (momentum 0: param -= lr*g, velocity untouched)
+    lr32, mu32, wd32 = hyper[0], hyper[1], hyper[2]
+    if mu32 == 0.0:
         for i in prange(size):
             param[i] -= lr32 * (grad[i] + wd32 * param[i])
     else:
@@ -23,8 +24,11 @@ def _sgd_update(param, grad, velocity, size, lr, momentum, weight_decay):
             param[i] -= lr32 * v
 
 
-def sgd_update(param, grad, velocity, size, lr, momentum, weight_decay) -> None:
-    """One SGD step over ``size`` elements; velocity is ignored (may be None) when momentum == 0."""
-    vel = _NO_VELOCITY if momentum == 0.0 else flat(velocity, size, "sgd velocity")
-    _sgd_update(flat(param, size, "sgd param"), flat(grad, size, "sgd grad"), vel, int(size), float(lr),
-                float(momentum), float(weight_decay))
+def sgd_update(param, grad, velocity, hyper, size) -> None:
+    """One SGD step over ``size`` elements with hyper = [lr, momentum, weight_decay] (float32 (3,));
+    velocity may be None only while momentum == 0."""
+    hyper = flat(hyper, 3, "sgd hyper")
+    if velocity is None and hyper[1] != 0.0:
+        raise ValueError("sgd_update: momentum != 0 needs a velocity buffer")
+    vel = _NO_VELOCITY if velocity is None else flat(velocity, size, "sgd velocity")
+    _sgd_update(flat(param, size, "sgd param"), flat(grad, size, "sgd grad"), vel, hyper, int(size))

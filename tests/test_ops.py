@@ -326,8 +326,9 @@ def test_sgd_update_three_steps(device, momentum, weight_decay):
     dv = device.zeros((size,)) if momentum else None
     dgs = [up(device, g) for g in grads]  # keep every gradient alive: ops only enqueue
     want_p, want_v = p.astype(np.float64), np.zeros(size)
+    hyper = up(device, np.array([lr, momentum, weight_decay], np.float32))   # [lr, momentum, weight_decay]
     for dg, g in zip(dgs, grads):
-        device.sgd_update(dp, dg, dv, size, lr, momentum, weight_decay)
+        device.sgd_update(dp, dg, dv, hyper, size)
         want_p, want_v = ref.sgd_update(want_p, g, want_v, lr, momentum, weight_decay)
     check(device.download(dp), want_p, GRAD_TOL, "sgd param")
     if momentum:

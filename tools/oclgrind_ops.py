@@ -214,8 +214,9 @@ def sgd_and_memory_cases(dev, rng):
         dp, dv = dev.upload(p), (dev.zeros((size,)) if momentum else None)
         dg = dev.upload(g)
         wp, wv = p, np.zeros(size)
+        hyper = dev.upload(np.array([0.1, momentum, wd], np.float32))
         for _ in range(2):
-            dev.sgd_update(dp, dg, dv, size, 0.1, momentum, wd)
+            dev.sgd_update(dp, dg, dv, hyper, size)
             wp, wv = ref.sgd_update(wp, g, wv, 0.1, momentum, wd)
         compare(f"sgd_update momentum={momentum}", dev.download(dp), wp, 1e-4)
     a = dev.zeros((3, 7))

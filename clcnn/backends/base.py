@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-from ..errors import DeviceError  # noqa: F401  (re-exported: backends raise it)
+from ..errors import ConfigError, DeviceError  # noqa: F401  (re-exported: backends raise it)
 
 
 @dataclass(frozen=True)
@@ -229,11 +229,11 @@ class Backend(ABC):
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     @abstractmethod
-    def sgd_update(self, param, grad, velocity, size: int, lr: float, momentum: float,
-                   weight_decay: float) -> None:
-        """PyTorch's SGD rule (dampening 0, no Nesterov), elementwise:
-        g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v.
-        When momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
+    def sgd_update(self, param, grad, velocity, hyper, size: int) -> None:
+        """PyTorch's SGD rule (dampening 0, no Nesterov), elementwise over ``size`` elements:
+        g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v, with hyper = [lr, momentum,
+        weight_decay] a float32 (3,) device array (read by the device, so a recorded step replays with the
+        values written there since). While momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
 
     def weighted_sum(self, out, parts, weights, size: int) -> None:
         """out[:size] = weights[0]*parts[0] + weights[1]*parts[1] + ...: each product rounded to float32, added
@@ -319,7 +319,7 @@ class Backend(ABC):
     def gemm_variants(self, m: int, n: int, k: int, variant: str | None = None) -> list[tuple[str, object]]:
         """(name, config) pairs ``clcnn bench gemm`` compares; ``gemm_forced(config)`` selects one."""
         if variant not in (None, "auto", "all"):
-            raise ValueError(f"{self.info.id} has no GEMM variant {variant!r} (it has: auto)")
+            raise ConfigError(f"{self.info.id} has no GEMM variant {variant!r} (it has: auto)")
         return [("auto", None)]
 
     def gemm_forced(self, config):

@@ -126,8 +126,8 @@ class NumbaBackend(Backend):
     def sigmoid_bce_backward(self, probs, labels, dlogits, n):
         _loss.sigmoid_bce_backward(probs, labels, dlogits, n)
 
-    def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
-        _sgd.sgd_update(param, grad, velocity, size, lr, momentum, weight_decay)
+    def sgd_update(self, param, grad, velocity, hyper, size):
+        _sgd.sgd_update(param, grad, velocity, hyper, size)
 
     def _weighted_sum(self, out, parts, weights, acc, size):
         if size > 0:

@@ -131,7 +131,6 @@ class OpenCLOps:
         ws = [_f(w) for w in weights] + [_f(0.0)] * (4 - len(weights))
         self._eltwise("combine.cl", "weighted_sum", size, out.buf, *bufs, *ws, _i(len(parts)), _i(int(acc)), _i(size))
 
-    def sgd_update(self, param, grad, velocity, size, lr, momentum, weight_decay):
-        vel = velocity.buf if momentum != 0 and velocity is not None else param.buf   # unused when momentum == 0
-        self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, _i(size), _f(lr), _f(momentum),
-                      _f(weight_decay))
+    def sgd_update(self, param, grad, velocity, hyper, size):
+        vel = param.buf if velocity is None else velocity.buf   # unused while momentum == 0
+        self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, hyper.buf, _i(size))

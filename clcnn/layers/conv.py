@@ -1,0 +1,157 @@
+"""Convolution (im2col + GEMM, the unrolled buffer bounded and reused) and max-pooling."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Layer, Parameter, check_positive, he_normal
+
+
+def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
+    """Output length of a convolution or pooling window along one axis: (size + 2*pad - k)//stride + 1."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+class Conv2D(Layer):
+    """2-D convolution as im2col + GEMM, the mini-batch processed in chunks so the unrolled buffer stays bounded.
+
+    Args:
+        in_channels, out_channels: C and M.
+        kernel_size, stride, padding: square kernel k, stride s, zero padding p (ConfigError when k, s < 1 or
+            p < 0).
+        workspace_bytes: cap of the shared unrolled workspace (default: the backend's ``workspace_bytes``,
+            64 MiB on CPUs, more on GPUs with the memory for it); a chunk holds at least one image.
+    Shape:
+        x: (N, C, H, W) -> y: (N, M, Ho, Wo), Ho = (H + 2p - k)//s + 1. weight: (M, C, k, k), bias: (M,), as
+        PyTorch's nn.Conv2d.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, workspace_bytes=None):
+        check_positive("Conv2D", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                       stride=stride)
+        if int(padding) != padding or padding < 0:
+            raise ConfigError(f"Conv2D: padding must be a non-negative integer (got {padding!r})")
+        self.in_channels, self.out_channels, self.kernel_size = int(in_channels), int(out_channels), int(kernel_size)
+        self.stride, self.padding = int(stride), int(padding)
+        self.workspace_bytes = int(workspace_bytes) if workspace_bytes else None
+        m, c, k = self.out_channels, self.in_channels, self.kernel_size
+        self.params = {"weight": Parameter(np.zeros((m, c, k, k))), "bias": Parameter(np.zeros(m))}
+
+    def config(self) -> dict:
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+               "stride": self.stride, "padding": self.padding}
+        if self.workspace_bytes:
+            cfg["workspace_bytes"] = self.workspace_bytes
+        return cfg
+
+    def init(self, rng):
+        fan_in = self.in_channels * self.kernel_size ** 2
+        self.params["weight"].host[...] = he_normal(rng, self.params["weight"].shape, fan_in)
+        self.params["bias"].host[...] = 0.0
+
+    def output_shape(self, shape):
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if len(shape) != 4 or shape[1] != self.in_channels:
+            self._fail(f"(N, {self.in_channels}, H, W)", shape)
+        ho, wo = _conv_out(shape[2], k, s, p), _conv_out(shape[3], k, s, p)
+        if ho < 1 or wo < 1:
+            self._fail(f"(N, {self.in_channels}, H, W) with H, W + 2*{p} >= {k}", shape)
+        return (shape[0], self.out_channels, ho, wo)
+
+    def _chunk(self, n, ckk, l):
+        """Images per chunk: the two unrolled (ckk, nb*l) workspaces (backward's cols and dcols; forward uses the
+        first) together stay within the cap, unless a single image needs more."""
+        cap = self.workspace_bytes or self.backend.workspace_bytes
+        return max(1, min(n, cap // (4 * 2 * ckk * l)))
+
+    def forward(self, x, train=True):
+        # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x),
+        # y[n] = W @ cols[:, n] + b (then max(., 0) when fuse_relu), bias and ReLU in the GEMM's write-out.
+        be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
+        n, c, h, wd = x.shape
+        _, m, ho, wo = self.check(x.shape)
+        ckk, l = c * k * k, ho * wo
+        y = self._buffer("y", (n, m, ho, wo))
+        nb = self._chunk(n, ckk, l)
+        # One chunk in training: the layer keeps its unrolled input (<= half the cap) and backward reuses it.
+        keep = train and nb >= n
+        cols = self._buffer("cols", (ckk * n * l,)) if keep else be.scratch("cols", ckk * nb * l)
+        self.kept_cols = cols if keep else None
+        for n0 in range(0, n, nb):
+            cnt = min(nb, n - n0)
+            be.im2col(x, cols, n0, cnt, c, h, wd, k, k, self.stride, self.padding)
+            be.gemm(w.data, cols, y, m, l, ckk, ldb=cnt * l, c_off=n0 * m * l,
+                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l, bias=b.data, bias_axis=0,
+                    relu=self.fuse_relu)
+        self.x = x
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW = grad_beta*dW + sum_n dy[n] @ cols[:, n].T (cols kept from
+        # forward, or unrolled again per chunk); dx[n] = col2im(W.T @ dy[n]) (conv_backward_data, dcols its scratch).
+        be, w, b, x, k = self.backend, self.params["weight"], self.params["bias"], self.x, self.kernel_size
+        n, c, h, wd = x.shape
+        _, m, ho, wo = dy.shape
+        ckk, l = c * k * k, ho * wo
+        be.bias_grad(dy, b.grad, n, m, l, beta=self.grad_beta)
+        dx = self._buffer("dx", x.shape) if need_dx else None
+        nb = self._chunk(n, ckk, l)
+        cols = self.kept_cols if self.kept_cols is not None else be.scratch("cols", ckk * nb * l)
+        dcols = be.scratch("dcols", ckk * nb * l) if need_dx else None
+        for n0 in range(0, n, nb):
+            cnt = min(nb, n - n0)
+            if self.kept_cols is None:
+                be.im2col(x, cols, n0, cnt, c, h, wd, k, k, self.stride, self.padding)
+            be.gemm(dy, cols, w.grad, m, ckk, l, trans_b=True, beta=self.grad_beta if n0 == 0 else 1.0,
+                    a_off=n0 * m * l, ldb=cnt * l, batch=cnt, stride_a=m * l, stride_b=l, reduce=True)
+            if need_dx:
+                be.conv_backward_data(w.data, dy, dx, dcols, n0, cnt, m, c, h, wd, k, k, self.stride,
+                                      self.padding)
+        self.x = self.kept_cols = None
+        return dx
+
+
+class MaxPool2D(Layer):
+    """Max pooling without padding; the gradient goes to the arg-max kept from forward (PyTorch's nn.MaxPool2d).
+
+    Args:
+        kernel_size: window k (>= 1); stride: s (>= 1, default k).
+    Shape: x: (N, C, H, W) -> y: (N, C, Ho, Wo), Ho = (H - k)//s + 1.
+    """
+
+    relu_mask = False   # set by Sequential when a ReLU precedes: backward also applies the ReLU's backward
+
+    def __init__(self, kernel_size, stride=None):
+        check_positive("MaxPool2D", kernel_size=kernel_size, stride=kernel_size if stride is None else stride)
+        self.kernel_size = int(kernel_size)
+        self.stride = int(stride) if stride is not None else self.kernel_size
+        self.params = {}
+
+    def config(self) -> dict:
+        return {"kernel_size": self.kernel_size, "stride": self.stride}
+
+    def output_shape(self, shape):
+        k = self.kernel_size
+        if len(shape) != 4 or shape[2] < k or shape[3] < k:
+            self._fail(f"(N, C, H, W) with H, W >= {k}", shape)
+        return (shape[0], shape[1], _conv_out(shape[2], k, self.stride, 0), _conv_out(shape[3], k, self.stride, 0))
+
+    def forward(self, x, train=True):
+        # x: (N, C, H, W) -> y: (N, C, Ho, Wo); keeps the int32 arg-max (N, C, Ho, Wo) for backward.
+        n, c, h, w = x.shape
+        oshape = self.check(x.shape)
+        y, self.argmax = self._buffer("y", oshape), self._buffer("argmax", oshape, np.int32)
+        self.backend.maxpool_forward(x, y, self.argmax, n, c, h, w, self.kernel_size, self.stride)
+        self.xshape, self.y = x.shape, y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), each dy routed to its window's arg-max (only where the pooled
+        # value is > 0 when relu_mask: the preceding ReLU's backward, exact since its output at the arg-max is y).
+        if not need_dx:
+            return None
+        n, c, h, w = self.xshape
+        dx = self._buffer("dx", self.xshape)
+        self.backend.maxpool_backward(dy, self.argmax, dx, n, c, h, w, self.kernel_size, self.stride,
+                                      y=self.y if self.relu_mask else None)
+        return dx

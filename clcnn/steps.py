@@ -1,0 +1,158 @@
+"""The computation of a placed model: forward, loss, backward, optimizer step, and data-parallel shards, each
+step recorded once and replayed after (clcnn.recording). Sequential inherits it."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ShapeError
+
+
+class Steps:
+    """Mixin of Sequential: needs ``layers``, ``loss``, ``backend``, ``training``, ``flat_grad``, ``_steps``
+    (a StepCache), ``_loss_buf``/``_loss_acc`` (device (1,) arrays) and ``output_shape``."""
+
+    capture_steps = True   # replay a step recorded on its second run where the backend supports it; False:
+                           # every step runs the layer code (no recording, no replay)
+    MAX_GRAPHS = 8
+
+    def _buffer(self, name, shape, dtype=np.float32):
+        """A device array kept for later steps of the same shape (the ops that write it overwrite it whole)."""
+        a = self._bufs.get(name)
+        if a is None or tuple(a.shape) != tuple(shape) or a.dtype != dtype:
+            a = self._bufs[name] = self.backend.zeros(shape, dtype)
+        return a
+
+    def _input(self, name, host):
+        """Copy a host batch into a device array kept for batches of this shape (no allocation per step)."""
+        a = self._buffer(name, host.shape, host.dtype)
+        self.backend.upload_into(a, host)
+        return a
+
+    def _host_batch(self, x, y=None):
+        """(x float32 contiguous, y int32 (N,) or None), checked before any upload: x's shape through every layer
+        (once per shape), y's length and range; ShapeError naming what does not fit."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = self._checked_shapes.get(x.shape)
+        if out is None:
+            if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+                raise ShapeError(f"the model is built for inputs (N, {', '.join(map(str, self.input_shape))}), "
+                                 f"got {tuple(x.shape)}")
+            out = self._checked_shapes[x.shape] = self.output_shape(x.shape)
+        if y is not None:
+            y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+            if y.shape[0] != x.shape[0]:
+                raise ShapeError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+            classes = max(out[1], 2)   # one logit (bce): labels 0 and 1
+            if y.size and (y.min() < 0 or y.max() >= classes):
+                raise ShapeError(f"labels must be in [0, {classes}) for this model, got {y.min()}..{y.max()}")
+        return x, y
+
+    def _upload_batch(self, x, y=None):
+        x, y = self._host_batch(x, y)
+        dy = None if y is None else self._input("y", y)
+        self._host_refs = (x, y)  # alive until the next batch: uploads may still be in flight
+        return self._input("x", x), dy
+
+    def forward(self, x, train=True):
+        """Device array in -> device array of logits (N, classes); ``train``: a backward follows."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Logits (N, classes) as float32 NumPy, in evaluation mode, computed in batches of ``batch_size``."""
+        self._ensure_device()
+        mode, out = self.training, []
+        self.train(False)
+        try:
+            for i in range(0, len(x), batch_size):
+                dx, _ = self._upload_batch(x[i:i + batch_size])
+                out.append(self.backend.download(self.forward(dx, train=False)))
+        finally:
+            self.train(mode)
+        if not out:   # no inputs: an empty (0, classes) array
+            return np.zeros(self.output_shape(tuple(np.shape(x)) or (0,)), np.float32)
+        return np.concatenate(out)
+
+    def _loss_forward_backward(self, logits, labels, accumulate):
+        """Batch-mean loss into self._loss_buf (or added to self._loss_acc); returns dL/dlogits (device)."""
+        loss = self._loss_acc if accumulate else self._loss_buf
+        probs, dlogits = self._buffer("probs", logits.shape), self._buffer("dlogits", logits.shape)
+        self.loss.forward_backward(self.backend, logits, labels, probs, dlogits, loss, accumulate)
+        return dlogits
+
+    def zero_grad(self):
+        self.backend.fill(self.flat_grad, 0.0)
+
+    def _forward_backward(self, dx, dy, accumulate=False, fresh=True, marks=None):
+        """Enqueue forward, loss and backward for one device batch. fresh: the gradients overwrite .grad (no
+        zeroing pass needed); else they are added to it. marks: {layer index: Mark} set once that layer's
+        backward (its parameter gradients) is enqueued, and {-1: Mark} before the forward."""
+        marks = marks or {}
+        for layer in self.layers:
+            layer.grad_beta = 0.0 if fresh else 1.0
+        if -1 in marks:
+            self.backend.mark(marks[-1])
+        g = self._loss_forward_backward(self.forward(dx, train=True), dy, accumulate)
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(g, need_dx=i > 0)
+            if i in marks:
+                self.backend.mark(marks[i])
+
+    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
+        self._ensure_device()
+        dx, dy = self._upload_batch(x, y)
+        self._forward_backward(dx, dy, fresh=True)
+        loss = float(self.backend.download(self._loss_buf)[0])
+        return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
+
+    def train_step(self, x, y, optimizer, sync: bool = True):
+        """Forward, backward and one optimizer update on batch (x, y): x (N, *input_shape), y (N,). Returns the
+        mean loss as a float, or None with ``sync=False`` (then the loss is added to the device total
+        ``read_loss`` returns). ShapeError before any kernel runs when x does not fit the model.
+
+        From the second step with the same shapes, mode and optimizer on, the step's kernels are recorded once and
+        then replayed with their arguments already set (where the backend supports it): no per-op host work. The
+        optimizer's hyper-parameters are device buffers: changing the learning rate keeps the recording.
+        """
+        self._ensure_device()
+        x, y = self._host_batch(x, y)
+        dx, dy = self._input("train_x", x), self._input("train_y", y)
+        self._host_refs = (x, y)
+        optimizer.prepare()   # writes changed hyper-parameters to their device buffers (not part of the recording)
+
+        def step():
+            self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
+            optimizer.step()
+        key = (x.shape, not sync, self.training, id(optimizer), optimizer.version)
+        self._steps.run(key, (dx, dy), step, self.capture_steps)
+        if sync:
+            return float(self.backend.download(self._loss_buf)[0])
+        return None
+
+    def shard_gradients(self, x, y, accumulate: bool = False, marks=None) -> None:
+        """Enqueue forward + backward of (x, y) with fresh gradients (no update): a data-parallel shard. The loss
+        goes to the last-step buffer, or with ``accumulate`` is added to ``read_loss``'s total; ``marks`` as in
+        ``_forward_backward`` (the same dict on every call). Recorded and replayed as train_step's steps are."""
+        self.upload_shard(x, y)
+        self.run_shard(accumulate, marks)
+
+    def upload_shard(self, x, y) -> None:
+        """The first half of ``shard_gradients``: copy the batch to the device (the host part of it can overlap
+        the device's work on an earlier step)."""
+        self._shard = self._upload_batch(x, y)
+
+    def run_shard(self, accumulate: bool = False, marks=None) -> None:
+        """The second half of ``shard_gradients``: enqueue forward and backward of the batch last uploaded."""
+        dx, dy = self._shard
+        key = ("shard", accumulate, self.training, id(marks)) + tuple(dx.shape)
+        self._steps.run(key, (dx, dy), lambda: self._forward_backward(dx, dy, accumulate, fresh=True, marks=marks),
+                        self.capture_steps)
+
+    def read_loss(self, reset: bool = True) -> float:
+        """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""
+        value = float(self.backend.download(self._loss_acc)[0])
+        if reset:
+            self.backend.fill(self._loss_acc, 0.0)
+        return value
