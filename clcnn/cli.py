@@ -9,9 +9,10 @@ import warnings
 import click
 
 from . import data, io
-from .backends import DeviceError, list_devices
+from .backends import list_devices
+from .errors import ClcnnError, ConfigError, DeviceError
 
-USER_ERRORS = (data.DataError, DeviceError, ValueError, OSError)  # OSError: e.g. --out names a file
+USER_ERRORS = (ClcnnError,)   # what a user can cause (clcnn.errors); anything else is a bug and shows its traceback
 
 
 class UserError(click.ClickException):
@@ -95,47 +96,43 @@ def train(no_progress, **kwargs):
     """Train a model; writes OUT/metrics.jsonl (one line per epoch) and OUT/model.safetensors."""
     from .training import TrainConfig, train as run
     cfg = TrainConfig(**kwargs)
-    try:
-        if cfg.device is None:
-            cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
-        cfg.validate()
-        from .backends import resolve_device
-        if cfg.distributed == "none":
-            for dev in cfg.devices():
-                resolve_device(dev)
-        run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
-    except USER_ERRORS as exc:
-        _fail(exc)
-    except Exception as exc:
-        if not _is_driver_error(exc):
-            raise
-        _fail(DeviceError(f"device {cfg.device} failed: {exc}"))
+    if cfg.device is None:
+        cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
+    cfg.validate()
+    from .backends import resolve_device
+    if cfg.distributed == "none":
+        for dev in cfg.devices():
+            resolve_device(dev)
+    run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
 
 
 @main.command(name="eval")
 @click.option("--weights", required=True, help="A model.safetensors written by `clcnn train`.")
-@click.option("--model", default="lenet5", show_default=True)
+@click.option("--model", default=None, help="A preset, for weights saved without their model spec [default: "
+              "the spec saved with the weights].")
 @click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
 @click.option("--data-dir", default=None)
 @click.option("--device", default=None, help="auto | cpu | cl:N")
 @click.option("--batch-size", default=1000, show_default=True, type=int)
 def evaluate(weights, model, dataset, data_dir, device, batch_size):
-    """Print the test loss and accuracy of saved weights."""
+    """Print the test loss and accuracy of saved weights (the model and normalisation saved with them)."""
+    from .model import Sequential
     from .models import get_model
-    from .training import cross_entropy
-    try:
-        if batch_size < 1:
-            raise ValueError(f"--batch-size must be positive (got {batch_size})")
-        tensors, meta = io.load_safetensors(weights)
-        tr_x, _ = data.load_raw(dataset, "train", data_dir)
-        mean, std = (float(meta["mean"]), float(meta["std"])) if "mean" in meta else data.pixel_stats(tr_x)
-        te_x, te_y = data.load_raw(dataset, "test", data_dir)
-        x = ((te_x.astype("float32") / 255.0 - mean) / std)[:, None].astype("float32")
-        net = get_model(model).to(device)
-        net.load_state_dict(tensors)
-        loss, acc = cross_entropy(net.predict(x, batch_size), te_y.astype("int32"))
-    except USER_ERRORS as exc:
-        _fail(exc)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive (got {batch_size})")
+    tensors, meta = io.load_safetensors(weights)
+    info, _, (te_x, te_y) = data.describe(dataset, data_dir)
+    if "normalisation" in meta:
+        norm = json.loads(meta["normalisation"])
+        info.mean, info.std = tuple(norm["mean"]), tuple(norm["std"])
+    if model is None and "spec" in meta:
+        net = Sequential.from_config(json.loads(meta["spec"]))
+    else:
+        net = get_model(model or meta.get("model", "lenet5"), input_shape=info.input_shape,
+                        num_classes=info.num_classes)
+    net.load_state_dict(tensors)
+    net.to(device)
+    loss, acc = net.loss.evaluate(net.predict(info.normalise(te_x), batch_size), te_y.astype("int32"))
     click.echo(f"test loss {loss:.4f}  test accuracy {acc:.4f}  ({len(te_y)} images, {net.device.id})")
 
 
@@ -191,7 +188,8 @@ def bench_train(model, batch_size, device, split, processes, distributed, steps,
 @click.option("--size", default=4096, show_default=True, type=int, help="N of the N x N x N FP32 product.")
 @click.option("--device", default=None, help="One id or a comma list [default: auto].")
 @click.option("--variant", default="auto", show_default=True,
-              help="auto (what training uses), all (every kernel variant: the progression), or one variant.")
+              help="auto (what training uses), all (every kernel variant: the progression), sweep (every tile "
+              "config the device can run, fastest first), or one variant.")
 @click.option("--rounds", default=5, show_default=True, type=int)
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
@@ -205,6 +203,15 @@ def bench_gemm(size, device, variant, rounds, no_torch, json_path):
         _fail(exc)
 
 
+def _whole_numbers(flag: str, text: str) -> list[int]:
+    """"64,256" -> [64, 256]; ConfigError naming ``flag`` for anything else."""
+    from .errors import ConfigError
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated whole numbers (got {text!r})") from None
+
+
 @main.command()
 @click.option("--device", default=None, help="auto | cl:N  [default: $CLCNN_DEVICE or auto]")
 @click.option("--model", default="lenet5,cifar", show_default=True, help="Presets whose GEMM shapes are tuned.")
@@ -216,12 +223,9 @@ def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
     """Search kernel configs for a device and save the winners; later runs load them with no search."""
     from .tune import tune as run
     try:
-        sizes = [int(b) for b in batch_size.split(",") if b.strip()]
         models = [m.strip() for m in model.split(",") if m.strip()]
-        if repeats < 1:
-            raise ValueError(f"--repeats must be positive (got {repeats})")
-        gemm_sizes = [int(g) for g in gemm_size.split(",") if g.strip()]
-        run(device, models, sizes, repeats, max_candidates, log=click.echo, gemm_sizes=gemm_sizes)
+        run(device, models, _whole_numbers("--batch-size", batch_size), repeats, max_candidates, log=click.echo,
+            gemm_sizes=_whole_numbers("--gemm-size", gemm_size))
     except USER_ERRORS as exc:
         _fail(exc)
 
@@ -237,6 +241,14 @@ def run():
     except click.ClickException as exc:
         click.echo(f"clcnn: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except ClcnnError as exc:
+        click.echo(f"clcnn: error: {_one_line(exc)}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if not _is_driver_error(exc):
+            raise
+        click.echo(f"clcnn: error: {_one_line(DeviceError(f'the device failed: {exc}'))}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("clcnn: interrupted", err=True)
         sys.exit(130)

@@ -1,4 +1,5 @@
-"""Datasets: IDX files (MNIST, Fashion-MNIST), gzipped or not, found in the usual places, and batch iteration."""
+"""Datasets: IDX files (MNIST, Fashion-MNIST, any IDX pair), gzipped or not, found in the usual places; each
+describes itself (DatasetInfo: shape, classes, per-channel statistics); batch iteration."""
 from __future__ import annotations
 
 import gzip
@@ -13,9 +14,10 @@ import numpy as np
 from .errors import DataError  # noqa: E402,F401  (raised here; kept importable as clcnn.data.DataError)
 
 
-DATASETS = {
+DATASETS = {   # name -> the folder looked for (idx: any IDX files in --data-dir; classes from the labels)
     "mnist": "mnist",
     "fashion-mnist": "fashion-mnist",
+    "idx": "idx",
 }
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -99,7 +101,7 @@ def _find(name: str, stem: str, data_dir) -> Path:
 
 @dataclass
 class Split:
-    """Images as float32 (N, 1, 28, 28) and labels as int32 (N,)."""
+    """Images as float32 (N, C, H, W), normalised, and labels as int32 (N,)."""
     images: np.ndarray
     labels: np.ndarray
 
@@ -107,40 +109,97 @@ class Split:
         return len(self.labels)
 
 
-def load_raw(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images (N, H, W), labels (N,)) of ``split`` ("train"/"test") of dataset ``name``."""
+@dataclass
+class DatasetInfo:
+    """What a data set says about itself; the model is built from it and the normalisation goes with the model.
+
+    Attributes:
+        name: the data set's name; dir: where its files were found.
+        input_shape: (C, H, W) of one image; num_classes: K (labels are 0..K-1); class_names: K names.
+        mean, std: per channel, of the [0, 1]-scaled pixels of the whole training split (x = (p/255 - mean)/std).
+    """
+    name: str
+    dir: str
+    input_shape: tuple
+    num_classes: int
+    class_names: list
+    mean: tuple
+    std: tuple
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, C, H, W) (or (N, H, W) with C = 1) -> float32 (N, C, H, W) scaled and normalised."""
+        x = images.reshape((len(images), *self.input_shape)).astype(np.float32) / np.float32(255.0)
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def load_raw(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray, Path]:
+    """(uint8 images (N, C, H, W), int labels (N,), the images' path) of ``split`` ("train"/"test").
+
+    IDX image files hold (N, H, W) (one channel) or (N, C, H, W). DataError for an unknown data set, a missing
+    or damaged file, or images and labels that do not pair up."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     img_stem, lbl_stem = FILES[split]
-    images = read_idx(_find(name, img_stem, data_dir), expect_ndim=3)
+    path = _find(name, img_stem, data_dir)
+    images = read_idx(path)
+    if images.ndim not in (3, 4):
+        raise DataError(f"{path} holds a {images.ndim}-dimensional array, expected images (N, H, W) or (N, C, H, W)")
+    images = images.reshape(images.shape[0], 1, *images.shape[1:]) if images.ndim == 3 else images
     labels = read_idx(_find(name, lbl_stem, data_dir), expect_ndim=1)
     if len(images) != len(labels):
         raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{name} {split}: labels outside 0..9")
-    return images, labels
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{name} {split}: negative labels")
+    return images, labels, path
 
 
-def pixel_stats(images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of the [0, 1]-scaled pixels of the whole training set (so --limit-train keeps them)."""
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the [0, 1]-scaled pixels of uint8 ``images`` (N, C, H, W) (std 0 -> 1)."""
     x = images.astype(np.float64) / 255.0
-    return float(x.mean()), float(x.std()) or 1.0
+    mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
 
 
-def load(name: str, data_dir=None, limit_train: int | None = None) -> tuple[Split, Split, dict]:
-    """(train, test, stats): pixels scaled to [0, 1], normalised with the full training set's mean and std."""
-    tr_x, tr_y = load_raw(name, "train", data_dir)
-    te_x, te_y = load_raw(name, "test", data_dir)
-    mean, std = pixel_stats(tr_x)
+def describe(name: str, data_dir=None) -> tuple[DatasetInfo, tuple, tuple]:
+    """(info, (train images, labels), (test images, labels)) with every check made: neither split empty, both
+    of one image shape, labels below the class count. DataError naming the file otherwise."""
+    tr_x, tr_y, tr_path = load_raw(name, "train", data_dir)
+    te_x, te_y, te_path = load_raw(name, "test", data_dir)
+    for x, path in ((tr_x, tr_path), (te_x, te_path)):
+        if len(x) == 0:
+            raise DataError(f"{path} holds no images: the {'training' if x is tr_x else 'test'} set is empty")
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise DataError(f"{name}: training images are {tr_x.shape[1:]} (C, H, W) but test images are "
+                        f"{te_x.shape[1:]} ({te_path})")
+    names = CLASS_NAMES.get(name) or [str(i) for i in range(int(max(tr_y.max(), te_y.max())) + 1)]
+    for y, path in ((tr_y, tr_path), (te_y, te_path)):
+        if y.max() >= len(names):
+            raise DataError(f"{name}: labels of {path} go up to {y.max()}, the data set has {len(names)} classes")
+    if len(names) < 2:
+        raise DataError(f"{name}: the labels name only one class ({tr_path})")
+    mean, std = channel_stats(tr_x)
+    info = DatasetInfo(name, str(dataset_dir(name, data_dir)), tuple(int(s) for s in tr_x.shape[1:]), len(names),
+                       names, mean, std)
+    return info, (tr_x, tr_y), (te_x, te_y)
+
+
+def load(name: str, data_dir=None, limit_train: int | None = None) -> tuple[Split, Split, DatasetInfo]:
+    """(train, test, info): pixels scaled to [0, 1], normalised per channel with the full training split's mean
+    and std (so --limit-train keeps them)."""
+    info, (tr_x, tr_y), (te_x, te_y) = describe(name, data_dir)
     if limit_train:
         tr_x, tr_y = tr_x[:limit_train], tr_y[:limit_train]
-
-    def prep(x, y):
-        x = ((x.astype(np.float32) / 255.0 - mean) / std)[:, None, :, :]
-        return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int32))
-
-    stats = {"mean": mean, "std": std, "dir": str(dataset_dir(name, data_dir))}
-    return prep(tr_x, tr_y), prep(te_x, te_y), stats
+    return (Split(info.normalise(tr_x), tr_y.astype(np.int32)), Split(info.normalise(te_x), te_y.astype(np.int32)),
+            info)
 
 
 def batches(split: Split, batch_size: int, rng: np.random.Generator | None = None):

@@ -8,19 +8,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from .errors import ConfigError, DataError
 
 
 def write_atomic(path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temp file in the same folder, fsync, then os.replace."""
+    """Write ``payload`` to ``path`` via a temp file in the same folder, fsync, then os.replace (the old file, if
+    any, stays whole until then). ConfigError naming the path when it cannot be written (no folder, a file in
+    the way, no permission, a full disk)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -32,16 +40,21 @@ def write_json(path, obj) -> None:
 
 
 def append_jsonl(path, row: dict) -> None:
-    """Append one JSON object as a line and flush it to disk."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON object as a line and flush it to disk; ConfigError naming the path when it cannot."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def save_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` (float arrays as float32, integer buffers as int64) and string ``metadata``, atomically."""
     from safetensors.numpy import save
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    arrays = {k: np.ascontiguousarray(v, dtype=np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer)
+                                      else np.float32) for k, v in tensors.items()}
     write_atomic(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, io
+from .errors import ConfigError
 from .models import get_model
 from .optim import SGD
 
@@ -38,23 +39,23 @@ class TrainConfig:
     distributed: str = "none"   # "mpi": one rank per device under mpiexec (clcnn.distributed)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
+        """Raise ConfigError naming the first bad setting."""
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1 (got {self.epochs})")
+            raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be positive (got {self.batch_size})")
+            raise ConfigError(f"--batch-size must be positive (got {self.batch_size})")
         if not self.lr > 0:
-            raise ValueError(f"--lr must be positive (got {self.lr})")
+            raise ConfigError(f"--lr must be positive (got {self.lr})")
         if not self.momentum >= 0:
-            raise ValueError(f"--momentum must be non-negative (got {self.momentum})")
+            raise ConfigError(f"--momentum must be non-negative (got {self.momentum})")
         if not self.weight_decay >= 0:
-            raise ValueError(f"--weight-decay must be non-negative (got {self.weight_decay})")
+            raise ConfigError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
-            raise ValueError(f"--limit-train must be positive (got {self.limit_train})")
+            raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
         if self.processes not in ("auto", "yes", "no"):
-            raise ValueError(f"--processes must be auto, yes or no (got {self.processes!r})")
+            raise ConfigError(f"--processes must be auto, yes or no (got {self.processes!r})")
         if self.distributed not in ("none", "mpi"):
-            raise ValueError(f"--distributed must be none or mpi (got {self.distributed!r})")
+            raise ConfigError(f"--distributed must be none or mpi (got {self.distributed!r})")
         from .parallel import parse_split
         if self.distributed == "none":
             parse_split(self.split, len(self.devices()))
@@ -64,18 +65,10 @@ class TrainConfig:
         return [d.strip() for d in str(self.device).split(",") if d.strip()] or ["auto"]
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(mean softmax cross-entropy, accuracy) computed on the host in float64."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    loss = -logp[np.arange(len(labels)), labels].mean()
-    return float(loss), float((logits.argmax(axis=1) == labels).mean())
-
-
-def evaluate(model, split: data.Split, batch_size: int = 1000) -> tuple[float, float]:
-    """(test loss, test accuracy) of ``model`` on ``split``."""
-    return cross_entropy(model.predict(split.images, batch_size), split.labels)
+def evaluate(model, split: data.Split, loss, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on ``split`` with ``loss`` (the model's own Loss object), on the host
+    in float64 from the model's logits."""
+    return loss.evaluate(model.predict(split.images, batch_size), split.labels)
 
 
 def _progress(total, desc, enabled):
@@ -113,8 +106,9 @@ def default_out_dir() -> Path:
 def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl)."""
     cfg.validate()
-    train_set, test_set, stats = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
-    model = get_model(cfg.model, num_classes=10, in_channels=1, seed=cfg.seed)
+    train_set, test_set, info = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
+    net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
+    model = net
     devices = cfg.devices()
     lead = True   # the process that prints, writes metrics and saves (rank 0 under MPI)
     if cfg.distributed == "mpi":   # one device per rank, gradients summed with Allreduce
@@ -130,32 +124,43 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     else:
         model = model.to(devices[0])
     try:
-        return _train(cfg, model, train_set, test_set, stats, lead, log, show_progress)
+        return _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress)
     finally:
         if hasattr(model, "close"):   # a group with worker processes: stop them
             model.close()
 
 
-def _train(cfg, model, train_set, test_set, stats, lead, log, show_progress) -> list[dict]:
+def save_meta(cfg: TrainConfig, net, info: data.DatasetInfo) -> dict:
+    """The metadata saved beside the weights: the model spec, the data set's description and normalisation,
+    the run's configuration (strings, as safetensors metadata must be)."""
+    return {"model": cfg.model, "spec": json.dumps(net.config()), "dataset": cfg.dataset,
+            "normalisation": json.dumps({"mean": list(info.mean), "std": list(info.std)}),
+            "class_names": json.dumps(info.class_names), "config": json.dumps(asdict(cfg))}
+
+
+def _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress) -> list[dict]:
+    """The epochs of ``train``: ``net`` is the Sequential, ``model`` what trains it (itself, or a group)."""
     model.self_test()   # a device that cannot build or run the kernels fails here, before any work
     model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
     opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     out = Path(cfg.out) if cfg.out else default_out_dir()
     if lead:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     dev = model.device
-    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images from "
-        f"{stats['dir']}) on {dev.id}: {dev.name} -> {out}")
+    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images "
+        f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from {info.dir}) on {dev.id}: "
+        f"{dev.name} -> {out}")
     rng = np.random.default_rng(cfg.seed)
-    meta = {"model": cfg.model, "dataset": cfg.dataset, "mean": repr(stats["mean"]), "std": repr(stats["std"]),
-            "config": json.dumps(asdict(cfg))}
-    history = []
+    meta, history = save_meta(cfg, net, info), []
     for epoch in range(1, cfg.epochs + 1):
         train_loss, ips, seconds = train_epoch(model, opt, train_set, cfg.batch_size, rng, show_progress,
                                                desc=f"epoch {epoch}/{cfg.epochs}")
         if not lead:   # the other ranks go straight on to the next epoch's first Allreduce
             continue
-        test_loss, test_acc = evaluate(model, test_set)
+        test_loss, test_acc = evaluate(model, test_set, net.loss)
         row = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc,
                "images_per_second": ips, "seconds": seconds, "device": dev.id, "device_name": dev.name}
         if hasattr(model, "split"):   # data-parallel: each device's share and measured time per image

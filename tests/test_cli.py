@@ -29,16 +29,22 @@ def write_idx(path: Path, array: np.ndarray, gz=True, magic_type=0x08):
     path.write_bytes(gzip.compress(payload) if gz else payload)
 
 
-def make_dataset(root: Path, n_train=256, n_test=128, seed=0, name="fashion-mnist", gz=True) -> Path:
-    """A tiny learnable IDX dataset: class k lights up the k-th horizontal band of the image."""
+def make_dataset(root: Path, n_train=256, n_test=128, seed=0, name="fashion-mnist", gz=True,
+                 shape=(28, 28), classes=10) -> Path:
+    """A tiny learnable IDX dataset: class k lights up the k-th horizontal band of the image (for more classes
+    than bands, band k % bands of channel k // bands, shorter for each further round); ``shape`` (H, W) or
+    (C, H, W)."""
     rng = np.random.default_rng(seed)
     d = root / name
     d.mkdir(parents=True, exist_ok=True)
+    chans, (h, w) = (shape[0] if len(shape) == 3 else 1), shape[-2:]
+    bands = (h - 4) // 2
     for split, n in (("train", n_train), ("t10k", n_test)):
-        y = rng.integers(0, 10, n)
-        x = rng.integers(0, 60, (n, 28, 28))
+        y = rng.integers(0, classes, n)
+        x = rng.integers(0, 60, (n, chans, h, w))
         for i, k in enumerate(y):
-            x[i, 2 + 2 * k: 4 + 2 * k, :] = 255
+            x[i, (k // bands) % chans, 2 + 2 * (k % bands): 4 + 2 * (k % bands), : w // (1 + k // (bands * chans))] = 255
+        x = x.reshape((n, *shape))
         ext = ".gz" if gz else ""
         write_idx(d / f"{split}-images-idx3-ubyte{ext}", x, gz=gz)
         write_idx(d / f"{split}-labels-idx1-ubyte{ext}", y, gz=gz)
@@ -91,6 +97,38 @@ def test_train_then_eval_on_synthetic_idx(tmp_path):
                "--data-dir", data, "--device", "cpu")
     assert ev.returncode == 0, ev.stderr
     assert f"test accuracy {rows[-1]['test_accuracy']:.4f}" in ev.stdout
+
+
+def test_cifar_shaped_100_classes_train_and_eval(tmp_path):
+    """A 3x32x32, 100-class IDX data set (4-D image file): the model is built from the data's description, trains,
+    and eval rebuilds it from the spec saved with the weights."""
+    data = make_dataset(tmp_path / "data", n_train=200, n_test=100, name="idx", shape=(3, 32, 32), classes=100)
+    out = tmp_path / "run"
+    res = clcnn("train", "--dataset", "idx", "--data-dir", data, "--model", "cifar", "--device", "cpu",
+                "--epochs", 1, "--batch-size", 50, "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "3x32x32, 100 classes" in res.stdout
+    meta = json.loads((out / "metrics.jsonl").read_text())
+    assert np.isfinite(meta["test_loss"]) and 0 <= meta["test_accuracy"] <= 1
+    ev = clcnn("eval", "--weights", out / "model.safetensors", "--dataset", "idx", "--data-dir", data,
+               "--device", "cpu")
+    assert ev.returncode == 0, ev.stderr
+    assert f"test accuracy {meta['test_accuracy']:.4f}" in ev.stdout and "(100 images" in ev.stdout
+
+
+def test_mismatched_train_and_test_shapes_give_one_line(tmp_path):
+    data = make_dataset(tmp_path / "data", n_train=32, n_test=16)
+    write_idx(data / "t10k-images-idx3-ubyte.gz", np.zeros((16, 32, 32)))
+    assert_one_line_error(clcnn("train", "--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
+                          "training images are (1, 28, 28)", "(1, 32, 32)")
+
+
+def test_empty_training_set_gives_one_line(tmp_path):
+    data = make_dataset(tmp_path / "data", n_train=32, n_test=16)
+    write_idx(data / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    write_idx(data / "train-labels-idx1-ubyte.gz", np.zeros(0))
+    assert_one_line_error(clcnn("train", "--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
+                          "train-images-idx3-ubyte.gz", "empty")
 
 
 def test_mnist_uncompressed_via_clcnn_data(tmp_path):
