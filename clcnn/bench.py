@@ -1,66 +1,45 @@
 """`clcnn bench`: clcnn beside PyTorch on the same hardware, alternating, with warm-up and medians.
 
     clcnn bench train --model lenet5 --batch-size 256 --device cl:0 [--steps 20] [--rounds 5] [--json out.json]
-    clcnn bench gemm --size 4096 --device cl:0 [--variant all] [--json out.json]
+    clcnn bench gemm --size 4096 --device cl:0 [--variant auto|all|sweep|vec] [--json out.json]
 
 PyTorch runs on CUDA when the clcnn device is an NVIDIA GPU and torch sees CUDA (TF32 off), otherwise on the CPU
-with as many threads as this process may use. Each round times both in turn; a row reports medians over rounds.
+with as many threads as this process may use (clcnn/bench_torch.py). Each round times both in turn; a row reports
+medians over rounds. A preset is timed on the input shape and class count it is built for (``preset_inputs``).
 """
 from __future__ import annotations
 
-import os
+import inspect
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import weakref
 
 import numpy as np
 
-from .backends import get_backend
-
-TORCH_CPU = "PyTorch CPU"
-
-
-def torch_device(info):
-    """("cuda"|"cpu", card name) PyTorch should use beside clcnn device ``info``; None when torch is missing."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    if info.backend == "opencl" and "nvidia" in info.platform.lower() and torch.cuda.is_available():
-        return "cuda", torch.cuda.get_device_name()
-    return "cpu", f"{TORCH_CPU} ({torch.get_num_threads()} threads)"
+from .backends import DeviceError, get_backend
+from .bench_torch import torch_device, torch_train_runner
+from .errors import ConfigError
 
 
-def to_torch(model, device: str):
-    """A torch nn.Sequential with the same layers and weights as the clcnn ``model``."""
-    import torch
-    from torch import nn
+def preset_shape(name: str) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), num_classes) preset ``name`` is built for; ConfigError naming the presets for an unknown one.
+    The one place bench and tune learn a preset's shapes (today: models.INPUT_SHAPES and the preset's default
+    ``num_classes``)."""
+    from .models import INPUT_SHAPES, MODELS
+    if name not in MODELS or name not in INPUT_SHAPES:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    classes = inspect.signature(MODELS[name]).parameters["num_classes"].default
+    return tuple(INPUT_SHAPES[name]), int(classes)
 
-    from . import layers as L
-    mods = []
-    for layer in model.layers:
-        if isinstance(layer, L.Conv2D):
-            mods.append(nn.Conv2d(layer.c, layer.m, layer.k, stride=layer.stride, padding=layer.pad))
-        elif isinstance(layer, L.Dense):
-            mods.append(nn.Linear(layer.in_features, layer.out_features))
-        elif isinstance(layer, L.MaxPool2D):
-            mods.append(nn.MaxPool2d(layer.k, layer.stride))
-        elif isinstance(layer, L.Flatten):
-            mods.append(nn.Flatten())
-        elif isinstance(layer, L.ReLU):
-            mods.append(nn.ReLU())
-        elif isinstance(layer, L.Sigmoid):
-            mods.append(nn.Sigmoid())
-        else:
-            raise ValueError(f"no PyTorch equivalent for {layer!r}")
-    net = nn.Sequential(*mods)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return net.to(device)
+
+def preset_inputs(name: str, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random mini-batch for preset ``name``: x (batch_size, C, H, W) float32 standard normal and y
+    (batch_size,) int32 labels in [0, num_classes). ConfigError for an unknown preset or batch_size < 1."""
+    shape, classes = preset_shape(name)
+    if batch_size < 1:
+        raise ConfigError(f"batch sizes must be positive (got {batch_size})")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size, *shape)).astype(np.float32)
+    return x, rng.integers(0, classes, batch_size).astype(np.int32)
 
 
 def _median_rate(samples):
@@ -87,30 +66,33 @@ def _row(what, info, ours, theirs, torch_on, unit, **extra):
 SETTLE_STEPS = 200   # at most this many extra warm-up steps for a group whose split="auto" is still deciding
 
 
+def _train_target(model_name: str, device: str, split, comm, processes):
+    """The preset (seed 0) on ``device``, or the data-parallel group that trains it (see bench_train)."""
+    from .models import get_model
+    if comm is not None:
+        from .distributed import MPIParallel, rank_device
+        return MPIParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split=split)
+    if "+" in device:
+        from .parallel import DataParallel
+        return DataParallel(get_model(model_name, seed=0), device.split("+"), split=split, processes=processes)
+    return get_model(model_name, seed=0).to(device)
+
+
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
                 warmup: int = 3, use_torch: bool = True, split="auto", comm=None,
                 processes=None) -> dict:
     """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
     ``device`` "cl:0+cl:1" trains one data-parallel group (DataParallel, ``split``); with an MPI ``comm`` each
     rank drives ``device`` (or its own, see distributed.rank_device) and the group is the ranks. ``processes``:
-    see DataParallel."""
-    from .models import INPUT_SHAPES, get_model
+    see DataParallel.
+
+    Returns one row: {what, device, card, clcnn, torch, ratio, unit="img/s", torch_on, date, peak_bytes,
+    torch_peak_bytes[, split]}. ConfigError for an unknown preset or a non-positive count."""
     from .optim import SGD
-    if model_name not in INPUT_SHAPES:
-        raise ValueError(f"unknown model {model_name!r} (known: {', '.join(sorted(INPUT_SHAPES))})")
     if batch_size < 1 or steps < 1 or rounds < 1:
-        raise ValueError("--batch-size, --steps and --rounds must be positive")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch_size, *INPUT_SHAPES[model_name])).astype(np.float32)
-    y = rng.integers(0, 10, batch_size).astype(np.int32)
-    if comm is not None:
-        from .distributed import MPIParallel, rank_device
-        model = MPIParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split=split)
-    elif "+" in device:
-        from .parallel import DataParallel
-        model = DataParallel(get_model(model_name, seed=0), device.split("+"), split=split, processes=processes)
-    else:
-        model = get_model(model_name, seed=0).to(device)
+        raise ConfigError("--batch-size, --steps and --rounds must be positive")
+    x, y = preset_inputs(model_name, batch_size)
+    model = _train_target(model_name, device, split, comm, processes)
     be, info = model.backend, model.device
     opt = SGD(model, lr=0.01, momentum=0.9)
 
@@ -147,74 +129,13 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
                 torch_peak_bytes=torch_peak, **extra)
 
 
-def _torch_steps(model_name: str, device: str, x, y):
-    """run(steps): PyTorch training steps of the preset (same initial weights as clcnn's, SGD with momentum)."""
-    import torch
-    from torch import nn
-
-    from .models import get_model
-    net = to_torch(get_model(model_name, seed=0), device)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
-
-    def run(steps):
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(net(tx), ty).backward()
-            opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return run
-
-
-def torch_train_runner(model_name: str, device: str, x, y, steps: int):
-    """A callable running ``steps`` PyTorch steps. On the CPU they run in a child process, so PyTorch's OpenMP pool
-    and Numba's threads never share a process (each runs while the other waits, as in one process)."""
-    if device == "cuda":
-        run = _torch_steps(model_name, device, x, y)
-        return lambda: run(steps)
-    tmp = tempfile.NamedTemporaryFile(suffix=".npz", delete=False)
-    np.savez(tmp, x=x, y=y)
-    tmp.close()
-    child = subprocess.Popen([sys.executable, "-m", "clcnn.bench", model_name, tmp.name, str(steps)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    weakref.finalize(child, _stop_worker, child, tmp.name)
-    if child.stdout.readline().strip() != "ready":
-        raise RuntimeError("the PyTorch benchmark worker failed to start")
-
-    def run():
-        child.stdin.write("run\n")
-        child.stdin.flush()
-        if child.stdout.readline().strip() != "done":
-            raise RuntimeError("the PyTorch benchmark worker stopped")
-    return run
-
-
-def _stop_worker(child, path):
-    try:
-        child.stdin.close()
-        child.wait(timeout=30)
-    except Exception:   # noqa: BLE001 - best effort at exit
-        child.kill()
-    os.unlink(path)
-
-
-def _worker(model_name: str, path: str, steps: int) -> None:
-    """Child side of torch_train_runner: one "run" line in, ``steps`` steps, one "done" line out."""
-    data = np.load(path)
-    run = _torch_steps(model_name, "cpu", data["x"], data["y"])
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() == "run":
-            run(steps)
-            print("done", flush=True)
-
-
 def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int = 5, reps: int | None = None,
                use_torch: bool = True) -> list[dict]:
-    """TFLOP/s of C = A @ B, all size x size FP32, clcnn (per GEMM variant) vs torch.mm, one row per variant."""
+    """TFLOP/s of C = A @ B, all size x size FP32, clcnn vs torch.mm: one row per GEMM variant (see the backend's
+    ``gemm_variants``: auto, all, sweep or one variant), each with its max_rel_err against float64 NumPy; a
+    sweep's rows after "auto" are sorted fastest first. ConfigError for size < 1 or an unknown variant."""
     if size < 1:
-        raise ValueError("--size must be positive")
+        raise ConfigError("--size must be positive")
     be = get_backend(device)
     info = be.info
     rng = np.random.default_rng(0)
@@ -241,12 +162,21 @@ def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int =
                 for _ in range(reps):
                     be.gemm(da, db, dc, size, size, size)
                 be.synchronize()
-        ours()   # build + warm-up
+        what = f"gemm {size}^3 fp32, {name}"
+        try:
+            ours()   # build + warm-up
+        except DeviceError as exc:   # a config this device cannot build: a sweep reports it and goes on
+            if variant != "sweep":
+                raise
+            rows.append(_row(what, info, 0.0, None, None, "TFLOP/s", variant=name, error=str(exc)[:300]))
+            continue
         err = _gemm_error(be, dc, a, b, size)
         runners = {"clcnn": ours, **({"torch": theirs} if tdev else {})}
         rates = _alternate(runners, rounds, flop * reps / 1e12)
-        rows.append(_row(f"gemm {size}^3 fp32, {name}", info, rates["clcnn"], rates.get("torch"),
-                         tdev[1] if tdev else None, "TFLOP/s", variant=name, max_rel_err=err))
+        rows.append(_row(what, info, rates["clcnn"], rates.get("torch"), tdev[1] if tdev else None, "TFLOP/s",
+                         variant=name, max_rel_err=err))
+    if variant == "sweep":
+        rows[1:] = sorted(rows[1:], key=lambda r: -r["clcnn"])
     return rows
 
 
@@ -260,14 +190,15 @@ def _gemm_error(be, dc, a, b, size) -> float:
 
 def format_table(rows: list[dict]) -> str:
     """The rows as an aligned text table with a ratio column."""
-    head = f"{'what':40s} {'device':30s} {'clcnn':>12s} {'torch':>12s} {'ratio':>6s}  unit"
+    w = max([40] + [len(r["what"]) for r in rows])
+    head = f"{'what':{w}s} {'device':30s} {'clcnn':>12s} {'torch':>12s} {'ratio':>6s}  unit"
     out = [head, "-" * len(head)]
     for r in rows:
         dev = f"{r['device']} {r['card']}"[:30]
         fmt = (lambda v: f"{v:12,.0f}") if r["unit"] == "img/s" else (lambda v: f"{v:12.2f}")
         theirs = fmt(r["torch"]) if r["torch"] else f"{'-':>12s}"
         ratio = f"{r['ratio']:6.2f}" if r["ratio"] else f"{'-':>6s}"
-        out.append(f"{r['what'][:40]:40s} {dev:30s} {fmt(r['clcnn'])} {theirs} {ratio}  {r['unit']}")
+        out.append(f"{r['what']:{w}s} {dev:30s} {fmt(r['clcnn'])} {theirs} {ratio}  {r['unit']}")
     torch_on = sorted({r["torch_on"] for r in rows if r.get("torch_on")})
     if torch_on:
         out.append("torch on: " + "; ".join(torch_on))
@@ -275,8 +206,3 @@ def format_table(rows: list[dict]) -> str:
     if peaks:
         out.append("peak device memory of the clcnn step: " + ", ".join(peaks))
     return "\n".join(out)
-
-
-
-if __name__ == "__main__":   # the PyTorch CPU worker: python -m clcnn.bench MODEL DATA.npz STEPS
-    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))

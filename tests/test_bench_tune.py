@@ -7,7 +7,8 @@ import pytest
 
 import clcnn
 import clcnn.backends as backends
-from clcnn import tune as tuner
+from clcnn import bench
+from clcnn.backends import opencl_tune as tuner
 from conftest import usable_device_ids
 from test_cli import assert_one_line_error, clcnn as run_cli
 
@@ -47,7 +48,9 @@ def test_bench_gemm_variants(tmp_path):
     (["bench", "gemm", "--size", "-3", "--device", "cpu"], "positive"),
     (["bench", "gemm", "--size", "8", "--device", "cpu", "--variant", "warp"], "variant"),
     (["tune", "--device", "cl:99"], "unknown device"),
-    (["tune", "--device", "cpu", "--batch-size", "x"], "invalid literal"),
+    (["tune", "--device", "cpu", "--batch-size", "x"], "--batch-size"),
+    (["tune", "--device", "cpu", "--model", "nope"], "unknown model"),
+    (["tune", "--device", "cpu", "--repeats", "0"], "--repeats"),
 ])
 def test_bench_tune_bad_input_one_line(args, needle):
     assert_one_line_error(run_cli(*args), needle)
@@ -77,8 +80,8 @@ def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
     used = []
     real = be.gemm_config
     monkeypatch.setattr(be, "gemm_config", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
-    x = np.zeros((2, 1, 28, 28), np.float32)
-    model.train_step(x, np.zeros(2, np.int32), opt)
+    x, y = bench.preset_inputs("lenet5", 2)
+    model.train_step(x, y, opt)
     assert any(c in winners.values() for c in used)
     backends._backends.pop(dev, None)
 
@@ -86,3 +89,26 @@ def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
 def test_cpu_has_nothing_to_tune():
     res = run_cli("tune", "--device", "cpu")
     assert res.returncode == 0 and "nothing to tune" in res.stdout
+
+
+def test_bench_gemm_sweep_times_every_candidate(tmp_path):
+    """`--variant sweep` (the GEMM config sweep): auto first, then every candidate config, fastest first."""
+    if not FAST_CL:
+        pytest.skip("no usable non-simulator OpenCL device")
+    dev = FAST_CL[0]
+    rows = bench.bench_gemm(24, dev, "sweep", rounds=1, reps=1, use_torch=False)
+    names = [r["variant"] for r in rows]
+    assert names[0] == "auto" and len(names) == len(set(names)) > 3
+    assert len(names) - 1 == len(clcnn.get_backend(dev).gemm_candidates(24, 24, 24))
+    assert all(r["max_rel_err"] < 1e-5 for r in rows)
+    assert [r["clcnn"] for r in rows[1:]] == sorted((r["clcnn"] for r in rows[1:]), reverse=True)
+
+
+def test_preset_inputs_follow_the_preset():
+    """bench and tune take the input shape and class count from the preset, not 1x28x28 and 10."""
+    x, y = bench.preset_inputs("cifar", 3)
+    assert x.shape == (3, *clcnn.models.INPUT_SHAPES["cifar"]) and x.dtype == np.float32
+    shape, classes = bench.preset_shape("cifar")
+    assert y.dtype == np.int32 and 0 <= y.min() and y.max() < classes
+    with pytest.raises(clcnn.errors.ConfigError, match="unknown model"):
+        bench.preset_shape("nope")

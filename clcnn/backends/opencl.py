@@ -20,7 +20,7 @@ ELTWISE_WG = 256     # work-group size of elementwise launches (capped by the de
 REDUCE_WG = 256      # work-group size of bias_grad / loss reductions (power of two, capped by the device)
 
 
-PARALLEL_COPY_BYTES = 1 << 20   # host copies this large may use several cores (cpu/hostcopy.py)
+PARALLEL_COPY_BYTES = 1 << 20   # host copies this large may use several cores (cpu/_hostcopy.py)
 _copy_threads = None
 
 
@@ -42,7 +42,7 @@ def host_copy(dst: np.ndarray, src: np.ndarray) -> None:
         _copy_threads = int(env) if env.isdigit() else min(8, _usable_cores() // 2)
     if _copy_threads > 1 and src.nbytes >= PARALLEL_COPY_BYTES:
         try:
-            from ..cpu.hostcopy import parallel_copy
+            from ..cpu._hostcopy import parallel_copy
         except ImportError:   # no Numba: one core does it
             _copy_threads = 0
         else:
@@ -141,7 +141,7 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         self.eltwise_wg = min(ELTWISE_WG, maxwg)
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
         self._gemm_init()   # GEMM configs, override, tuned table (opencl_gemm.py)
-        from ..tune import load_tuning
+        from .opencl_tune import load_tuning
         tuned_wg = load_tuning(info).get("eltwise_wg")
         if isinstance(tuned_wg, int) and 0 < tuned_wg <= maxwg:   # saved by `clcnn tune`
             self.eltwise_wg = tuned_wg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+from ..errors import ConfigError
 from .opencl_ops import _f, _i
 
 # variant -> (file, VARIANT constant); every file's kernel is called `gemm` and has the same arguments
@@ -117,7 +118,7 @@ class OpenCLGemm:
         self.gemm_configs = [p for p in GEMM_CONFIGS if self._gemm_fits(p)]   # what tests / tools iterate
         self.gemm_params = next((p for p in self.gemm_configs if p["variant"] == "vec"), None)   # big tile
         self.gemm_override: dict | None = None   # one config for every GEMM (tools, tests, tuning)
-        from ..tune import load_tuning   # lazily: clcnn.tune imports the CLI's helpers
+        from .opencl_tune import load_tuning
         self.gemm_tuned: dict[str, dict] = {   # gemm_key(...) -> config, saved by `clcnn tune`
             key: p for key, p in load_tuning(self.info).get("gemm", {}).items() if self._gemm_usable(p)}
         self._gemm_choice: dict[tuple, dict] = {}
@@ -177,11 +178,15 @@ class OpenCLGemm:
 
     def gemm_variants(self, m: int, n: int, k: int, variant: str | None = None) -> list[tuple[str, object]]:
         """(name, config) pairs for ``clcnn bench gemm``: "auto" (the usual choice), or per kernel variant its
-        heuristically best tile for this shape ("all": auto and every variant)."""
+        heuristically best tile for this shape ("all": auto and every variant; "sweep": auto and every candidate
+        config, named like "vec-TM128-TN128-TK8-WM8-WN8-WX8"). ConfigError for an unknown variant."""
         names = list(VARIANT_SOURCES)
+        if variant == "sweep":
+            return [("auto", None)] + [("-".join(f"{key}{v}" if key != "variant" else v for key, v in p.items()), p)
+                                       for p in self.gemm_candidates(m, n, k)]
         if variant not in (None, "auto", "all", *names):
-            raise ValueError(f"{self.info.id} has no GEMM variant {variant!r} "
-                             f"(it has: auto, all, {', '.join(names)})")
+            raise ConfigError(f"{self.info.id} has no GEMM variant {variant!r} "
+                              f"(it has: auto, all, sweep, {', '.join(names)})")
         picked = names if variant == "all" else [] if variant in (None, "auto") else [variant]
         out = [("auto", None)] if variant in (None, "auto", "all") else []
         for name in picked:
