@@ -1,1 +1,3 @@
-"""OpenCL C sources of clcnn, one .cl file per op family (packaged as clcnn.cl)."""
+"""OpenCL C sources of clcnn (packaged as clcnn.cl): ``<op>.cl`` per op family, named as its cpu/<op>.py and its
+Backend methods (gemm*, im2col, maxpool, bias, activation, loss, sgd); files starting with ``_`` are included
+helpers, not ops."""

@@ -1,5 +1,5 @@
-// gemm_epilogue: the write-out every GEMM kernel shares (cl/gemm.cl, cl/gemm_vec.cl pull it in with
-// #include "gemm_epilogue.cl", expanded by the host loader so the disk cache key covers it). No kernels here.
+// Not an op (a helper of the gemm family): the write-out every GEMM kernel shares (cl/gemm.cl, cl/gemm_vec.cl pull
+// it in with #include "_gemm_epilogue.cl", expanded by the host loader so the disk cache key covers it). No kernels.
 
 // c[i, j] = epilogue(alpha*acc + beta*c[i, j]); c is the C_b block, (i, j) inside it; bias_mode 0 none,
 // 1 bias[i] (per row), 2 bias[j] (per column); then ReLU when relu != 0. beta == 0 never reads C.

@@ -32,7 +32,7 @@
 #define B_AT(p, j) b[(p) * ldb + (j)]
 #endif
 
-#include "gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
+#include "_gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
 
 #if VARIANT == 0
 // naive: one output per work-item read straight from global memory (the textbook baseline).

@@ -66,7 +66,7 @@
 #define FMAS(AR, BR) _Pragma("unroll") for (int u = 0; u < WM; ++u) \
         _Pragma("unroll") for (int v = 0; v < WN; ++v) acc[u][v] += AR[u] * BR[v];
 
-#include "gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
+#include "_gemm_epilogue.cl"   // write_c: the shared write-out (bias, ReLU)
 
 // src[0..3], of which the first `valid` (0..4) lie inside the matrix (the others read as 0)
 inline float4 load_quad(__global const float* src, const int valid, const int vec)

@@ -1,8 +1,20 @@
 // im2col / col2im: unroll convolution windows into a dense matrix and back.
 // x: (N, C, H, W) <-> cols: (C*KH*KW, nb*Ho*Wo) for images n0 .. n0+nb-1; L = Ho*Wo.
 // cols[(ci*KH + i)*KW + j, nn*L + oh*Wo + ow] = x[n0+nn, ci, oh*STRIDE - PAD + i, ow*STRIDE - PAD + j] (0 outside).
-// Build constants (one build per layer geometry, so every division below is by a constant): C, H, W, KH, KW,
-// STRIDE, PAD, HO, WO. The scalar arguments repeat them (the host passes the same values) and are unused.
+// Sizes: the scalar arguments (one build serves every geometry), or, where the host builds one program per layer
+// geometry (GPUs: every division below is then by a constant and the window loops unroll), the build constants
+// C, H, W, KH, KW, STRIDE, PAD, HO, WO (all or none; the arguments then repeat them and are unused).
+#ifndef C
+#define C c
+#define H h
+#define W w
+#define KH kh
+#define KW kw
+#define STRIDE stride
+#define PAD pad
+#define HO ho
+#define WO wo
+#endif
 #define L (HO * WO)
 
 // x: (N, C, H, W) -> cols: (C*KH*KW, nb*L); 2-D range: dim 0 = column nn*L + r (>= nb*L idle), dim 1 = row

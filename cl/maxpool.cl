@@ -1,6 +1,15 @@
 // maxpool_forward / maxpool_backward: K x K max pooling with stride, no padding (one work-item per output element).
-// Build constants (one build per layer geometry: divisions by constants): H, W, K, STRIDE, HO, WO. The scalar
-// arguments repeat them and are unused.
+// Sizes: the scalar arguments (one build serves every geometry), or, where the host builds one program per layer
+// geometry (GPUs: divisions by constants, unrolled window loops), the build constants H, W, K, STRIDE, HO, WO
+// (all or none; the arguments then repeat them and are unused).
+#ifndef H
+#define H h
+#define W w
+#define K k
+#define STRIDE stride
+#define HO ho
+#define WO wo
+#endif
 
 // x: (N, C, H, W) -> y, argmax: (N, C, Ho, Wo); argmax = hi*W + wi inside its plane, first max wins;
 // total = N*C*Ho*Wo work-items

@@ -1,4 +1,4 @@
-"""NumPy's OpenBLAS as the Numba kernels use it: cblas_sgemm as a callable for nopython code, one BLAS thread.
+"""Not an op (a helper of cpu/gemm.py and cpu/im2col.py): NumPy's OpenBLAS as the Numba kernels use it: cblas_sgemm as a callable for nopython code, one BLAS thread.
 
 Numba's threads call ``sgemm`` on their own blocks (``cpu/gemm.py``), so every BLAS call must run in the thread
 that makes it: the process's BLAS is limited to one thread while the backend exists. (A threaded OpenBLAS also

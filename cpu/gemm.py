@@ -1,5 +1,5 @@
 """Strided-batched GEMM with a fused bias + ReLU write-out for the Numba backend: Numba's threads each call
-OpenBLAS's sgemm (single-threaded, cpu/blas.py) on their own blocks of C and apply the epilogue to that block while
+OpenBLAS's sgemm (single-threaded, cpu/_blas.py) on their own blocks of C and apply the epilogue to that block while
 it is still in cache; NumPy's matmul where that sgemm is unavailable. A convolution's weight gradient (a long
 batch-reduce of A_b @ B_b^T) runs as Numba dot products instead (cpu/gemm_nt.py) unless OpenBLAS has AVX-512.
 
@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import blas, gemm_nt as _gemm_nt
+from . import _blas as blas, gemm_nt as _gemm_nt
 
 _ALIGN = 16          # column blocks start on multiples of 16 floats (one cache line)
 _MIN_BLOCK = 32      # a split never makes blocks narrower than this

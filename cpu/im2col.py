@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import blas
+from . import _blas as blas
 from .gemm import _addr, flat, gemm
 
 _NO_MASK = np.zeros(1, np.float32)   # conv_backward_data's unused `inside` off the same-padding path

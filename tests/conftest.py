@@ -44,6 +44,12 @@ def _device_params():
 DEEP = os.environ.get("CLCNN_TEST_DEEP") == "1"   # the full grid (.ci/run sets it); a person's `make test` is lean
 
 
+def deep(*values, id=None):
+    """A parametrize entry (``values``: one per argument name) that belongs to the deep grid only: deselected
+    unless CLCNN_TEST_DEEP=1. E.g. ``parametrize("size", [1, 1001, deep(65539)])``."""
+    return pytest.param(*values, marks=pytest.mark.deep, id=id)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
     config.addinivalue_line("markers", "oclgrind: runs on the Oclgrind simulator (slow; small shapes)")

@@ -10,7 +10,7 @@ import reference as ref  # tests/ is on sys.path (conftest.py)
 from opcheck import FWD_TOL, GRAD_TOL, check, check_exact, randn
 
 numba = pytest.importorskip("numba")
-from clcnn.cpu import bias as cbias, blas, gemm as cgemm, im2col as cim2col, pool as cpool  # noqa: E402
+from clcnn.cpu import _blas as blas, bias as cbias, gemm as cgemm, im2col as cim2col, maxpool as cpool  # noqa: E402
 
 # (m, n, k, extra gemm kwargs): the conv and dense shapes of the presets, shrunk, on every dispatch path
 GEMM_PATHS = {

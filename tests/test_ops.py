@@ -7,7 +7,9 @@ Accuracy criterion (float32 results vs float64 truth), "norm-wise max-abs":
                                             sgd_update)
 Pure data movement (im2col, relu, maxpool forward values/arg-max, memory ops) must be bit-exact.
 Scalar losses: |got - ref| <= FWD_TOL * max(|ref|, 1).
-On the Oclgrind simulator (fixture ``small``) the shapes shrink so the suite stays fast.
+On the Oclgrind simulator (fixture ``small``) the shapes shrink so the suite stays fast. OpenCL builds one
+program per op family for every size (sizes are kernel arguments), except im2col/col2im/maxpool on GPUs, which
+get each layer's sizes as build constants: test_*_geometry_constants runs that path on the CPU's OpenCL devices.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 import reference as ref  # tests/ is on sys.path (conftest.py)
+from conftest import deep, device_params, open_device
 from opcheck import FWD_TOL, GRAD_TOL, check, check_exact, check_scalar, randn, up
 
 
@@ -74,9 +77,48 @@ def _ho_wo(h, w, kh, kw, stride, pad):
     return ref.out_size(h, kh, stride, pad), ref.out_size(w, kw, stride, pad)
 
 
-@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=lambda c: "-".join(map(str, c)) if c != "big" else c)
+def _case_id(case):
+    return "-".join(map(str, case)) if isinstance(case, tuple) else case
+
+
+def _opencl_params():
+    """The OpenCL devices of ``device_params()``; the simulator only in the deep grid."""
+    return [p if "oclgrind" not in p.id else pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep])
+            for p in device_params() if p.values[0] != "cpu"]
+
+
+@pytest.fixture(params=_opencl_params())
+def geometry_device(request):
+    """An OpenCL device made to build im2col/col2im/maxpool with each geometry's sizes as -D constants (the GPU
+    path; see OpenCLOps.geometry_constants); Oclgrind in the deep grid only."""
+    dev = open_device(request.param)
+    saved, dev.geometry_constants = dev.geometry_constants, True
+    yield dev
+    dev.geometry_constants = saved
+
+
+@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=_case_id)
 def test_im2col(device, small, case):
-    n, c, h, w, kh, kw, stride, pad, n0, nb = _conv_case(case, small)
+    check_im2col(device, _conv_case(case, small))
+
+
+@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=_case_id)
+def test_col2im(device, small, case):
+    check_col2im(device, _conv_case(case, small))
+
+
+# one program per geometry: two in the default run (stride 2 with n0 > 0; an even kernel), the rest deep
+GEOMETRY_CONV_CASES = [CONV_CASES[1], CONV_CASES[8]] + [deep(c) for i, c in enumerate(CONV_CASES) if i not in (1, 8)]
+
+
+@pytest.mark.parametrize("case", GEOMETRY_CONV_CASES, ids=_case_id)
+def test_unrolling_geometry_constants(geometry_device, case):
+    check_im2col(geometry_device, case)
+    check_col2im(geometry_device, case)
+
+
+def check_im2col(device, case):
+    n, c, h, w, kh, kw, stride, pad, n0, nb = case
     rng = np.random.default_rng(10)
     x = randn(rng, n, c, h, w)
     ho, wo = _ho_wo(h, w, kh, kw, stride, pad)
@@ -89,9 +131,8 @@ def test_im2col(device, small, case):
     check_exact(got[used:], np.full(37, 12345.0, np.float32), "im2col wrote past C*kh*kw*nb*L")
 
 
-@pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=lambda c: "-".join(map(str, c)) if c != "big" else c)
-def test_col2im(device, small, case):
-    n, c, h, w, kh, kw, stride, pad, n0, nb = _conv_case(case, small)
+def check_col2im(device, case):
+    n, c, h, w, kh, kw, stride, pad, n0, nb = case
     rng = np.random.default_rng(11)
     ho, wo = _ho_wo(h, w, kh, kw, stride, pad)
     used = c * kh * kw * nb * ho * wo
@@ -123,18 +164,18 @@ def test_im2col_col2im_adjoint(device, case):
     assert abs(lhs - rhs) <= GRAD_TOL * scale, f"<im2col x, C> = {lhs} but <x, col2im C> = {rhs}"
 
 
-# (N, C, H, W, M, k, stride, pad, n0, nb)
+# (N, C, H, W, M, k, stride, pad, n0, nb); each shape may pick its own GEMM tile (an OpenCL build each)
 CONV_BWD_CASES = [
     (4, 3, 8, 8, 5, 3, 1, 1, 0, 4),      # 3x3 "same" padding: the CPU fast path, every image
     (5, 3, 9, 8, 4, 3, 2, 1, 1, 3),      # stride 2, n0 > 0, nb < N
-    (3, 2, 11, 9, 3, 5, 1, 2, 1, 2),     # 5x5 "same" padding (pad 2), last images
-    (4, 2, 14, 14, 6, 5, 1, 0, 1, 2),    # 5x5 no padding (LeNet's second conv), images in the middle
+    deep((3, 2, 11, 9, 3, 5, 1, 2, 1, 2)),    # 5x5 "same" padding (pad 2), last images
+    deep((4, 2, 14, 14, 6, 5, 1, 0, 1, 2)),   # 5x5 no padding (LeNet's second conv), images in the middle
     (3, 3, 7, 7, 4, 3, 1, 1, 1, 1),      # one image (fewer than the CPU's threads: gemm then col2im there)
     (3, 4, 13, 10, 7, 5, 2, 2, 0, 2),    # 5x5 stride 2 pad 2
 ]
 
 
-@pytest.mark.parametrize("case", CONV_BWD_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("case", CONV_BWD_CASES, ids=_case_id)
 def test_conv_backward_data(device, case):
     n, c, h, w, m, k, stride, pad, n0, nb = case
     rng = np.random.default_rng(13)
@@ -179,11 +220,23 @@ def _pool_input(rng, kind, shape):
     return randn(rng, *shape)
 
 
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("case", POOL_CASES, ids=_case_id)
 def test_maxpool(device, small, case):
     n, c, h, w, k, stride, kind = case
-    if small and kind == "big":
-        n, c, h, w = 1, 2, 10, 10
+    check_maxpool(device, (1, 2, 10, 10, k, stride, kind) if small and kind == "big" else case)
+
+
+# one program per geometry: overlapping windows and exactly tiling ones in the default run, the rest deep
+GEOMETRY_POOL_CASES = [POOL_CASES[1], POOL_CASES[5]] + [deep(c) for i, c in enumerate(POOL_CASES) if i not in (1, 5)]
+
+
+@pytest.mark.parametrize("case", GEOMETRY_POOL_CASES, ids=_case_id)
+def test_maxpool_geometry_constants(geometry_device, case):
+    check_maxpool(geometry_device, case)
+
+
+def check_maxpool(device, case):
+    n, c, h, w, k, stride, kind = case
     rng = np.random.default_rng(20)
     x = _pool_input(rng, kind, (n, c, h, w))
     ho, wo = (h - k) // stride + 1, (w - k) // stride + 1

@@ -5,9 +5,8 @@ import os
 
 import numpy as np
 
-from ..cpu import activation as _act, bias as _bias, blas as _blas, combine as _combine, gemm as _gemm  # lazily
-from ..cpu import im2col as _im2col
-from ..cpu import loss as _loss, pool as _pool, sgd as _sgd
+from ..cpu import _blas, activation as _act, bias as _bias, combine as _combine, gemm as _gemm  # lazily
+from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from .base import Backend, DeviceInfo
 
 
@@ -27,7 +26,7 @@ class NumbaBackend(Backend):
     def __init__(self, info: DeviceInfo):
         self.info = info
         self._scratch: dict[str, np.ndarray] = {}
-        _blas.setup()   # one BLAS thread per Numba thread (see cpu/blas.py)
+        _blas.setup()   # one BLAS thread per Numba thread (see cpu/_blas.py)
         _short_omp_spin()
 
 
@@ -91,10 +90,10 @@ class NumbaBackend(Backend):
         _im2col.conv_backward_data(weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad)
 
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
-        _pool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
+        _maxpool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)
 
     def maxpool_backward(self, dy, argmax, dx, n, c, h, w, k, stride, y=None):
-        _pool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride, y)
+        _maxpool.maxpool_backward(dy, argmax, dx, n, c, h, w, k, stride, y)
 
     def bias_add(self, y, bias, n, c, inner):
         _bias.bias_add(y, bias, n, c, inner)

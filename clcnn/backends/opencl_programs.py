@@ -5,6 +5,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from .base import DeviceError
 
 _sources: dict[str, str] = {}
 _programs: dict[tuple[int, int, str, str], cl.Program] = {}   # (context, device, file, options) -> program
+builds = {"source": 0, "binary": 0}   # programs this process built from source / loaded from the disk cache
 
 
 def cache_dir() -> Path:
@@ -110,18 +112,36 @@ def _build_source(ctx: cl.Context, dev: cl.Device, file: str, src: str, options:
                           f"[{dev.platform.name.strip()}]:\n{exc}") from exc
 
 
+def _log_build(kind: str, dev: cl.Device, file: str, options: str, seconds: float) -> None:
+    """Count one program build (``kind`` "source" or "binary") and, with ``$CLCNN_BUILD_LOG`` set to a path, append
+    one tab-separated line to that file: kind, seconds, platform, device, file, options."""
+    builds[kind] += 1
+    log = os.environ.get("CLCNN_BUILD_LOG")
+    if log:
+        line = "\t".join((kind, f"{seconds:.3f}", dev.platform.name.strip(), dev.name.strip(), file, options))
+        try:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            _debug(f"clcnn: cannot append to CLCNN_BUILD_LOG={log}: {exc}")
+
+
 def get_program(ctx: cl.Context, dev: cl.Device, file: str, defines: dict | None = None) -> cl.Program:
     """The built program for ``cl/<file>`` with ``-D`` ``defines``: memoized per (context, file, options),
-    loaded from the disk cache when a matching binary exists, else built from source and cached."""
+    loaded from the disk cache when a matching binary exists, else built from source and cached; each build or
+    load is counted in ``builds`` (and logged to ``$CLCNN_BUILD_LOG``)."""
     options = build_options(defines)
     memo_key = (ctx.int_ptr, dev.int_ptr, file, options)   # a shared context: one program per device
     prg = _programs.get(memo_key)
     if prg is None:
         src = source(file)
         path = cache_dir() / f"{_cache_key(dev, src, options)}.bin"
+        t0 = time.perf_counter()
         prg = _load_binary(ctx, dev, path, options)
+        kind = "binary"
         if prg is None:
-            prg = _build_source(ctx, dev, file, src, options)
+            prg, kind = _build_source(ctx, dev, file, src, options), "source"
             _store_binary(prg, path)
+        _log_build(kind, dev, file, options, time.perf_counter() - t0)
         _programs[memo_key] = prg
     return prg
