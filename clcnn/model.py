@@ -74,6 +74,7 @@ class Sequential(Steps):
         """A new, unplaced model with the same layers, loss, mode and current weights and buffers."""
         twin = Sequential([layer.clone() for layer in self.layers], loss=self.loss, seed=0,
                           input_shape=self.input_shape)
+        twin.load_state_dict(self.state_dict())   # the constructor initialised the weights anew
         twin.train(self.training)
         twin.capture_steps = self.capture_steps
         return twin
