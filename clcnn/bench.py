@@ -9,7 +9,6 @@ medians over rounds. A preset is timed on the input shape and class count it is 
 """
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 
@@ -20,15 +19,12 @@ from .bench_torch import torch_device, torch_train_runner
 from .errors import ConfigError
 
 
-def preset_shape(name: str) -> tuple[tuple[int, int, int], int]:
-    """((C, H, W), num_classes) preset ``name`` is built for; ConfigError naming the presets for an unknown one.
-    The one place bench and tune learn a preset's shapes (today: models.INPUT_SHAPES and the preset's default
-    ``num_classes``)."""
-    from .models import INPUT_SHAPES, MODELS
-    if name not in MODELS or name not in INPUT_SHAPES:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
-    classes = inspect.signature(MODELS[name]).parameters["num_classes"].default
-    return tuple(INPUT_SHAPES[name]), int(classes)
+def preset_shape(name: str) -> tuple[tuple[int, ...], int]:
+    """((C, H, W), num_classes) preset ``name`` is built for by default: what its model says (input_shape,
+    num_classes). ConfigError naming the presets for an unknown one."""
+    from .models import get_model
+    model = get_model(name, seed=0)
+    return tuple(model.input_shape), int(model.num_classes)
 
 
 def preset_inputs(name: str, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -27,11 +27,6 @@ def torch_device(info):
     return "cpu", f"{TORCH_CPU} ({torch.get_num_threads()} threads)"
 
 
-def _arg(layer, name: str, old: str):
-    """A layer attribute by its PyTorch name, else by its name before issue 10's rename (``old``)."""
-    return getattr(layer, name) if hasattr(layer, name) else getattr(layer, old)
-
-
 def to_torch(model, device: str):
     """A torch nn.Sequential with the same layers and weights as the clcnn Sequential ``model``, on ``device``.
     ValueError for a layer with no PyTorch equivalent (a programming error: every preset has one)."""
@@ -42,13 +37,12 @@ def to_torch(model, device: str):
     mods = []
     for layer in model.layers:
         if isinstance(layer, L.Conv2D):
-            mods.append(nn.Conv2d(_arg(layer, "in_channels", "c"), _arg(layer, "out_channels", "m"),
-                                  _arg(layer, "kernel_size", "k"), stride=layer.stride,
-                                  padding=_arg(layer, "padding", "pad")))
+            mods.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                  padding=layer.padding))
         elif isinstance(layer, L.Dense):
             mods.append(nn.Linear(layer.in_features, layer.out_features))
         elif isinstance(layer, L.MaxPool2D):
-            mods.append(nn.MaxPool2d(_arg(layer, "kernel_size", "k"), layer.stride))
+            mods.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
         elif isinstance(layer, L.Flatten):
             mods.append(nn.Flatten())
         elif isinstance(layer, L.ReLU):

@@ -107,8 +107,9 @@ def test_bench_gemm_sweep_times_every_candidate(tmp_path):
 def test_preset_inputs_follow_the_preset():
     """bench and tune take the input shape and class count from the preset, not 1x28x28 and 10."""
     x, y = bench.preset_inputs("cifar", 3)
-    assert x.shape == (3, *clcnn.models.INPUT_SHAPES["cifar"]) and x.dtype == np.float32
-    shape, classes = bench.preset_shape("cifar")
-    assert y.dtype == np.int32 and 0 <= y.min() and y.max() < classes
+    model = clcnn.models.get_model("cifar")
+    assert bench.preset_shape("cifar") == (model.input_shape, model.num_classes) == ((3, 32, 32), 10)
+    assert x.shape == (3, 3, 32, 32) and x.dtype == np.float32
+    assert y.dtype == np.int32 and 0 <= y.min() and y.max() < model.num_classes
     with pytest.raises(clcnn.errors.ConfigError, match="unknown model"):
         bench.preset_shape("nope")
