@@ -125,3 +125,17 @@ def test_evaluation_uses_the_models_own_loss():
     with pytest.raises(ConfigError, match="Invalid loss"):
         Sequential([Flatten()], loss="hinge")
     assert CrossEntropyLoss().evaluate(np.eye(3, dtype=np.float32) * 9, np.arange(3))[1] == 1.0
+
+
+def test_api_trains_and_evaluates_a_3x32x32_100_class_model():
+    from clcnn.training import evaluate
+    from clcnn.data import Split
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 3, 32, 32)).astype(np.float32), rng.integers(0, 100, 40).astype(np.int32)
+    model = clcnn.models.get_model("cifar", input_shape=(3, 32, 32), num_classes=100, seed=1).to("cpu")
+    opt = clcnn.optim.SGD(model, lr=0.05, momentum=0.9)
+    losses = [model.train_step(x, y, opt) for _ in range(8)]
+    assert losses[-1] < losses[0]
+    assert model.predict(x[:3]).shape == (3, 100)
+    loss, acc = evaluate(model, Split(x, y), model.loss)
+    assert np.isfinite(loss) and 0 <= acc <= 1
