@@ -4,7 +4,8 @@
 
 DIR holds SIDE_MODEL_BATCH_rROUND.json files (side: old, new, or any other name such as tuned). Per config, for
 each side: the median over rounds of clcnn's img/s and its range (min-max); new/old, the ratio of the medians;
-"overlap" when the two sides' ranges overlap (the difference is then within the run's noise); PyTorch's median over
+"overlap" when the two sides' ranges overlap (the difference is then within the run's noise; "-" with fewer
+than two rounds on a side); PyTorch's median over
 every run of that config (on both sides, so its spread shows the machine's drift) and new/torch.
 """
 from __future__ import annotations
@@ -60,12 +61,12 @@ def table(runs: dict) -> tuple[str, list[dict]]:
         med = {s: statistics.median(v) for s, v in cell.items() if v}
         line = f"{model + ' b' + str(batch):14s}" + "".join(_fmt(cell.get(s, [])) for s in sides)
         ratio = med["new"] / med["old"] if "new" in med and "old" in med else None
-        overlap = None
-        if ratio is not None:
+        overlap = None   # needs a range on both sides
+        if ratio is not None and min(len(cell["new"]), len(cell["old"])) > 1:
             overlap = min(max(cell["new"]), max(cell["old"])) >= max(min(cell["new"]), min(cell["old"]))
         vs_torch = med["new"] / med["torch"] if "new" in med and "torch" in med else None
         line += f"{ratio:9.3f}" if ratio else f"{'-':>9s}"
-        line += f" {('overlap' if overlap else 'apart') if ratio else '-':>8s}"
+        line += f" {'-' if overlap is None else 'overlap' if overlap else 'apart':>8s}"
         line += f" {med['torch']:12,.0f}" if "torch" in med else f" {'-':>12s}"
         line += f"{vs_torch:9.2f}" if vs_torch else f"{'-':>9s}"
         lines.append(line)

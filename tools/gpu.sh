@@ -14,18 +14,20 @@
 #   profile  tools/profile_step.py for both presets at 256 and 1024 (where a step's time goes)
 #   train    one epoch of Fashion-MNIST with LeNet-5 (carry .data; see tools/get-data.sh)
 # Knobs (environment): STEPS, ROUNDS (per `bench train`), AB_ROUNDS (old/new alternations), CONFIGS
-# ("lenet5:256,lenet5:1024,cifar:256,cifar:1024"), GEMM_SIZE (4096), BASE, OUT, LIMIT (seconds per process).
+# ("lenet5:256,lenet5:1024,cifar:256,cifar:1024"), GEMM_SIZE (4096), BASE, NEW (the AFTER tree, default this
+# one), OUT, LIMIT (seconds per process).
 #
 # The old version must travel as files: the device machine gets the working tree without .git. Here, first:
 #   bash tools/fetch-wheels.sh                       # once: ./.whl (pyopencl and friends; git-ignored)
 #   rm -rf build/base && mkdir -p build/base && git archive e0b1a3e clcnn cl cpu | tar -x -C build/base
-# then the device tool's run, kind nvidia-h200:
-#   command: bash tools/gpu.sh ab check      carry: [".whl", "build/base"]      (add ".data" for `train`)
+# then the device tool's run, kind nvidia-h200, timeout_s 600 (the ab stage alone: a few minutes):
+#   command: bash tools/gpu.sh ab            carry: [".whl", "build/base"]
+# and, with time left, another call: bash tools/gpu.sh check profile gemm   (add ".data" to carry for `train`)
 # On this machine (2 shared cores: expect noise of several %): bash tools/gpu.sh --device cpu ab
 set -o pipefail
 DEV=""
 if [ "$1" = --device ]; then DEV=$2; shift 2; fi
-[ $# -gt 0 ] || { sed -n 2,23p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,/^set -o pipefail/{/^set/!p}' "$0"; exit 2; }
 ROOT=$PWD
 WORK=${WORK:-/tmp/clcnn-gpu}; rm -rf "$WORK"; mkdir -p "$WORK/json"
 if [ "$DEV" = cpu ]; then
@@ -41,7 +43,7 @@ case $PY in */*) PY=$(realpath -s "$PY") ;; esac   # the A/B runs from other fol
 [ -n "$DEV" ] || { echo "gpu.sh: no NVIDIA OpenCL device found (clcnn devices):"; $PY -m clcnn devices; exit 1; }
 AB_ROUNDS=${AB_ROUNDS:-3}; GEMM_SIZE=${GEMM_SIZE:-4096}
 CONFIGS=${CONFIGS:-lenet5:256,lenet5:1024,cifar:256,cifar:1024}
-BASE=$(realpath -m "${BASE:-build/base}")
+BASE=$(realpath -m "${BASE:-build/base}"); NEW=$(realpath -m "${NEW:-$ROOT}")
 export CLCNN_CACHE_DIR=${CLCNN_CACHE_DIR:-$WORK/kernels} CLCNN_TUNING_DIR=$WORK/untuned PYTHONUNBUFFERED=1
 echo "device $DEV, steps $STEPS x rounds $ROUNDS, $(date -u +%FT%TZ), tree $(git rev-parse --short HEAD 2>/dev/null || echo '(no .git)')"
 q() { grep --line-buffered -v -i "warn\|lambda: self"; }
@@ -51,6 +53,7 @@ bench_round() {   # SIDE DIR ROUND EXTRA_ARGS...
   local side=$1 dir=$2 round=$3; shift 3
   (cd "$dir" && PYTHONPATH="$dir${PYTHONPATH:+:$PYTHONPATH}" CLCNN_CACHE_DIR="$WORK/kernels-$side" timeout "$LIMIT" \
     $PY - "$side" "$round" "$WORK/json" "$DEV" "$STEPS" "$ROUNDS" "$CONFIGS" "$@" <<'EOF'
+import gc
 import sys
 import clcnn
 from clcnn.cli import main
@@ -63,6 +66,7 @@ for model, batch in (c.split(":") for c in configs.split(",")):
         main.main(args, standalone_mode=False)
     except Exception as exc:   # one failed row must not lose the others
         print(f"{side} {model} {batch}: failed: {type(exc).__name__}: {exc}", flush=True)
+    gc.collect()   # the run's model, device buffers and PyTorch worker go before the next config
 EOF
   ) 2>&1 | q
 }
@@ -79,11 +83,11 @@ stage_ab() {
   for r in $(seq 1 "$AB_ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then order="old new"; else order="new old"; fi
     for side in $order; do
-      if [ $side = old ]; then dir=$BASE; else dir=$ROOT; fi
-      bench_round $side "$dir" $r | grep -v "^---\|^what\|^peak\|^torch on"
+      if [ $side = old ]; then dir=$BASE; else dir=$NEW; fi
+      bench_round $side "$dir" $r | grep --line-buffered -v "^---\|^what\|^peak\|^torch on"
     done
   done
-  $PY tools/bench_table.py "$WORK/json" --json "$WORK/json/ab_summary.json" | tee "$OUT/ab.txt"
+  $PY "$ROOT/tools/bench_table.py" "$WORK/json" --json "$WORK/json/ab_summary.json" | tee "$OUT/ab.txt"
 }
 
 stage_check() {
@@ -126,7 +130,7 @@ for stage in "$@"; do
     bench) echo "==== bench"; bench_round bench "$ROOT" 1 2>&1 | tee "$OUT/bench.log" ;;
     *) echo "gpu.sh: unknown stage $stage (see: bash tools/gpu.sh)"; exit 2 ;;
   esac
-done
-tar -czf "$OUT/json.tgz" -C "$WORK" json $(cd "$WORK" && ls gpu.txt 2>/dev/null)
+  tar -czf "$OUT/json.tgz" -C "$WORK" json $(cd "$WORK" && ls gpu.txt 2>/dev/null)   # after each stage: a cut-off
+done                                                                                  # call still brings it back
 [ -f "$OUT/ab.txt" ] && { echo "==== A/B (img/s, medians over rounds; old = $BASE)"; cat "$OUT/ab.txt"; }
 exit 0
