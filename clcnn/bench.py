@@ -62,25 +62,23 @@ def _row(what, info, ours, theirs, torch_on, unit, **extra):
 SETTLE_STEPS = 200   # at most this many extra warm-up steps for a group whose split="auto" is still deciding
 
 
-def _train_target(model_name: str, device: str, split, comm, processes):
+def _train_target(model_name: str, device: str, split, comm):
     """The preset (seed 0) on ``device``, or the data-parallel group that trains it (see bench_train)."""
     from .models import get_model
     if comm is not None:
-        from .distributed import MPIParallel, rank_device
-        return MPIParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split=split)
+        from .distributed import DistributedDataParallel, rank_device
+        return DistributedDataParallel(get_model(model_name, seed=0).to(rank_device(device, comm)), comm, split)
     if "+" in device:
         from .parallel import DataParallel
-        return DataParallel(get_model(model_name, seed=0), device.split("+"), split=split, processes=processes)
+        return DataParallel(get_model(model_name, seed=0), device.split("+"), split=split)
     return get_model(model_name, seed=0).to(device)
 
 
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
-                warmup: int = 3, use_torch: bool = True, split="auto", comm=None,
-                processes=None) -> dict:
+                warmup: int = 3, use_torch: bool = True, split="auto", comm=None) -> dict:
     """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
-    ``device`` "cl:0+cl:1" trains one data-parallel group (DataParallel, ``split``); with an MPI ``comm`` each
-    rank drives ``device`` (or its own, see distributed.rank_device) and the group is the ranks. ``processes``:
-    see DataParallel.
+    ``device`` "cl:0+cl:1" trains one data-parallel group in this process (DataParallel, ``split``); with an MPI
+    ``comm`` each rank drives its own of ``device`` (distributed.rank_device) and the group is the ranks.
 
     Returns one row: {what, device, card, clcnn, torch, ratio, unit="img/s", torch_on, date, peak_bytes,
     torch_peak_bytes[, split]}. ConfigError for an unknown preset or a non-positive count."""
@@ -88,7 +86,7 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     if batch_size < 1 or steps < 1 or rounds < 1:
         raise ConfigError("--batch-size, --steps and --rounds must be positive")
     x, y = preset_inputs(model_name, batch_size)
-    model = _train_target(model_name, device, split, comm, processes)
+    model = _train_target(model_name, device, split, comm)
     be, info = model.backend, model.device
     opt = SGD(model, lr=0.01, momentum=0.9)
 
@@ -118,8 +116,6 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     rates = _alternate(runners, rounds, steps * batch_size)
     torch_peak = torch.cuda.max_memory_allocated() if cuda else None
     extra = {"split": model.split()} if hasattr(model, "split") else {}
-    if hasattr(model, "close"):   # a group with worker processes
-        model.close()
     return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
                 tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
                 torch_peak_bytes=torch_peak, **extra)

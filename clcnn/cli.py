@@ -11,6 +11,7 @@ import click
 from . import data, io
 from .backends import list_devices
 from .errors import ClcnnError, ConfigError, DeviceError
+from .launch import exit_process
 
 USER_ERRORS = (ClcnnError,)   # what a user can cause (clcnn.errors); anything else is a bug and shows its traceback
 
@@ -78,11 +79,10 @@ def devices(as_json, check):
               "across them  [default: $CLCNN_DEVICE or auto]")
 @click.option("--split", default="auto", show_default=True,
               help="With several devices: auto (by measured speed) or one fraction per device (0.7,0.3).")
-@click.option("--processes", default="auto", show_default=True, type=click.Choice(["auto", "yes", "no"]),
-              help="With several devices: a worker process per extra device (yes), all in this process (no), or "
-              "auto: processes when every device is a GPU.")
-@click.option("--distributed", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
-              help="mpi: under mpiexec, one device per rank (--device: one id, one per rank, or auto).")
+@click.option("--parallel", default="auto", show_default=True, type=click.Choice(["auto", "threads", "mpi"]),
+              help="With several devices: threads (this process, any mix of devices), mpi (one MPI rank per "
+              "device, started here with mpiexec unless already under one), or auto: mpi when every device is "
+              "a GPU.")
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--lr", default=0.05, show_default=True, type=float)
@@ -100,10 +100,14 @@ def train(no_progress, **kwargs):
         cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
     cfg.validate()
     from .backends import resolve_device
-    if cfg.distributed == "none":
+    from .launch import command_args, launch, plan, world_size
+    if world_size() is None:   # under MPI each rank resolves its own (--device auto: its host's GPUs)
         for dev in cfg.devices():
             resolve_device(dev)
-    run(cfg, log=click.echo, show_progress=not no_progress and sys.stderr.isatty())
+    if plan(cfg.parallel, cfg.devices()) == "launch":   # this command again, as one MPI rank per device
+        exit_process(launch(command_args(click.get_current_context()), len(cfg.devices())))
+    tty = sys.stderr.isatty() or os.environ.get("CLCNN_PROGRESS") == "1"   # set by launch for rank 0's terminal
+    run(cfg, log=click.echo, show_progress=not no_progress and tty)
 
 
 @main.command(name="eval")
@@ -158,26 +162,28 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 @click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each; a+b (cl:0+cl:1) is "
               "one data-parallel group [default: auto].")
 @click.option("--split", default="auto", show_default=True, help="A group's split: auto or fractions (0.7,0.3).")
-@click.option("--processes", default="auto", show_default=True, type=click.Choice(["auto", "yes", "no"]),
-              help="With several devices: a worker process per extra device (yes), all in this process (no), or "
-              "auto: processes when every device is a GPU.")
-@click.option("--distributed", default="none", type=click.Choice(["none", "mpi"]),
-              help="mpi: run under mpiexec; the ranks are one group (rank 0 prints).")
+@click.option("--parallel", default="auto", show_default=True, type=click.Choice(["auto", "threads", "mpi"]),
+              help="A group (a+b): threads (this process), mpi (one MPI rank per device, rank 0 prints; started "
+              "here with mpiexec unless already under one) or auto: mpi when every device is a GPU.")
 @click.option("--steps", default=20, show_default=True, type=int, help="Training steps per timed round.")
 @click.option("--rounds", default=5, show_default=True, type=int, help="Rounds (the median is reported).")
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
-def bench_train(model, batch_size, device, split, processes, distributed, steps, rounds, no_torch, json_path):
+def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_torch, json_path):
     """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
     from .bench import bench_train as run
-    from .parallel import PROCESSES
+    from .launch import command_args, launch, plan, world_size
     try:
-        comm = None
-        if distributed == "mpi":
-            from .distributed import mpi_comm
-            comm = mpi_comm()
+        comm, targets = None, _bench_devices(device)
+        if world_size() is not None and parallel != "threads":   # an MPI rank: the ranks are the group
+            from .distributed import mpi_world
+            comm = mpi_world()
+        elif "launch" in [plan(parallel, t.split("+")) for t in targets]:
+            if len(targets) > 1:
+                raise ConfigError("a group that runs as MPI ranks is benchmarked alone: give --device one group")
+            exit_process(launch(command_args(click.get_current_context()), len(targets[0].split("+"))))
         rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
-                    comm=comm, processes=PROCESSES[processes]) for d in _bench_devices(device)]
+                    comm=comm) for d in targets]
         if comm is None or comm.rank == 0:
             _report(rows, json_path)
     except USER_ERRORS as exc:
@@ -237,21 +243,21 @@ def run():
         main.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("clcnn: aborted", err=True)
-        sys.exit(130)
+        exit_process(130)
     except click.ClickException as exc:
         click.echo(f"clcnn: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        exit_process(exc.exit_code)
     except ClcnnError as exc:
         click.echo(f"clcnn: error: {_one_line(exc)}", err=True)
-        sys.exit(2)
+        exit_process(2)
     except Exception as exc:
         if not _is_driver_error(exc):
             raise
         click.echo(f"clcnn: error: {_one_line(DeviceError(f'the device failed: {exc}'))}", err=True)
-        sys.exit(2)
+        exit_process(2)
     except KeyboardInterrupt:
         click.echo("clcnn: interrupted", err=True)
-        sys.exit(130)
+        exit_process(130)
 
 
 if __name__ == "__main__":

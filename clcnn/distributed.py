@@ -1,45 +1,61 @@
-"""Data-parallel SGD across processes and machines with MPI (mpi4py): one device per rank.
+"""Data parallelism over MPI ranks (mpi4py), SPMD as in PyTorch's DDP: one device per rank, every rank runs the
+training loop itself, and only the gradients travel.
 
-    mpiexec -n 2 clcnn train --distributed mpi --device auto --batch-size 1024 ...
+    clcnn train --device cl:0,cl:1 ...          # one host: clcnn starts the ranks (clcnn/launch.py)
+    mpiexec -n 8 clcnn train --device auto ...  # many hosts: each rank takes its host's next GPU
 
-Every rank builds the same model from the seed and shuffles the data identically, so each holds the same global
-mini-batch; rank i computes the mean gradient of its shard (cut by the split), the shard-size-weighted gradients
-(and losses) are summed with one Allreduce on a contiguous host buffer, and every rank applies the same update.
-The result equals the single-process run up to float rounding. Rank 0 alone prints, writes metrics and saves.
+Every rank starts from rank 0's weights and, seeded alike, draws the same global mini-batches; rank r computes
+the mean gradient of its shard (clcnn.split). The gradients are read back chunk by chunk, each as soon as the
+backward pass has finished its layers, weighted by the shard's share and summed over the ranks with one
+Allreduce per chunk while the device works on the earlier layers; then every rank applies the same update. The
+result equals one process up to float rounding.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import sys
 import time
 
 import numpy as np
 
-from .parallel import GroupInfo, HostCombined, cut, global_batch, parse_split, settle
+from .backends.base import Mark
+from .errors import ConfigError
+from .split import GroupInfo, SplitPolicy, global_batch
 
-SMOOTHING = 0.3
+CHUNK_MIN = 32768   # gradient elements: a layer's gradients travel with the next layer's until a chunk has this many
 
 
-def mpi_comm():
-    """MPI.COMM_WORLD, or a ValueError saying how to get mpi4py."""
+def mpi_world():
+    """MPI.COMM_WORLD, or a ConfigError saying how to get mpi4py. In a world of several ranks an uncaught
+    exception aborts every rank (else the others would wait for it forever)."""
     try:
         from mpi4py import MPI
     except ImportError as exc:
-        raise ValueError(f"--distributed mpi needs mpi4py ({exc}); pip install 'clcnn[mpi]' (mpi4py with the "
-                         "MPICH wheels: no system MPI needed), then run under mpiexec") from None
-    return MPI.COMM_WORLD
+        raise ConfigError(f"MPI ranks need mpi4py ({exc}): pip install 'clcnn[mpi]' (mpi4py with the MPICH "
+                          "wheels, no system MPI needed), or --parallel threads") from None
+    comm = MPI.COMM_WORLD
+    if comm.size > 1 and sys.excepthook is sys.__excepthook__:
+        def abort(*exc_info):
+            sys.__excepthook__(*exc_info)
+            sys.stderr.flush()
+            comm.Abort(1)
+        sys.excepthook = abort
+    return comm
 
 
-def rank_device(device: str, comm) -> str:
-    """This rank's device: one id for every rank, one id per rank (comma list of comm.size entries), or "auto":
-    the node-local rank's GPU (cl:(local_rank mod number of GPUs)), else cpu."""
+def rank_device(device, comm) -> str:
+    """This rank's device id from ``device``: one id for every rank, one per rank (a list or "a,b" with
+    comm.size entries), or "auto": the host-local rank's GPU (cl:(local rank mod GPUs)), else cpu."""
     from mpi4py import MPI
 
     from .backends import list_devices
-    ids = [d.strip() for d in str(device).split(",") if d.strip()] or ["auto"]
+    ids = [d.strip() for d in (device.replace("+", ",").split(",") if isinstance(device, str) else device)]
+    ids = [d for d in ids if d] or ["auto"]
     if len(ids) > 1:
         if len(ids) != comm.size:
-            raise ValueError(f"--device lists {len(ids)} devices for {comm.size} MPI ranks (give one, one per "
-                             "rank, or auto)")
+            raise ConfigError(f"--device lists {len(ids)} devices for {comm.size} MPI ranks (give one, one per "
+                              "rank, or auto)")
         return ids[comm.rank]
     if ids[0].lower() != "auto":
         return ids[0]
@@ -48,229 +64,152 @@ def rank_device(device: str, comm) -> str:
     return gpus[local % len(gpus)] if gpus else "cpu"
 
 
-class MPIComm:
-    """The collectives MPIParallel uses, over an mpi4py communicator (clcnn.procgroup.ShmComm is the same
-    interface between the processes of one host)."""
-
-    def __init__(self, comm):
-        self.comm, self.rank, self.size = comm, comm.rank, comm.size
-
-    def allgather(self, obj) -> list:
-        return self.comm.allgather(obj)
-
-    def allreduce(self, value: float) -> float:
-        return self.comm.allreduce(value)
-
-    def sum_(self, buf: np.ndarray) -> None:
-        """buf[...] = the sum of every rank's buf (contiguous float32, in place)."""
-        from mpi4py import MPI
-        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+def grad_chunks(model) -> list[tuple[int, int, int]]:
+    """(layer index, start, stop): ranges of ``model.flat_grad`` in the order the backward pass completes them
+    (last layers first). Small layers ride with the next chunk; the last chunk starts at 0, so together they cover
+    the buffer. Chunks are drawn by parameter counts, so every rank draws the same layers whatever its layout."""
+    layers = [i for i, layer in enumerate(model.layers) if layer.params]
+    chunks, stop, count = [], model.flat_grad.size, 0
+    for i in reversed(layers):
+        count += sum(p.size for p in model.layers[i].params.values())
+        if count >= CHUNK_MIN or i == layers[0]:
+            start = 0 if i == layers[0] else min(model.flat_offsets[id(p)] for p in model.layers[i].params.values())
+            chunks.append((i, start, stop))
+            stop, count = start, 0
+    return chunks
 
 
-class MPIParallel(HostCombined):
-    """A placed Sequential on this rank's device, trained in lockstep with the other ranks; the model interface
-    of ``DataParallel`` (train_step, read_loss, predict, state_dict, split) and usable with ``clcnn.optim.SGD``.
+def chunk_index(model, chunks) -> list[np.ndarray]:
+    """Per chunk, the int64 positions within it (relative to its start) of its parameters' elements in
+    state_dict order: how a chunk travels between ranks whose flat buffers are padded differently."""
+    index = model.flat_index()
+    return [index[(index >= a) & (index < b)] - a for _, a, b in chunks]
 
-    When every rank lays its flat buffers out alike, the exchange goes chunk by chunk: each chunk of gradients is
-    read back as soon as its layer's backward is done and summed with one Allreduce while the device works on
-    the earlier layers; and a step's exchange and update are finished only once the next batch has been copied
-    to the device (so that copy overlaps the device's work). Any read of the model (state_dict, predict,
-    read_loss, ...) finishes the pending step first."""
+
+class DistributedDataParallel:
+    """A placed Sequential trained in lockstep with the other ranks of ``comm``; the model interface of
+    ``DataParallel`` (train_step, gradients, read_loss, predict, state_dict, split) for any clcnn optimizer.
+
+    Args:
+        model: a Sequential placed on this rank's device (see rank_device); it takes rank 0's weights now.
+        comm: an mpi4py communicator (every rank of it must build this group, then step together).
+        split: "auto" or one fraction per rank (clcnn.split): identical on every rank, from allgathered times.
+    Every rank must call train_step, gradients and read_loss the same number of times (collectives);
+    state_dict, predict and split are local. Raises ConfigError for a bad split.
+    """
 
     def __init__(self, model, comm, split="auto"):
-        from .backends.base import Mark
-        from .parallel import grad_chunks
-        self.model = model
-        self.comm = comm if hasattr(comm, "sum_") else MPIComm(comm)
-        self.rank, self.size = comm.rank, comm.size
-        mode = parse_split(split, self.size)
-        self.auto = mode == "auto"
-        self.fractions = np.full(self.size, 1.0 / self.size) if self.auto else np.asarray(mode) / sum(mode)
-        self.ms_per_image = None   # this rank's smoothed time per image (split="auto")
-        self.all_ms = [None] * self.size
-        self.steps = 0
-        self._index = model.flat_index()
-        layout = hashlib.sha256(np.asarray(model.flat_grad.shape, np.int64).tobytes() + self._index.tobytes())
-        self.chunked = len(set(comm.allgather(layout.hexdigest()))) == 1   # else: gathered into one host layout
-        if self.chunked:
-            self.chunks = grad_chunks(model)
-            self._marks = {layer: Mark() for layer, _, _ in self.chunks}
-            self._host = [model.backend.pinned(b - a) for _, a, b in self.chunks]
-            self._loss_host = model.backend.pinned(1)
-        else:
-            self._buf = np.zeros(self._index.size + 1, np.float32)   # gradients, then the loss
-            self._grad = np.zeros(model.flat_grad.shape, np.float32)
-        self._pending = None   # the step whose exchange and update are still to do
-        self._shard_size, self._shape_age = None, 0   # steps run with this rank's current shard size
-        self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
+        self.model, self.comm, self.rank, self.world_size = model, comm, comm.rank, comm.size
+        model.load_state_dict(comm.bcast(model.state_dict(), root=0))
         self.devices = comm.allgather(model.device.id)
+        self.policy = SplitPolicy(split, [f"rank {r} ({d})" for r, d in enumerate(self.devices)])
+        self.chunks = grad_chunks(model)
+        self._marks = {layer: Mark() for layer, _, _ in self.chunks}
+        self._host = [model.backend.pinned(b - a) for _, a, b in self.chunks]
+        self._loss_host = model.backend.pinned(1)
+        layout = hashlib.sha256(np.int64(model.flat_grad.size).tobytes() + model.flat_index().tobytes())
+        same = len(set(comm.allgather(layout.hexdigest()))) == 1
+        self._gather = None if same else chunk_index(model, self.chunks)   # ranks laid out differently
+        self._clock = concurrent.futures.ThreadPoolExecutor(max_workers=1)   # notes when the device is done
+        self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
 
-    # ---- the model interface ------------------------------------------------------------------------------
+    # ---- the model interface (local) --------------------------------------------------------------------------
     backend = property(lambda self: self.model.backend)
     flat_offsets = property(lambda self: self.model.flat_offsets)
+    training = property(lambda self: self.model.training)
+    settling = property(lambda self: self.policy.settling)
 
     @property
-    def device(self):
-        return GroupInfo(",".join(self.devices), f"{self.size} MPI ranks")
+    def device(self) -> GroupInfo:
+        return GroupInfo(",".join(self.devices), f"{self.world_size} MPI ranks")
 
     def named_parameters(self):
-        self._complete()
         return self.model.named_parameters()
 
-    def parameter_buffers(self):
+    def parameter_buffers(self) -> list:
         return self.model.parameter_buffers()
 
-    def _ensure_device(self):
+    def _ensure_device(self) -> None:
         pass
 
     def self_test(self) -> None:
         self.model.self_test()
 
-    def state_dict(self):
-        self._complete()
+    def train(self, mode: bool = True) -> "DistributedDataParallel":
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> "DistributedDataParallel":
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
 
-    def load_state_dict(self, state) -> None:
-        self._complete()
+    def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
 
-    def predict(self, x, batch_size: int = 1024):
-        self._complete()
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         return self.model.predict(x, batch_size)
 
     def split(self) -> dict:
-        return {f"rank{r}:{d}": {"fraction": round(float(f), 4), "active": True,
-                                 "ms_per_image": None if t is None else round(t, 5)}
-                for r, (d, f, t) in enumerate(zip(self.devices, self.fractions, self.all_ms))}
+        """Each rank's share and measured time per image, keyed "rank<r>:<device>"."""
+        return self.policy.report([f"rank{r}:{d}" for r, d in enumerate(self.devices)])
 
-    # ---- computation --------------------------------------------------------------------------------------
-    def _shard(self, x, y):
-        x, y = global_batch(x, y)
-        a, b = cut(x.shape[0], self.fractions)[self.rank]
-        return x.shape[0], x[a:b], y[a:b]
-
+    # ---- computation (collective) -----------------------------------------------------------------------------
     def train_step(self, x, y, optimizer, sync: bool = True):
-        """This rank's shard of the global batch; the exchange and update finish at the next call (or read)."""
-        return self.train_shard(*self._shard(x, y), optimizer, sync)
-
-    def train_shard(self, n: int, xs, ys, optimizer, sync: bool = True):
-        """train_step given this rank's shard (xs, ys) of a global batch of ``n`` images."""
-        if not self.chunked:
-            loss = self._gathered_shard(n, xs, ys)
-            optimizer.step()
-            if sync:
-                return loss
-            self._loss_sum += loss
-            return None
-        if len(xs):
-            self.model.upload_shard(xs, ys)   # overlaps the device's work on the previous step
-        self._complete()
-        self._start(n, len(xs), optimizer, sync)
+        """This rank's shard of the global batch (x, y), the gradients summed over the ranks, one update; returns
+        the global mean loss (one more collective), or None with ``sync=False`` (see read_loss)."""
+        local = self._exchange(x, y)
+        optimizer.step()
         if sync:
-            return self._complete()
-        return None
-
-    def _step_gradients(self, x, y, sync=True) -> float | None:
-        return self.shard_gradients(*self._shard(x, y))
-
-    def shard_gradients(self, n: int, xs, ys) -> float:
-        """This rank's shard, then the exchange: every rank ends with the global mean gradient in .grad."""
-        if not self.chunked:
-            return self._gathered_shard(n, xs, ys)
-        self._complete()
-        if len(xs):
-            self.model.upload_shard(xs, ys)
-        self._start(n, len(xs), None, True)
-        return self._complete()
-
-    def _start(self, n, count, optimizer, sync) -> None:
-        """Enqueue this rank's shard and the read of each gradient chunk as soon as its layer is done."""
-        m, be = self.model, self.model.backend
-        t0 = time.perf_counter()
-        self._shape_age = self._shape_age + 1 if count == self._shard_size else 1
-        self._shard_size = count
-        reads = loss = None
-        if count:
-            m.run_shard(False, self._marks)
-            reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
-                     for (layer, s, _), h in zip(self.chunks, self._host)]
-            loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
-            be.flush()
-        self._pending = (reads, loss, count / n, count, t0, optimizer, sync, self._shape_age > 2)
-        if self.auto:
-            self._rebalance()   # the last measurement; the device is busy meanwhile
-
-    def _complete(self):
-        """Finish the pending step: each chunk, once read back, weighted by this rank's share and summed over the
-        ranks (Allreduce), then written back beside the compute queue; the update waits for the writes. Returns
-        the global loss of that step when it was a sync step, else None."""
-        if self._pending is None:
-            return None
-        reads, loss, w, count, t0, optimizer, sync, measured = self._pending
-        self._pending = None
-        m, be = self.model, self.model.backend
-        writes = []
-        for c, ((_, s, _), h) in enumerate(zip(self.chunks, self._host)):
-            if reads is None:
-                h[...] = 0.0
-            else:
-                reads[c].wait()
-                h *= np.float32(w)
-            self.comm.sum_(h)
-            writes.append(be.write_async(m.flat_grad, s, h))
-        be.wait_all(writes)
-        local = 0.0
-        if reads is not None:
-            local = w * float(loss.wait()[0])
-            if measured:   # a shard size's first two steps build and record: not measurements
-                t = 1e3 * (time.perf_counter() - t0) / count
-                old = self.ms_per_image
-                self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
-        self.steps += 1
-        if optimizer is not None:
-            optimizer.step()
-            be.flush()
-        if sync:   # the global loss of this step now (gradients(), train_step(sync=True))
             return self.comm.allreduce(local)
         self._local_loss += local
         return None
 
+    def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
+        """(global mean loss, global mean gradients keyed like state_dict); the weights are not changed."""
+        loss = self.comm.allreduce(self._exchange(x, y))
+        return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
+
     def read_loss(self, reset: bool = True) -> float:
-        """The loss summed over the steps since the last reset (every rank must call it: one Allreduce)."""
-        self._complete()
-        total = self.comm.allreduce(self._local_loss) + super().read_loss(reset)
+        """The global loss summed over the ``sync=False`` steps since the last reset (one Allreduce)."""
+        total = self.comm.allreduce(self._local_loss)
         if reset:
             self._local_loss = 0.0
         return total
 
-    def _gathered_shard(self, n, xs, ys) -> float:
-        """Ranks whose flat layouts differ: the whole gradient gathered into the device-independent order, one
-        Allreduce, scattered back."""
-        buf, m, count = self._buf, self.model, len(xs)
-        t0 = time.perf_counter()
-        if count:
-            m.shard_gradients(xs, ys)
-            w = count / n
-            grad, loss = m.backend.download_async(m.flat_grad), m.backend.download_async(m._loss_buf)
-            buf[:-1] = grad()[self._index]
-            buf[-1] = loss()[0]
-            buf *= np.float32(w)
-            t = 1e3 * (time.perf_counter() - t0) / count
-            if self.steps > 0:   # the first step builds and compiles: not a measurement
-                old = self.ms_per_image
-                self.ms_per_image = t if old is None else (1 - SMOOTHING) * old + SMOOTHING * t
+    def _exchange(self, x, y) -> float:
+        """Run this rank's shard; every rank's flat_grad := the global mean gradient. Returns this rank's loss
+        weighted by its share (summed over the ranks, the global mean loss)."""
+        from mpi4py import MPI
+        x, y = global_batch(x, y)
+        n, (a, b) = x.shape[0], self.policy.shards(x.shape[0])[self.rank]
+        m, be, w, t0 = self.model, self.model.backend, np.float32((b - a) / x.shape[0]), time.perf_counter()
+        if b > a:
+            m.shard_gradients(x[a:b], y[a:b], marks=self._marks)
+            reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
+                     for (layer, s, _), h in zip(self.chunks, self._host)]
+            loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
+            be.flush()
+            done = self._clock.submit(lambda: (reads[-1].wait(), time.perf_counter())[1])
         else:
-            buf[:] = 0.0
-        self.comm.sum_(buf)
-        self._grad[self._index] = buf[:-1]
-        m.backend.upload_into(m.flat_grad, self._grad)
-        if self.auto:
-            self._rebalance()
-        self.steps += 1
-        return float(buf[-1])
-
-    def _rebalance(self) -> None:
-        """Shares follow the ranks' measured speeds (identical on every rank: computed from one allgather)."""
-        self.all_ms = self.comm.allgather(self.ms_per_image)
-        if all(t is not None for t in self.all_ms):
-            self.fractions = settle(self.fractions, [1.0 / t for t in self.all_ms])
+            be.synchronize()   # the last step's writes from the host buffers are done before they are reused
+        writes = []
+        for c, ((_, s, _), h) in enumerate(zip(self.chunks, self._host)):
+            if b > a:
+                reads[c].wait()
+            part = h if self._gather is None else h[self._gather[c]]
+            if b > a:
+                part *= w
+            else:
+                part[...] = 0.0
+            self.comm.Allreduce(MPI.IN_PLACE, part, op=MPI.SUM)
+            if self._gather is not None:
+                h[self._gather[c]] = part
+            writes.append(be.write_async(m.flat_grad, s, h))
+        be.wait_all(writes)
+        local = float(w) * float(loss.wait()[0]) if b > a else 0.0
+        if self.policy.measurable:   # the same on every rank (the same shards)
+            measured = 1e3 * (done.result() - t0) / (b - a) if b > a else None
+            self.policy.update(self.comm.allgather(measured), n)
+        return local

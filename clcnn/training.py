@@ -35,8 +35,7 @@ class TrainConfig:
     limit_train: int | None = None
     out: str | None = None
     split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device (or rank)
-    processes: str = "auto"   # with several devices: a worker process per extra device ("yes"), none ("no"), auto
-    distributed: str = "none"   # "mpi": one rank per device under mpiexec (clcnn.distributed)
+    parallel: str = "auto"   # with several devices: "threads" (one process), "mpi" (ranks) or "auto" (clcnn.launch)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting."""
@@ -52,12 +51,10 @@ class TrainConfig:
             raise ConfigError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
-        if self.processes not in ("auto", "yes", "no"):
-            raise ConfigError(f"--processes must be auto, yes or no (got {self.processes!r})")
-        if self.distributed not in ("none", "mpi"):
-            raise ConfigError(f"--distributed must be none or mpi (got {self.distributed!r})")
-        from .parallel import parse_split
-        if self.distributed == "none":
+        from .launch import plan, world_size
+        from .split import parse_split
+        plan(self.parallel, self.devices())   # ConfigError for a bad --parallel
+        if world_size() is None:   # under MPI: one fraction per rank, checked by the group
             parse_split(self.split, len(self.devices()))
 
     def devices(self) -> list[str]:
@@ -111,23 +108,24 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
     model = net
     devices = cfg.devices()
     lead = True   # the process that prints, writes metrics and saves (rank 0 under MPI)
-    if cfg.distributed == "mpi":   # one device per rank, gradients summed with Allreduce
-        from .distributed import MPIParallel, mpi_comm, rank_device
-        comm = mpi_comm()
-        model = MPIParallel(model.to(rank_device(cfg.device, comm)), comm, split=cfg.split)
+    from .launch import plan
+    how = plan(cfg.parallel, devices)
+    if how == "launch":
+        raise ConfigError(f"{cfg.device} trains as MPI ranks: start them with the clcnn command (it runs mpiexec) "
+                          "or under mpiexec, or pass --parallel threads")
+    if how == "ranks":   # one device per rank, gradients summed with Allreduce
+        from .distributed import DistributedDataParallel, mpi_world, rank_device
+        comm = mpi_world()
+        model = DistributedDataParallel(model.to(rank_device(devices, comm)), comm, split=cfg.split)
         lead = comm.rank == 0
         if not lead:
             log, show_progress = (lambda *a, **k: None), False
-    elif len(devices) > 1:   # one mini-batch over several devices
-        from .parallel import PROCESSES, DataParallel
-        model = DataParallel(model, devices, split=cfg.split, processes=PROCESSES[cfg.processes])
+    elif how == "threads":   # one mini-batch over several devices of this process
+        from .parallel import DataParallel
+        model = DataParallel(model, devices, split=cfg.split)
     else:
         model = model.to(devices[0])
-    try:
-        return _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress)
-    finally:
-        if hasattr(model, "close"):   # a group with worker processes: stop them
-            model.close()
+    return _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress)
 
 
 def save_meta(cfg: TrainConfig, net, info: data.DatasetInfo) -> dict:

@@ -225,9 +225,3 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
         return p - lr * g, None
     v = momentum * f64(velocity) + g
     return p - lr * v, v
-
-
-# ---- gradient combination (data parallelism) --------------------------------------------------------------
-def weighted_sum(parts, weights) -> np.ndarray:
-    """sum_j weights[j] * parts[j] in float64."""
-    return sum(float(w) * f64(p) for p, w in zip(parts, weights))

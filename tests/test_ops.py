@@ -386,34 +386,3 @@ def test_sgd_update_three_steps(device, momentum, weight_decay):
     check(device.download(dp), want_p, GRAD_TOL, "sgd param")
     if momentum:
         check(device.download(dv), want_v, GRAD_TOL, "sgd velocity")
-
-
-# ---- gradient combination --------------------------------------------------------------------------------
-@pytest.mark.parametrize("count,alias", [(1, None), (2, 1), (3, 0), (4, None), (6, 5), (9, 2)])
-def test_weighted_sum(device, count, alias):
-    # out = sum_j w_j * parts_j (any number of parts; out may be one of them, even past the first four)
-    size = 1037
-    rng = np.random.default_rng(70 + count)
-    parts = [randn(rng, size) for _ in range(count)]
-    weights = list(rng.uniform(0.05, 1.0, count))
-    dparts = [up(device, p) for p in parts]
-    out = dparts[alias] if alias is not None else up(device, np.full(size, np.nan, np.float32))
-    device.weighted_sum(out, dparts, weights, size)
-    check(device.download(out), ref.weighted_sum(parts, weights), FWD_TOL, "weighted_sum")
-
-
-def test_weighted_sum_is_left_to_right_float32(device):
-    # The exact float32 sequence every device follows (products rounded, then added in order, no FMA), so data-
-    # parallel replicas that sum the same parts agree bit for bit. 1 + 2^-24 is lost, 2^-24 + 2^-24 is not:
-    # the order shows in the result.
-    one, tiny = np.ones(4, np.float32), np.full(4, 2.0 ** -24, np.float32)
-    d = [up(device, one), up(device, tiny), up(device, tiny)]
-    out = up(device, np.zeros(4, np.float32))
-    device.weighted_sum(out, d, [1.0, 1.0, 1.0], 4)
-    check_exact(device.download(out), one, "1 + tiny + tiny, left to right")
-    device.weighted_sum(out, [d[1], d[2], d[0]], [1.0, 1.0, 1.0], 4)
-    check_exact(device.download(out), np.float32(1.0 + 2.0 ** -23) * one, "tiny + tiny + 1")
-    a, b = randn(np.random.default_rng(3), 64), randn(np.random.default_rng(4), 64)
-    device.weighted_sum(out := up(device, np.zeros(64, np.float32)), [up(device, a), up(device, b)], [0.3, 0.7], 64)
-    want = (np.float32(0.3) * a).astype(np.float32) + (np.float32(0.7) * b).astype(np.float32)
-    check_exact(device.download(out), want, "rounded products, then one rounded add")

@@ -6,7 +6,7 @@ import warnings
 
 from .base import Backend, DeviceError, DeviceInfo
 
-__all__ = ["Backend", "DeviceError", "DeviceInfo", "list_devices", "get_backend", "get_group", "resolve_device"]
+__all__ = ["Backend", "DeviceError", "DeviceInfo", "list_devices", "get_backend", "resolve_device"]
 
 NUMBA_INFO = DeviceInfo(id="cpu", name="Numba parallel CPU", backend="numba", type="cpu", platform="numba")
 _backends: dict[str, Backend] = {}
@@ -88,32 +88,3 @@ def get_backend(device=None) -> Backend:
         warnings.warn(f"clcnn: {info.id} ({info.name}) failed its kernel self-test ({exc}); using cpu instead",
                       RuntimeWarning, stacklevel=2)
         return _open(NUMBA_INFO)
-
-
-_groups: dict[tuple, list[Backend]] = {}
-
-
-def get_group(devices) -> list[Backend]:
-    """One backend per device id, for a data-parallel group: OpenCL devices of one platform share one context
-    (``Backend.shares_memory_with``), so their gradients move between them with no host wait; other devices
-    (and drivers that cannot share a context) get their own backend as ``get_backend`` gives it."""
-    infos = [resolve_device(d) for d in devices]
-    key = tuple(i.id for i in infos)
-    if key in _groups:
-        return _groups[key]
-    out: dict[str, Backend] = {}
-    by_platform: dict[str, list[DeviceInfo]] = {}
-    for info in infos:
-        if info.backend == "opencl":
-            by_platform.setdefault(info.platform, []).append(info)
-    for same in by_platform.values():
-        if len(same) > 1:
-            try:
-                from .opencl import open_shared
-                out.update({i.id: b for i, b in zip(same, open_shared(same))})
-            except Exception as exc:   # the driver cannot share a context: each device on its own
-                warnings.warn(f"clcnn: {', '.join(i.id for i in same)} cannot share an OpenCL context ({exc}); "
-                              "their gradients are combined on the host", RuntimeWarning, stacklevel=2)
-    group = [out[i.id] if i.id in out else _open(i) for i in infos]
-    _groups[key] = group
-    return group

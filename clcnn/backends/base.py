@@ -235,31 +235,9 @@ class Backend(ABC):
         weight_decay] a float32 (3,) device array (read by the device, so a recorded step replays with the
         values written there since). While momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
 
-    def weighted_sum(self, out, parts, weights, size: int) -> None:
-        """out[:size] = weights[0]*parts[0] + weights[1]*parts[1] + ...: each product rounded to float32, added
-        left to right, no fused multiply-add, so devices that run it on the same parts agree bit for bit (the
-        gradients of data-parallel shards). ``out`` may be one of ``parts``."""
-        if not parts or len(parts) != len(weights):
-            raise ValueError("weighted_sum needs one weight per part, at least one part")
-        parts = list(parts)
-        for j in range(4, len(parts)):   # out is written by the first group: a later part that is out is kept
-            if parts[j] is out:
-                parts[j] = self.scratch("weighted_sum", size)
-                self.copy(self.view(out, 0, size), self.view(parts[j], 0, size))
-        for g in range(0, len(parts), 4):
-            self._weighted_sum(out, parts[g:g + 4], [float(w) for w in weights[g:g + 4]], g > 0, size)
-
-    @abstractmethod
-    def _weighted_sum(self, out, parts, weights, acc: bool, size: int) -> None:
-        """out[:size] = (acc ? out : 0) + the sum of up to four weighted parts, in order (``weighted_sum``)."""
-
-    # ---- gradient exchange between devices (data parallelism) -----------------------------------------------
-    # Backends whose ops are asynchronous refine these; the defaults below run synchronously (Numba).
-    def shares_memory_with(self, others) -> bool:
-        """True when this backend and every one of ``others`` can wait on each other's transfers (one OpenCL
-        context): a gradient exchange among them then needs no host wait."""
-        return False
-
+    # ---- overlapped transfers (an optional capability: data parallelism over MPI, clcnn/distributed.py) -------
+    # A gradient chunk is read back as soon as the backward pass has passed a mark, while the device goes on.
+    # Backends whose ops are asynchronous refine these; the defaults run synchronously (Numba) and are correct.
     def mark(self, point: "Mark") -> None:
         """Set ``point`` to "everything enqueued so far" (recorded by ``capture``: a replay refreshes it)."""
 
@@ -284,10 +262,6 @@ class Backend(ABC):
 
     def flush(self) -> None:
         """Hand everything enqueued so far to the device (another queue may be waiting on it)."""
-
-    def elapsed(self, start: "Mark", end: "Mark") -> float | None:
-        """Device seconds between two marks once both are done (None: not yet done, or not measurable)."""
-        return None
 
     # ---- accounting, prepared steps, variants (concrete defaults; backends refine them) --------------------
     def _track(self, array, nbytes: int):

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from ..cpu import _blas, activation as _act, bias as _bias, combine as _combine, gemm as _gemm  # lazily
+from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # lazily
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from .base import Backend, DeviceInfo
 
@@ -127,7 +127,3 @@ class NumbaBackend(Backend):
 
     def sgd_update(self, param, grad, velocity, hyper, size):
         _sgd.sgd_update(param, grad, velocity, hyper, size)
-
-    def _weighted_sum(self, out, parts, weights, acc, size):
-        if size > 0:
-            _combine.weighted_sum(out, parts, weights, acc, size)

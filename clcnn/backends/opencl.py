@@ -70,14 +70,6 @@ def _enumerate() -> list[tuple[DeviceInfo, cl.Device]]:
     return out
 
 
-def open_shared(infos: list[DeviceInfo]) -> list["OpenCLBackend"]:
-    """Backends for several devices of one platform in one shared context, with timed queues (DataParallel's
-    device-side gradient exchange); raises cl.Error/DeviceError where the driver cannot share a context."""
-    found = {i.id: dev for i, dev in _enumerate()}
-    ctx = cl.Context([found[i.id] for i in infos])
-    return [OpenCLBackend(i, ctx=ctx, profile=True) for i in infos]
-
-
 def list_cl_devices() -> list[DeviceInfo]:
     """Every OpenCL device, flat over platforms in order: ids cl:0, cl:1, ..."""
     return [info for info, _ in _enumerate()]
@@ -122,17 +114,14 @@ class CLArray:
 class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     """Backend on one OpenCL device: one context, one in-order queue; ops enqueue without waiting."""
 
-    def __init__(self, info: DeviceInfo, ctx: cl.Context | None = None, profile: bool = False):
-        """``ctx``: a context shared with other devices of the platform (``open_shared``); ``profile``: a
-        compute queue that times its commands (``elapsed``)."""
+    def __init__(self, info: DeviceInfo):
         match = [dev for i, dev in _enumerate() if i.id == info.id and i.name == info.name]
         if not match:
             raise DeviceError(f"OpenCL device {info.id} ({info.name}) not found")
         self.info, self.device = info, match[0]
-        props = cl.command_queue_properties.PROFILING_ENABLE if profile else 0
         try:
-            self.ctx = ctx if ctx is not None else cl.Context([self.device])
-            self.queue = cl.CommandQueue(self.ctx, self.device, properties=props)
+            self.ctx = cl.Context([self.device])
+            self.queue = cl.CommandQueue(self.ctx, self.device)
             self.copy_queue = cl.CommandQueue(self.ctx, self.device)   # transfers beside the compute queue
         except cl.Error as exc:
             raise DeviceError(f"cannot open OpenCL device {info.id} ({info.name}): {exc}") from exc
@@ -360,17 +349,14 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
         v.owner = a.owner
         return v
 
-    # ---- gradient exchange between devices ------------------------------------------------------------------
-    def shares_memory_with(self, others) -> bool:
-        return all(isinstance(o, OpenCLBackend) and o.ctx.int_ptr == self.ctx.int_ptr for o in others)
-
+    # ---- overlapped transfers (Backend's optional capability; clcnn/distributed.py) --------------------------
     def mark(self, point) -> None:
         def enqueue():
             point.event = cl.enqueue_marker(self.queue)
         self._record(enqueue)
 
     def pinned(self, size: int) -> np.ndarray:
-        """Mapped ALLOC_HOST_PTR memory: the driver DMAs it directly (in a shared context, for every device)."""
+        """Mapped ALLOC_HOST_PTR memory: the driver DMAs it directly."""
         nbytes = max(int(size), 1) * 4
         buf = cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR, nbytes)
         host, _ = cl.enqueue_map_buffer(self.queue, buf, cl.map_flags.READ | cl.map_flags.WRITE, 0, (nbytes // 4,),
@@ -402,15 +388,6 @@ class OpenCLBackend(OpenCLGemm, OpenCLOps, Backend):
     def flush(self) -> None:
         self.queue.flush()
         self.copy_queue.flush()
-
-    def elapsed(self, start, end):
-        try:
-            if any(p.event is None or p.event.command_execution_status != cl.command_execution_status.COMPLETE
-                   for p in (start, end)):
-                return None
-            return (end.event.profile.end - start.event.profile.end) * 1e-9
-        except cl.Error:   # a queue without profiling, or a driver that does not time markers
-            return None
 
     def scratch(self, name: str, size: int) -> CLArray:
         cur = self._scratch.get(name)

@@ -138,11 +138,6 @@ class OpenCLOps:
                       defines={"WG": self.reduce_wg})
 
     # ---- optimizer ----------------------------------------------------------------------------------------
-    def _weighted_sum(self, out, parts, weights, acc, size):
-        bufs = [p.buf for p in parts] + [parts[0].buf] * (4 - len(parts))
-        ws = [_f(w) for w in weights] + [_f(0.0)] * (4 - len(weights))
-        self._eltwise("combine.cl", "weighted_sum", size, out.buf, *bufs, *ws, _i(len(parts)), _i(int(acc)), _i(size))
-
     def sgd_update(self, param, grad, velocity, hyper, size):
         vel = param.buf if velocity is None else velocity.buf   # unused while momentum == 0
         self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, hyper.buf, _i(size))
