@@ -90,10 +90,11 @@ def test_buffers_in_state_dict_modes_and_clone(device_id):
     (lambda: Sequential([Conv2D(3, 4, 3)]), (2, 1, 8, 8), "layer 0"),
     (lambda: Sequential([MaxPool2D(5), Flatten(), Dense(1, 2)]), (1, 1, 4, 4), "H, W >= 5"),
 ])
-def test_wrong_input_shape_is_refused_before_any_kernel(device_id, make, shape, needle):
+def test_wrong_input_shape_is_refused_before_any_kernel(device_id, make, shape, needle, monkeypatch):
     model = make().to(device_id)
     calls = []
-    model.backend.gemm = lambda *a, **k: calls.append(a)   # no kernel may see the wrong shape
+    # no kernel may see the wrong shape (monkeypatch: the backend is shared by every later test)
+    monkeypatch.setattr(model.backend, "gemm", lambda *a, **k: calls.append(a))
     x = np.zeros(shape, np.float32)
     with pytest.raises(ShapeError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         model.predict(x)
