@@ -13,7 +13,8 @@
 #   tune     `clcnn tune` for both presets at 256 and 1024 (and the GEMM_SIZE cube), then the bench rows tuned
 #   profile  tools/profile_step.py for both presets at 256 and 1024 (where a step's time goes)
 #   train    one epoch of Fashion-MNIST with LeNet-5 (carry .data; see tools/get-data.sh)
-# Knobs (environment): STEPS, ROUNDS (per `bench train`), AB_ROUNDS (old/new alternations), CONFIGS
+# Knobs (environment): STEPS, ROUNDS (per `bench train`), AB_ROUNDS (old/new alternations: 4 on the GPU, 2
+# with --device cpu; even counts balance the order), CONFIGS
 # ("lenet5:256,lenet5:1024,cifar:256,cifar:1024"), GEMM_SIZE (4096), BASE, NEW (the AFTER tree, default this
 # one), OUT, LIMIT (seconds per process).
 #
@@ -32,16 +33,17 @@ ROOT=$PWD
 WORK=${WORK:-/tmp/clcnn-gpu}; rm -rf "$WORK"; mkdir -p "$WORK/json"
 if [ "$DEV" = cpu ]; then
   OUT=${OUT:-runs/gpu-cpu}; STEPS=${STEPS:-4}; ROUNDS=${ROUNDS:-3}; PY=${PY:-python3}; LIMIT=${LIMIT:-1800}
+  AB_ROUNDS=${AB_ROUNDS:-2}
 else
   . tools/device-env.sh; OUT=${OUT:-/tmp/out}; STEPS=${STEPS:-50}; ROUNDS=${ROUNDS:-5}; PY=${PY:-python3}
-  LIMIT=${LIMIT:-400}
+  LIMIT=${LIMIT:-400}; AB_ROUNDS=${AB_ROUNDS:-4}
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | tee "$WORK/gpu.txt"
   DEV=${DEV:-$($PY -c "import clcnn; print(next(d.id for d in clcnn.list_devices() if 'nvidia' in d.platform.lower()))")}
 fi
 mkdir -p "$OUT"
 case $PY in */*) PY=$(realpath -s "$PY") ;; esac   # the A/B runs from other folders
 [ -n "$DEV" ] || { echo "gpu.sh: no NVIDIA OpenCL device found (clcnn devices):"; $PY -m clcnn devices; exit 1; }
-AB_ROUNDS=${AB_ROUNDS:-3}; GEMM_SIZE=${GEMM_SIZE:-4096}
+GEMM_SIZE=${GEMM_SIZE:-4096}
 CONFIGS=${CONFIGS:-lenet5:256,lenet5:1024,cifar:256,cifar:1024}
 BASE=$(realpath -m "${BASE:-build/base}"); NEW=$(realpath -m "${NEW:-$ROOT}")
 export CLCNN_CACHE_DIR=${CLCNN_CACHE_DIR:-$WORK/kernels} CLCNN_TUNING_DIR=$WORK/untuned PYTHONUNBUFFERED=1
