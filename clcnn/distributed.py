@@ -21,7 +21,7 @@ import numpy as np
 
 from .backends.base import Mark
 from .errors import ConfigError
-from .split import GroupInfo, SplitPolicy, global_batch
+from .split import Group, GroupInfo, SplitPolicy, global_batch
 
 CHUNK_MIN = 32768   # gradient elements: a layer's gradients travel with the next layer's until a chunk has this many
 
@@ -86,7 +86,7 @@ def chunk_index(model, chunks) -> list[np.ndarray]:
     return [index[(index >= a) & (index < b)] - a for _, a, b in chunks]
 
 
-class DistributedDataParallel:
+class DistributedDataParallel(Group):
     """A placed Sequential trained in lockstep with the other ranks of ``comm``; the model interface of
     ``DataParallel`` (train_step, gradients, read_loss, predict, state_dict, split) for any clcnn optimizer.
 
@@ -112,25 +112,22 @@ class DistributedDataParallel:
         self._gather = None if same else chunk_index(model, self.chunks)   # ranks laid out differently
         self._clock = concurrent.futures.ThreadPoolExecutor(max_workers=1)   # notes when the device is done
         self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
+        self._pending, self._writes = None, []   # the step whose exchange and update are still to do
 
-    # ---- the model interface (local) --------------------------------------------------------------------------
-    backend = property(lambda self: self.model.backend)
-    flat_offsets = property(lambda self: self.model.flat_offsets)
-    training = property(lambda self: self.model.training)
-    settling = property(lambda self: self.policy.settling)
+    # ---- the model interface (local; a read of the model finishes the pending step first) -----------------------
+    lead = property(lambda self: self.model)
 
     @property
     def device(self) -> GroupInfo:
         return GroupInfo(",".join(self.devices), f"{self.world_size} MPI ranks")
 
     def named_parameters(self):
+        self._complete()
         return self.model.named_parameters()
 
     def parameter_buffers(self) -> list:
+        self._complete()
         return self.model.parameter_buffers()
-
-    def _ensure_device(self) -> None:
-        pass
 
     def self_test(self) -> None:
         self.model.self_test()
@@ -139,16 +136,16 @@ class DistributedDataParallel:
         self.model.train(mode)
         return self
 
-    def eval(self) -> "DistributedDataParallel":
-        return self.train(False)
-
     def state_dict(self) -> dict[str, np.ndarray]:
+        self._complete()
         return self.model.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        self._complete()
         self.model.load_state_dict(state)
 
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        self._complete()
         return self.model.predict(x, batch_size)
 
     def split(self) -> dict:
@@ -158,58 +155,95 @@ class DistributedDataParallel:
     # ---- computation (collective) -----------------------------------------------------------------------------
     def train_step(self, x, y, optimizer, sync: bool = True):
         """This rank's shard of the global batch (x, y), the gradients summed over the ranks, one update; returns
-        the global mean loss (one more collective), or None with ``sync=False`` (see read_loss)."""
-        local = self._exchange(x, y)
-        optimizer.step()
-        if sync:
-            return self.comm.allreduce(local)
-        self._local_loss += local
-        return None
+        the global mean loss, or None with ``sync=False`` (see read_loss). A sync=False step's exchange and
+        update finish at the next call on this group, once the next shard is on its way to the device (so
+        the host's copy overlaps the device's work), with the hyper-parameters the optimizer had now."""
+        self._start(x, y, optimizer, sync)
+        return self.comm.allreduce(self._complete()) if sync else None
 
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(global mean loss, global mean gradients keyed like state_dict); the weights are not changed."""
-        loss = self.comm.allreduce(self._exchange(x, y))
+        self._start(x, y, None, True)
+        loss = self.comm.allreduce(self._complete())
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
     def read_loss(self, reset: bool = True) -> float:
         """The global loss summed over the ``sync=False`` steps since the last reset (one Allreduce)."""
+        self._complete()
         total = self.comm.allreduce(self._local_loss)
         if reset:
             self._local_loss = 0.0
         return total
 
-    def _exchange(self, x, y) -> float:
-        """Run this rank's shard; every rank's flat_grad := the global mean gradient. Returns this rank's loss
-        weighted by its share (summed over the ranks, the global mean loss)."""
-        from mpi4py import MPI
+    def _start(self, x, y, optimizer, sync) -> None:
+        """Copy this rank's shard to the device, finish the pending step, then enqueue the shard's forward and
+        backward and the read of each gradient chunk as soon as its layers are done."""
         x, y = global_batch(x, y)
         n, (a, b) = x.shape[0], self.policy.shards(x.shape[0])[self.rank]
-        m, be, w, t0 = self.model, self.model.backend, np.float32((b - a) / x.shape[0]), time.perf_counter()
+        m, be = self.model, self.model.backend
         if b > a:
-            m.shard_gradients(x[a:b], y[a:b], marks=self._marks)
+            m.upload_shard(x[a:b], y[a:b])
+        self._complete()
+        t0, reads, loss, done = time.perf_counter(), None, None, None
+        if b > a:
+            m.run_shard(False, self._marks)
             reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
                      for (layer, s, _), h in zip(self.chunks, self._host)]
             loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
             be.flush()
             done = self._clock.submit(lambda: (reads[-1].wait(), time.perf_counter())[1])
-        else:
-            be.synchronize()   # the last step's writes from the host buffers are done before they are reused
+        hyper = None if optimizer is None else optimizer.hyper_values()
+        self._pending = (b - a, n, reads, loss, done, t0, optimizer, hyper, sync, self.policy.measurable)
+
+    def _complete(self) -> float | None:
+        """Finish the pending step: each chunk, once read back, weighted by this rank's share and summed over the
+        ranks (Allreduce), written back beside the compute queue; the update waits for the writes. Returns this
+        rank's share-weighted loss of that step (summed over the ranks: the global mean loss), or None."""
+        if self._pending is None:
+            return None
+        from mpi4py import MPI
+        count, n, reads, loss, done, t0, optimizer, hyper, sync, measurable = self._pending
+        self._pending = None
+        m, be, w = self.model, self.model.backend, np.float32(count / n)
+        for write in self._writes if reads is None else ():
+            write.wait()   # an empty shard: the last step's writes from the host buffers are done
         writes = []
         for c, ((_, s, _), h) in enumerate(zip(self.chunks, self._host)):
-            if b > a:
+            if reads is not None:
                 reads[c].wait()
             part = h if self._gather is None else h[self._gather[c]]
-            if b > a:
-                part *= w
-            else:
+            if reads is None:
                 part[...] = 0.0
+            else:
+                part *= w
             self.comm.Allreduce(MPI.IN_PLACE, part, op=MPI.SUM)
             if self._gather is not None:
                 h[self._gather[c]] = part
             writes.append(be.write_async(m.flat_grad, s, h))
         be.wait_all(writes)
-        local = float(w) * float(loss.wait()[0]) if b > a else 0.0
-        if self.policy.measurable:   # the same on every rank (the same shards)
-            measured = 1e3 * (done.result() - t0) / (b - a) if b > a else None
-            self.policy.update(self.comm.allgather(measured), n)
+        self._writes = writes
+        local = 0.0 if reads is None else float(w) * float(loss.wait()[0])
+        if measurable:   # the same on every rank (the same shards)
+            self.policy.update(self.comm.allgather(None if reads is None else 1e3 * (done.result() - t0) / count), n)
+        if optimizer is not None:
+            _step(optimizer, hyper)
+            be.flush()
+        if not sync:
+            self._local_loss += local
         return local
+
+
+def _step(optimizer, hyper: np.ndarray) -> None:
+    """optimizer.step() with the hyper-parameter values ``hyper`` (``optimizer.hyper`` order) it had when the
+    step was started: the training loop may have set the next step's learning rate since."""
+    now = optimizer.hyper_values()
+    if np.array_equal(now, hyper):
+        optimizer.step()
+        return
+    for name, value in zip(optimizer.hyper, hyper):
+        setattr(optimizer, name, float(value))
+    try:
+        optimizer.step()
+    finally:
+        for name, value in zip(optimizer.hyper, now):
+            setattr(optimizer, name, float(value))

@@ -19,19 +19,10 @@ import time
 import numpy as np
 
 from .errors import ConfigError, DeviceError
-from .split import GroupInfo, SplitPolicy, global_batch
+from .split import Group, GroupInfo, SplitPolicy, global_batch
 
 
-def _device_list(devices) -> list[str]:
-    devices = [str(d).strip() for d in devices]
-    if not devices:
-        raise ConfigError("DataParallel needs at least one device")
-    if len(set(devices)) != len(devices):
-        raise ConfigError(f"each device may appear once (got {','.join(devices)})")
-    return devices
-
-
-class DataParallel:
+class DataParallel(Group):
     """One model on several devices, with the interface of a Sequential (train_step, gradients, read_loss,
     predict, state_dict, load_state_dict, train/eval, parameter_buffers) and usable with any clcnn optimizer.
 
@@ -46,7 +37,9 @@ class DataParallel:
     """
 
     def __init__(self, model, devices, split="auto"):
-        ids = _device_list(devices)
+        ids = [str(d).strip() for d in devices]
+        if not ids or len(set(ids)) != len(ids):
+            raise ConfigError(f"DataParallel needs at least one device, each at most once (got {','.join(ids)})")
         self.replicas = [model.to(ids[0])] + [model.clone().to(d) for d in ids[1:]]
         self.policy = SplitPolicy(split, [f"{r.device.id} ({r.device.name})" for r in self.replicas])
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(ids))   # waits on the devices
@@ -58,12 +51,6 @@ class DataParallel:
     def lead(self):
         """The replica with the largest share (always active): it answers state_dict, predict and backend."""
         return self.replicas[self.policy.lead]
-
-    backend = property(lambda self: self.lead.backend)
-    flat_offsets = property(lambda self: self.lead.flat_offsets)
-    training = property(lambda self: self.lead.training)
-    settling = property(lambda self: self.policy.settling)
-    notes = property(lambda self: self.policy.notes)
 
     @property
     def device(self) -> GroupInfo:
@@ -78,9 +65,6 @@ class DataParallel:
         order = [self.policy.lead] + [i for i, a in enumerate(self.policy.active) if a and i != self.policy.lead]
         return [pb for i in order for pb in self.replicas[i].parameter_buffers()]
 
-    def _ensure_device(self) -> None:
-        pass
-
     def self_test(self) -> None:
         for r in self.replicas:
             r.self_test()
@@ -89,9 +73,6 @@ class DataParallel:
         for r in self.replicas:
             r.train(mode)
         return self
-
-    def eval(self) -> "DataParallel":
-        return self.train(False)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.lead.state_dict()

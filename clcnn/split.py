@@ -28,6 +28,22 @@ class GroupInfo:
     backend: str = "parallel"
 
 
+class Group:
+    """What both engines share: the read-only model interface of their ``lead`` (a placed Sequential) and the
+    ``policy`` (a SplitPolicy). Subclasses define ``lead``, ``policy`` and ``train(mode)``."""
+    backend = property(lambda self: self.lead.backend)
+    flat_offsets = property(lambda self: self.lead.flat_offsets)
+    training = property(lambda self: self.lead.training)
+    settling = property(lambda self: self.policy.settling)
+    notes = property(lambda self: self.policy.notes)
+
+    def _ensure_device(self) -> None:   # what optimizers call on a model: a group is placed already
+        pass
+
+    def eval(self):
+        return self.train(False)
+
+
 def parse_split(split, world_size: int):
     """"auto" (also None), or ``world_size`` non-negative fractions (a list, or a string "0.7,0.3") not all zero,
     as floats; ConfigError otherwise."""

@@ -116,21 +116,25 @@ for device in sys.argv[1:]:
     for i, n in enumerate([20, 20, 7, 20, 20, 13]):
         x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
         y = rng.integers(0, 10, n)
+        o1.lr = o2.lr = 0.05 / (1 + i)   # a per-step schedule: a deferred update keeps its step's rate
         a, b = single.train_step(x, y, o1, sync=i < 3), m.train_step(x, y, o2, sync=i < 3)
         losses += [[a, b]] if i < 3 else []
+    s1, s2 = o1.state_dict(), o2.state_dict()   # the pending update is finished first
+    state_err = max(float(np.abs(s1["state"][k]["momentum_buffer"] - s2["state"][k]["momentum_buffer"]).max())
+                    for k in s1["state"])
     losses.append([single.read_loss(), m.read_loss()])
     (l1, g1), (l2, g2) = single.gradients(x, y), m.gradients(x, y)
     want, got = single.state_dict(), m.state_dict()
     out[device] = {"losses": losses + [[l1, l2]], "err": max(float(np.abs(want[k] - got[k]).max()) for k in want),
-                   "grad_err": max(float(np.abs(g1[k] - g2[k]).max()) for k in g1)}
+                   "grad_err": max(float(np.abs(g1[k] - g2[k]).max()) for k in g1), "state_err": state_err}
 print(json.dumps(out))
 '''
 
 
 def test_one_rank_steps_like_one_process():
     # DistributedDataParallel's chunked exchange in a world of one rank (through the state_dict-order gather of
-    # differently laid out ranks, too): sync losses, the deferred total, gradients() and the weights are the
-    # plain model's, on the cpu and on an OpenCL device (padded flat buffers).
+    # differently laid out ranks, too), with a learning rate changed every step: sync losses, the deferred total,
+    # gradients(), the momentum and the weights are the plain model's, on the cpu and on an OpenCL device.
     from conftest import usable_device_ids
     devices = ["cpu"] + [d for d in usable_device_ids(simulators=False) if d != "cpu"][:1]
     res = subprocess.run([sys.executable, "-c", ONE_RANK, *devices], capture_output=True, text=True, timeout=300,
@@ -139,7 +143,7 @@ def test_one_rank_steps_like_one_process():
     for device, case in json.loads(res.stdout.strip().splitlines()[-1]).items():
         for a, b in case["losses"]:
             assert b == pytest.approx(a, rel=1e-5), (device, case)
-        assert case["err"] <= 1e-6 and case["grad_err"] <= 1e-6, (device, case)
+        assert case["err"] <= 1e-6 and case["grad_err"] <= 1e-6 and case["state_err"] <= 1e-6, (device, case)
 
 
 def test_grad_chunks_cover_the_buffer_in_backward_order():
