@@ -36,6 +36,26 @@ def check_scalar(got, want, tol, what="loss"):
     assert abs(got - want) <= tol * max(abs(want), 1.0), f"{what}: got {got!r}, want {want!r}"
 
 
+def config_paths(cfg: dict) -> tuple:
+    """The code paths of an OpenCL GEMM tile config (see cl/gemm_vec.cl): its variant, whether lanes are arranged
+    (WX), register double-buffering (FB), the early stash (ST), the vector width (VW) and whether WM and WN are
+    multiples of 4 (float4 local reads) or not."""
+    return (cfg["variant"], cfg.get("WX", 0) > 0, cfg.get("FB", 0), cfg.get("ST", 0) > 0, cfg.get("VW", 4),
+            cfg.get("WM", 4) % 4 == 0 and cfg.get("WN", 4) % 4 == 0)
+
+
+def representative_configs(configs) -> list[dict]:
+    """For each code path (``config_paths``) among ``configs``, its config with the smallest tile: together they
+    run every path of every GEMM kernel variant at a fraction of the builds (a big tile takes PoCL 5-50 s)."""
+    best: dict[tuple, dict] = {}
+    for cfg in configs:
+        area = cfg.get("TM", cfg.get("TS", 0)) * cfg.get("TN", cfg.get("TS", 0))
+        key = config_paths(cfg)
+        if key not in best or area < best[key][0]:
+            best[key] = (area, cfg)
+    return [cfg for _, cfg in best.values()]
+
+
 def randn(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 

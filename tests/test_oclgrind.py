@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import clcnn
+from conftest import DEEP
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "oclgrind_ops.py"
@@ -119,8 +120,9 @@ def test_report_patterns_catch_real_errors(tmp_path):
 @pytest.mark.slow
 def test_all_ops_clean_under_oclgrind(tmp_path):
     _require_oclgrind()
-    proc = subprocess.run([sys.executable, str(SCRIPT)], env=oclgrind_env(tmp_path), capture_output=True,
-                          text=True, timeout=900, cwd=str(ROOT))
+    args = [sys.executable, str(SCRIPT)] + (["--deep"] if DEEP else [])   # deep: every tile config
+    proc = subprocess.run(args, env=oclgrind_env(tmp_path), capture_output=True, text=True, timeout=1800,
+                          cwd=str(ROOT))
     reports = oclgrind_reports(proc.stderr)
     assert proc.returncode == 0 and "ALL OK" in proc.stdout, \
         f"tools/oclgrind_ops.py failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

@@ -1,6 +1,9 @@
 """The gemm op on every device against tests/reference.py: shapes, transposes, alpha/beta, offsets and leading
 dimensions, strided batches, batch-reduce (and its split-K), the fused bias + ReLU epilogue, and (OpenCL) every
-kernel variant and tile config, on aligned (128-bit load) and unaligned storage. Criterion: see test_ops.py."""
+kernel variant and tile config, on aligned (128-bit load) and unaligned storage. Criterion: see test_ops.py.
+Each tile config x transposes x alignment is an OpenCL build of seconds (a big tile: 5-50 s on PoCL): the default
+run sweeps one small config per kernel code path on one PoCL device (tools/oclgrind_ops.py runs one config of
+every code path under Oclgrind); the deep grid (CLCNN_TEST_DEEP=1) every config on every device."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +11,8 @@ import pytest
 
 import reference as ref  # tests/ is on sys.path (conftest.py)
 from clcnn.backends.opencl_gemm import GEMM_CONFIGS, gemm_geometry, gemm_key
-from conftest import device_params, is_simulator, open_device
-from opcheck import FWD_TOL, check, check_exact, randn, up
+from conftest import deep, device_params, open_device
+from opcheck import FWD_TOL, check, check_exact, randn, representative_configs, up
 
 
 # ---- gemm ------------------------------------------------------------------------------------------------
@@ -52,7 +55,7 @@ def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     check_exact(got[~touched], c[~touched], "gemm: C storage outside the C blocks")
 
 
-GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), (16, 16, 16), (65, 67, 129), (130, 9, 70)]
+GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), deep((16, 16, 16)), (65, 67, 129), deep((130, 9, 70))]
 GEMM_SMALL = {(65, 67, 129): (17, 33, 19), (130, 9, 70): (33, 9, 18), (37, 29, 53): (19, 13, 21)}
 
 
@@ -139,6 +142,19 @@ def cl_device(request):
     return open_device(request.param)
 
 
+def _sweep_params():
+    """The non-simulator OpenCL devices, all but the first in the deep grid only (the simulator's sweep is
+    tools/oclgrind_ops.py, under its checkers)."""
+    params = [p for p in device_params() if p.values[0] != "cpu" and "oclgrind" not in p.id]
+    return params[:1] + [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep]) for p in params[1:]]
+
+
+@pytest.fixture(scope="module", params=_sweep_params())
+def sweep_device(request):
+    """A PoCL (or other non-simulator) OpenCL device for the tile-config sweeps."""
+    return open_device(request.param)
+
+
 def _cfg_id(cfg):
     return "-".join(str(v) for v in cfg.values())
 
@@ -152,13 +168,19 @@ def aligned_pads(m, n, k, trans_a, trans_b):
     return tuple(-c % 4 + 4 for c in cols)
 
 
-@pytest.mark.parametrize("index", range(len(GEMM_CONFIGS)), ids=[_cfg_id(c) for c in GEMM_CONFIGS])
-def test_gemm_config(cl_device, index):
+# default: for each code path its smallest config, if that is at most 64 x 64 (FB, ST and VW=1 exist only in big
+# tiles: tools/oclgrind_ops.py runs those on the simulator); deep: every config
+SWEEP = [c for c in representative_configs(GEMM_CONFIGS) if gemm_geometry(c)[0] * gemm_geometry(c)[1] <= 64 * 64]
+
+
+@pytest.mark.parametrize("index", [pytest.param(i, id=_cfg_id(c)) if c in SWEEP else deep(i, id=_cfg_id(c))
+                                   for i, c in enumerate(GEMM_CONFIGS)])
+def test_gemm_config(sweep_device, index):
     """Each config forced on edges crossing its tile (m = TM+3, n = TN+5, k = 21: partial quads and slabs):
     once on 16-byte aligned storage (128-bit loads where the config uses them), once unaligned, once as a
     batch-reduce whose split-K slices span several entries; with beta, bias and ReLU. The transposes rotate over
     the configs (two builds per config: PoCL takes seconds per build)."""
-    dev, cfg = cl_device, GEMM_CONFIGS[index]
+    dev, cfg = sweep_device, GEMM_CONFIGS[index]
     if cfg not in dev.gemm_configs:
         pytest.skip(f"does not fit {dev.info.name}")
     tm, tn, _, _ = gemm_geometry(cfg)
@@ -174,12 +196,12 @@ def test_gemm_config(cl_device, index):
         dev.gemm_override = None
 
 
-@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES, ids=["NN", "NT", "TN", "TT"])
-def test_gemm_default_big_tile(cl_device, trans_a, trans_b):
-    """The device's big-GEMM tile (vec 128x128 where it fits) on every transpose, aligned and unaligned."""
-    dev = cl_device
-    if is_simulator(dev):
-        pytest.skip("covered by test_gemm_config and the Oclgrind checks")
+@pytest.mark.parametrize("trans_a,trans_b", [deep(False, False, id="NN"), pytest.param(False, True, id="NT"),
+                                             pytest.param(True, False, id="TN"), deep(True, True, id="TT")])
+def test_gemm_default_big_tile(sweep_device, trans_a, trans_b):
+    """The device's big-GEMM tile (vec 128x128 where it fits), aligned and unaligned; NT and TN take every load
+    path of A and B (normal and transposed), NN and TT are deep."""
+    dev = sweep_device
     tm, tn, _, _ = gemm_geometry(dev.gemm_params)
     try:
         dev.gemm_override = dev.gemm_params

@@ -1,11 +1,12 @@
 """Run every Backend op with tiny shapes on the Oclgrind simulator (for its memory/race/uninitialized checkers).
 
-Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py
+Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py [--deep]
 Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialized C, offsets/lds, batch with
-stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every kernel variant and tile config that fits,
-on aligned and unaligned storage), im2col/col2im, conv_backward_data (over a never-written scratch), maxpool, bias,
-activations, losses and sgd, and checks each result against tests/reference.py. Exit status: 0 all ok, 1 a result
-mismatch, 2 no Oclgrind device.
+stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code path of every kernel variant in its
+smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im
+and maxpool (with --deep also built with the sizes as constants, as on GPUs), conv_backward_data (over a
+never-written scratch), bias, activations, losses and sgd, and checks each result against tests/reference.py.
+Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
 """
 from __future__ import annotations
@@ -22,8 +23,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import clcnn  # noqa: E402
 from clcnn.backends.opencl_gemm import gemm_geometry  # noqa: E402
 import reference as ref  # noqa: E402
+from opcheck import representative_configs  # noqa: E402
 
 FAILURES: list[str] = []
+DEEP = False   # --deep: every GEMM tile config and the geometry-constant builds (see main)
 
 
 def compare(name, got, want, tol):
@@ -90,7 +93,8 @@ def gemm_cases(dev, rng):
     run_gemm(dev, rng, "epilogue-bias-rows", 7, 9, 5, beta=0.0, uninit_c=True, bias_axis=0, relu=True)
     run_gemm(dev, rng, "epilogue-split-k", 4, 9, 6, False, True, batch=7, reduce=True, bias_axis=1, relu=True)
     transposes = ((False, False), (False, True), (True, False), (True, True))
-    for i, cfg in enumerate(dev.gemm_configs):   # every variant and tile config, on edges crossing its tile
+    configs = dev.gemm_configs if DEEP else representative_configs(dev.gemm_configs)
+    for i, cfg in enumerate(configs):   # every code path (or config) of every variant, on edges crossing its tile
         dev.gemm_override = cfg
         tag = "-".join(str(v) for v in cfg.values())
         tm, tn, _, _ = gemm_geometry(cfg)
@@ -229,7 +233,21 @@ def sgd_and_memory_cases(dev, rng):
     compare("upload_into", dev.download(a), h, 0.0)
 
 
+def geometry_constant_cases(dev, rng):
+    """conv_cases and pool_cases with the sizes as build constants (one program per geometry, as on GPUs)."""
+    dev.geometry_constants = True
+    try:
+        conv_cases(dev, rng)
+        pool_cases(dev, rng)
+    finally:
+        dev.geometry_constants = None
+
+
 def main() -> int:
+    """--deep: every GEMM tile config, and im2col/col2im/maxpool also built with their sizes as constants (the
+    GPU path); otherwise one config per GEMM code path and the sizes as arguments (what a CPU device runs)."""
+    global DEEP
+    DEEP = "--deep" in sys.argv[1:]
     devs = [d for d in clcnn.list_devices() if "oclgrind" in d.platform.lower()]
     if not devs:
         print("no Oclgrind OpenCL device found", file=sys.stderr)
@@ -237,8 +255,8 @@ def main() -> int:
     dev = clcnn.get_backend(devs[0].id)
     print(f"device: {dev.info}", flush=True)
     rng = np.random.default_rng(0)
-    for family in (gemm_cases, conv_cases, pool_cases, bias_cases, activation_cases, loss_cases,
-                   sgd_and_memory_cases):
+    families = [gemm_cases, conv_cases, pool_cases, bias_cases, activation_cases, loss_cases, sgd_and_memory_cases]
+    for family in families + ([geometry_constant_cases] if DEEP else []):
         t0 = time.perf_counter()
         try:
             family(dev, rng)
