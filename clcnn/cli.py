@@ -13,13 +13,6 @@ from .backends import list_devices
 from .errors import ClcnnError, ConfigError, DeviceError
 from .launch import exit_process
 
-USER_ERRORS = (ClcnnError,)   # what a user can cause (clcnn.errors); anything else is a bug and shows its traceback
-
-
-class UserError(click.ClickException):
-    exit_code = 2
-
-
 def _one_line(exc: Exception) -> str:
     """A multi-line error (an OpenCL build log) as one line: its headline plus the first compiler error."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
@@ -32,10 +25,6 @@ def _one_line(exc: Exception) -> str:
 def _is_driver_error(exc: Exception) -> bool:
     """A failure raised by PyOpenCL while running (out of resources, lost device): a device problem."""
     return type(exc).__module__.split(".")[0] == "pyopencl"
-
-
-def _fail(exc: Exception):
-    raise UserError(_one_line(exc))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,21 +162,18 @@ def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_to
     """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
     from .bench import bench_train as run
     from .launch import command_args, launch, plan, world_size
-    try:
-        comm, targets = None, _bench_devices(device)
-        if world_size() is not None and parallel != "threads":   # an MPI rank: the ranks are the group
-            from .distributed import mpi_world
-            comm = mpi_world()
-        elif "launch" in [plan(parallel, t.split("+")) for t in targets]:
-            if len(targets) > 1:
-                raise ConfigError("a group that runs as MPI ranks is benchmarked alone: give --device one group")
-            exit_process(launch(command_args(click.get_current_context()), len(targets[0].split("+"))))
-        rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
-                    comm=comm) for d in targets]
-        if comm is None or comm.rank == 0:
-            _report(rows, json_path)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    comm, targets = None, _bench_devices(device)
+    if world_size() is not None and parallel != "threads":   # an MPI rank: the ranks are the group
+        from .distributed import mpi_world
+        comm = mpi_world()
+    elif "launch" in [plan(parallel, t.split("+")) for t in targets]:
+        if len(targets) > 1:
+            raise ConfigError("a group that runs as MPI ranks is benchmarked alone: give --device one group")
+        exit_process(launch(command_args(click.get_current_context()), len(targets[0].split("+"))))
+    rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
+                comm=comm) for d in targets]
+    if comm is None or comm.rank == 0:
+        _report(rows, json_path)
 
 
 @bench.command(name="gemm")
@@ -202,16 +188,12 @@ def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_to
 def bench_gemm(size, device, variant, rounds, no_torch, json_path):
     """TFLOP/s of C = A @ B, clcnn's GEMM vs torch.mm."""
     from .bench import bench_gemm as run
-    try:
-        rows = [r for d in _bench_devices(device) for r in run(size, d, variant, rounds, use_torch=not no_torch)]
-        _report(rows, json_path)
-    except USER_ERRORS as exc:
-        _fail(exc)
+    rows = [r for d in _bench_devices(device) for r in run(size, d, variant, rounds, use_torch=not no_torch)]
+    _report(rows, json_path)
 
 
 def _whole_numbers(flag: str, text: str) -> list[int]:
     """"64,256" -> [64, 256]; ConfigError naming ``flag`` for anything else."""
-    from .errors import ConfigError
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -228,16 +210,14 @@ def _whole_numbers(flag: str, text: str) -> list[int]:
 def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
     """Search kernel configs for a device and save the winners; later runs load them with no search."""
     from .tune import tune as run
-    try:
-        models = [m.strip() for m in model.split(",") if m.strip()]
-        run(device, models, _whole_numbers("--batch-size", batch_size), repeats, max_candidates, log=click.echo,
-            gemm_sizes=_whole_numbers("--gemm-size", gemm_size))
-    except USER_ERRORS as exc:
-        _fail(exc)
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    run(device, models, _whole_numbers("--batch-size", batch_size), repeats, max_candidates, log=click.echo,
+        gemm_sizes=_whole_numbers("--gemm-size", gemm_size))
 
 
 def run():
-    """Entry point: click's own errors and ours both end as one `clcnn: error: ...` line, exit status 2."""
+    """Entry point: click's own errors and the user errors of clcnn.errors (and PyOpenCL's driver failures, a
+    device problem) end as one `clcnn: error: ...` line, exit status 2; anything else is a bug and raises."""
     warnings.filterwarnings("default")
     try:
         main.main(standalone_mode=False)
