@@ -200,7 +200,7 @@ def test_staged_uploads_keep_every_batch(monkeypatch, copy_threads):
     else:
         pytest.skip("no usable OpenCL device")
     monkeypatch.setattr(be, "stage_uploads", True)
-    from clcnn.backends import opencl
+    from clcnn.backends import opencl_memory as opencl
     monkeypatch.setattr(opencl, "_copy_threads", copy_threads)   # 2: large copies on Numba threads
     rng = np.random.default_rng(0)
     hosts = [rng.standard_normal(40000).astype(np.float32) for _ in range(5)]   # 160 KB each: a ring per size
