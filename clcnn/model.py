@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import Backend, get_backend
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError
 from .layers import Conv2D, Dense, Layer, MaxPool2D, ReLU, from_config, layer_config
 from .losses import get_loss
 from .recording import StepCache
