@@ -5,7 +5,7 @@ import math
 
 from numba import njit, prange
 
-from .gemm import flat
+from ._arrays import flat
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)

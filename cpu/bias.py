@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import flat
+from ._arrays import flat
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)

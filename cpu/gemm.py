@@ -13,6 +13,7 @@ from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from . import _blas as blas, gemm_nt as _gemm_nt
+from ._arrays import flat
 
 _ALIGN = 16          # column blocks start on multiples of 16 floats (one cache line)
 _MIN_BLOCK = 32      # a split never makes blocks narrower than this
@@ -21,22 +22,6 @@ _NT_ENTRY_K = 512    # ... one pass per entry when k >= this, else the entries a
 _AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")   # OpenBLAS cores whose sgemm beats the dots
 _NO_BIAS = np.zeros(1, np.float32)
 _work: dict[str, np.ndarray] = {}
-
-
-def flat(a, need: int, name: str, dtype=np.float32) -> np.ndarray:
-    """``a`` as a 1-D C-contiguous view, after checking its dtype and that it holds at least ``need`` elements.
-
-    Keeping every kernel argument a 1-D contiguous float32/int32 array means each Numba kernel compiles once.
-    """
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name}: expected {np.dtype(dtype).name}, got {a.dtype.name}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name}: array must be C-contiguous")
-    if a.size < need:
-        raise ValueError(f"{name}: needs {need} elements, array has {a.size}")
-    return a.reshape(-1)
 
 
 # ---- kernels ------------------------------------------------------------------------------------------------

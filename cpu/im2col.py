@@ -7,7 +7,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import _blas as blas
-from .gemm import _addr, flat, gemm
+from ._arrays import flat
+from .gemm import _addr, gemm
 
 _NO_MASK = np.zeros(1, np.float32)   # conv_backward_data's unused `inside` off the same-padding path
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .gemm import flat
+from ._arrays import flat
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import flat
+from ._arrays import flat
 
 # Indices are cast to np.uint64 where used, so Numba skips its negative-index wraparound branch (all are >= 0).
 
