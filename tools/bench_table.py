@@ -6,7 +6,9 @@ DIR holds SIDE_MODEL_BATCH_rROUND.json files (side: old, new, or any other name 
 each side: the median over rounds of clcnn's img/s and its range (min-max); new/old, the ratio of the medians;
 "overlap" when the two sides' ranges overlap (the difference is then within the run's noise; "-" with fewer
 than two rounds on a side); PyTorch's median over
-every run of that config (on both sides, so its spread shows the machine's drift) and new/torch.
+every run of that config (on both sides, so its spread shows the machine's drift) and new/torch; "norm", the
+median of each new run's clcnn/torch ratio over that of the old runs: PyTorch runs in the same rounds of the same
+process, so a load that slows both (other work on a shared machine) cancels out of it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ NAME = re.compile(r"(?P<side>[a-z]+)_(?P<model>[a-z0-9]+)_(?P<batch>\d+)_r(?P<ro
 
 
 def collect(folder: pathlib.Path) -> dict:
-    """{(model, batch): {side: [img/s per round], "torch": [img/s per run]}} from the rows in ``folder``."""
+    """{(model, batch): {side: [img/s per round], "torch": [img/s per run], side + "/torch": [ratio per run]}}
+    from the rows in ``folder``."""
     runs = collections.defaultdict(lambda: collections.defaultdict(list))
     for path in sorted(folder.glob("*.json")):
         m = NAME.match(path.name)
@@ -32,6 +35,7 @@ def collect(folder: pathlib.Path) -> dict:
         cell[m["side"]].append(row["clcnn"])
         if row.get("torch"):
             cell["torch"].append(row["torch"])
+            cell[m["side"] + "/torch"].append(row["clcnn"] / row["torch"])
     return runs
 
 
@@ -52,10 +56,10 @@ def _fmt(samples: list[float]) -> str:
 
 def table(runs: dict) -> tuple[str, list[dict]]:
     """The text table and one summary row per config."""
-    sides = sorted({s for cell in runs.values() for s in cell if s != "torch"},
+    sides = sorted({s for cell in runs.values() for s in cell if "torch" not in s},
                    key=lambda s: (s not in ("old", "new"), s != "old", s))
     head = f"{'config':14s}" + "".join(f"{s + ' img/s (range)':>28s}" for s in sides)
-    head += f"{'new/old':>9s} {'noise':>8s} {'torch img/s':>12s} {'new/torch':>9s}"
+    head += f"{'new/old':>9s} {'noise':>8s} {'torch img/s':>12s} {'new/torch':>9s} {'norm':>6s}"
     lines, rows = [head, "-" * len(head)], []
     for (model, batch), cell in sorted(runs.items(), key=lambda kv: (kv[0][0] != "lenet5", kv[0])):
         med = {s: statistics.median(v) for s, v in cell.items() if v}
@@ -65,13 +69,16 @@ def table(runs: dict) -> tuple[str, list[dict]]:
         if ratio is not None and min(len(cell["new"]), len(cell["old"])) > 1:
             overlap = min(max(cell["new"]), max(cell["old"])) >= max(min(cell["new"]), min(cell["old"]))
         vs_torch = med["new"] / med["torch"] if "new" in med and "torch" in med else None
+        norm = med["new/torch"] / med["old/torch"] if "new/torch" in med and "old/torch" in med else None
         line += f"{ratio:9.3f}" if ratio else f"{'-':>9s}"
         line += f" {'-' if overlap is None else 'overlap' if overlap else 'apart':>8s}"
         line += f" {med['torch']:12,.0f}" if "torch" in med else f" {'-':>12s}"
         line += f"{vs_torch:9.2f}" if vs_torch else f"{'-':>9s}"
+        line += f" {norm:6.3f}" if norm else f" {'-':>6s}"
         lines.append(line)
         rows.append({"model": model, "batch": batch, "samples": dict(cell), "median": med, "new_over_old": ratio,
-                     "ranges_overlap": overlap, "new_over_torch": vs_torch})
+                     "ranges_overlap": overlap, "new_over_torch": vs_torch,
+                     "normalised_new_over_old": norm})
     return "\n".join(lines), rows
 
 
