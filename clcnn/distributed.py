@@ -12,7 +12,6 @@ result equals one process up to float rounding.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import sys
 import time
@@ -93,7 +92,9 @@ class DistributedDataParallel(Group):
     Args:
         model: a Sequential placed on this rank's device (see rank_device); it takes rank 0's weights now.
         comm: an mpi4py communicator (every rank of it must build this group, then step together).
-        split: "auto" or one fraction per rank (clcnn.split): identical on every rank, from allgathered times.
+        split: "auto" or one fraction per rank (clcnn.split): identical on every rank, from allgathered times
+            (each rank's runs to its last chunk's read-back, which an Allreduce waiting for a slower rank can
+            delay: a faster rank may look slower than it is, and the split then moves toward it more slowly).
     Every rank must call train_step, gradients and read_loss the same number of times (collectives);
     state_dict, predict and split are local. Raises ConfigError for a bad split.
     """
@@ -110,7 +111,6 @@ class DistributedDataParallel(Group):
         layout = hashlib.sha256(np.int64(model.flat_grad.size).tobytes() + model.flat_index().tobytes())
         same = len(set(comm.allgather(layout.hexdigest()))) == 1
         self._gather = None if same else chunk_index(model, self.chunks)   # ranks laid out differently
-        self._clock = concurrent.futures.ThreadPoolExecutor(max_workers=1)   # notes when the device is done
         self._local_loss = 0.0   # this rank's share-weighted losses since read_loss (summed over ranks there)
         self._pending, self._writes = None, []   # the step whose exchange and update are still to do
 
@@ -184,16 +184,15 @@ class DistributedDataParallel(Group):
         if b > a:
             m.upload_shard(x[a:b], y[a:b])
         self._complete()
-        t0, reads, loss, done = time.perf_counter(), None, None, None
+        t0, reads, loss = time.perf_counter(), None, None
         if b > a:
             m.run_shard(False, self._marks)
             reads = [be.read_async(m.flat_grad, s, h, after=[self._marks[layer]])
                      for (layer, s, _), h in zip(self.chunks, self._host)]
             loss = be.read_async(m._loss_buf, 0, self._loss_host, after=[self._marks[self.chunks[-1][0]]])
             be.flush()
-            done = self._clock.submit(lambda: (reads[-1].wait(), time.perf_counter())[1])
         hyper = None if optimizer is None else optimizer.hyper_values()
-        self._pending = (b - a, n, reads, loss, done, t0, optimizer, hyper, sync, self.policy.measurable)
+        self._pending = (b - a, n, reads, loss, t0, optimizer, hyper, sync, self.policy.measurable)
 
     def _complete(self) -> float | None:
         """Finish the pending step: each chunk, once read back, weighted by this rank's share and summed over the
@@ -202,15 +201,16 @@ class DistributedDataParallel(Group):
         if self._pending is None:
             return None
         from mpi4py import MPI
-        count, n, reads, loss, done, t0, optimizer, hyper, sync, measurable = self._pending
+        count, n, reads, loss, t0, optimizer, hyper, sync, measurable = self._pending
         self._pending = None
         m, be, w = self.model, self.model.backend, np.float32(count / n)
         for write in self._writes if reads is None else ():
             write.wait()   # an empty shard: the last step's writes from the host buffers are done
-        writes = []
+        writes, t1 = [], None
         for c, ((_, s, _), h) in enumerate(zip(self.chunks, self._host)):
             if reads is not None:
                 reads[c].wait()
+                t1 = time.perf_counter()   # after the last chunk: about when this device finished its shard
             part = h if self._gather is None else h[self._gather[c]]
             if reads is None:
                 part[...] = 0.0
@@ -224,7 +224,7 @@ class DistributedDataParallel(Group):
         self._writes = writes
         local = 0.0 if reads is None else float(w) * float(loss.wait()[0])
         if measurable:   # the same on every rank (the same shards)
-            self.policy.update(self.comm.allgather(None if reads is None else 1e3 * (done.result() - t0) / count), n)
+            self.policy.update(self.comm.allgather(None if reads is None else 1e3 * (t1 - t0) / count), n)
         if optimizer is not None:
             _step(optimizer, hyper)
             be.flush()
