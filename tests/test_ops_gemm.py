@@ -142,17 +142,9 @@ def cl_device(request):
     return open_device(request.param)
 
 
-def _sweep_params():
-    """The non-simulator OpenCL devices, all but the first in the deep grid only (the simulator's sweep is
-    tools/oclgrind_ops.py, under its checkers)."""
-    params = [p for p in device_params() if p.values[0] != "cpu" and "oclgrind" not in p.id]
-    return params[:1] + [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep]) for p in params[1:]]
-
-
-@pytest.fixture(scope="module", params=_sweep_params())
-def sweep_device(request):
-    """A PoCL (or other non-simulator) OpenCL device for the tile-config sweeps."""
-    return open_device(request.param)
+# the tile-config sweeps run on the non-simulator OpenCL devices (the simulator's is tools/oclgrind_ops.py, under
+# its checkers): (pytest id, device id)
+SWEEP_DEVICES = [(p.id, p.values[0]) for p in device_params() if p.values[0] != "cpu" and "oclgrind" not in p.id]
 
 
 def _cfg_id(cfg):
@@ -168,19 +160,30 @@ def aligned_pads(m, n, k, trans_a, trans_b):
     return tuple(-c % 4 + 4 for c in cols)
 
 
-# default: for each code path its smallest config, if that is at most 64 x 64 (FB, ST and VW=1 exist only in big
-# tiles: tools/oclgrind_ops.py runs those on the simulator); deep: every config
+# SWEEP: for each code path its smallest config, if that is at most 64 x 64 (FB, ST and VW=1 exist only in big
+# tiles: tools/oclgrind_ops.py runs those on the simulator)
 SWEEP = [c for c in representative_configs(GEMM_CONFIGS) if gemm_geometry(c)[0] * gemm_geometry(c)[1] <= 64 * 64]
 
 
-@pytest.mark.parametrize("index", [pytest.param(i, id=_cfg_id(c)) if c in SWEEP else deep(i, id=_cfg_id(c))
-                                   for i, c in enumerate(GEMM_CONFIGS)])
-def test_gemm_config(sweep_device, index):
+def _config_params():
+    """(device id, config index): SWEEP on the first sweep device by default; deep: every config there and SWEEP
+    on the other devices (every config on each would take PoCL's LLVM 14 about 20 minutes more per device)."""
+    out = []
+    for d, (pid, dev) in enumerate(SWEEP_DEVICES):
+        for i, cfg in enumerate(GEMM_CONFIGS):
+            if d == 0 or cfg in SWEEP:
+                mark = () if d == 0 and cfg in SWEEP else (pytest.mark.deep,)
+                out.append(pytest.param(dev, i, id=f"{pid}-{_cfg_id(cfg)}", marks=mark))
+    return out
+
+
+@pytest.mark.parametrize("dev_id,index", _config_params())
+def test_gemm_config(dev_id, index):
     """Each config forced on edges crossing its tile (m = TM+3, n = TN+5, k = 21: partial quads and slabs):
     once on 16-byte aligned storage (128-bit loads where the config uses them), once unaligned, once as a
     batch-reduce whose split-K slices span several entries; with beta, bias and ReLU. The transposes rotate over
     the configs (two builds per config: PoCL takes seconds per build)."""
-    dev, cfg = sweep_device, GEMM_CONFIGS[index]
+    dev, cfg = open_device(dev_id), GEMM_CONFIGS[index]
     if cfg not in dev.gemm_configs:
         pytest.skip(f"does not fit {dev.info.name}")
     tm, tn, _, _ = gemm_geometry(cfg)
@@ -196,12 +199,14 @@ def test_gemm_config(sweep_device, index):
         dev.gemm_override = None
 
 
-@pytest.mark.parametrize("trans_a,trans_b", [deep(False, False, id="NN"), pytest.param(False, True, id="NT"),
-                                             pytest.param(True, False, id="TN"), deep(True, True, id="TT")])
-def test_gemm_default_big_tile(sweep_device, trans_a, trans_b):
-    """The device's big-GEMM tile (vec 128x128 where it fits), aligned and unaligned; NT and TN take every load
-    path of A and B (normal and transposed), NN and TT are deep."""
-    dev = sweep_device
+@pytest.mark.parametrize("dev_id,trans_a,trans_b", [
+    pytest.param(dev, ta, tb, id=f"{pid}-{name}", marks=() if d == 0 and name in ("NT", "TN") else (pytest.mark.deep,))
+    for d, (pid, dev) in enumerate(SWEEP_DEVICES) for (ta, tb), name in zip(TRANSPOSES, ("NN", "NT", "TN", "TT"))])
+def test_gemm_default_big_tile(dev_id, trans_a, trans_b):
+    """The device's big-GEMM tile (vec 128x128 where it fits), aligned and unaligned. By default NT and TN on the
+    first sweep device (together every load path of A and B, normal and transposed); deep: every transpose on
+    every sweep device."""
+    dev = open_device(dev_id)
     tm, tn, _, _ = gemm_geometry(dev.gemm_params)
     try:
         dev.gemm_override = dev.gemm_params

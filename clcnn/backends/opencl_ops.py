@@ -18,7 +18,8 @@ def _roundup(x: int, m: int) -> int:
 
 class OpenCLOps:
     """Mixin for OpenCLBackend: every compute op of base.Backend but gemm (opencl_gemm.py); see base.Backend's
-    docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``, ``compute_units``."""
+    docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``,
+    ``compute_units`` and ``info``."""
 
     # Whether cl/im2col.cl and cl/maxpool.cl get the layer's sizes as build constants (one program per layer
     # geometry) or as arguments only (one program for every geometry). None: constants on GPUs, where they make

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -114,11 +115,13 @@ def _build_source(ctx: cl.Context, dev: cl.Device, file: str, src: str, options:
 
 def _log_build(kind: str, dev: cl.Device, file: str, options: str, seconds: float) -> None:
     """Count one program build (``kind`` "source" or "binary") and, with ``$CLCNN_BUILD_LOG`` set to a path, append
-    one tab-separated line to that file: kind, seconds, platform, device, file, options."""
+    one tab-separated line to that file: kind, seconds, platform, device, file, options, process id, command."""
     builds[kind] += 1
     log = os.environ.get("CLCNN_BUILD_LOG")
     if log:
-        line = "\t".join((kind, f"{seconds:.3f}", dev.platform.name.strip(), dev.name.strip(), file, options))
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
+        line = "\t".join((kind, f"{seconds:.3f}", dev.platform.name.strip(), dev.name.strip(), file, options,
+                          str(os.getpid()), command))
         try:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
