@@ -116,37 +116,20 @@ class DistributedDataParallel(Group):
 
     # ---- the model interface (local; a read of the model finishes the pending step first) -----------------------
     lead = property(lambda self: self.model)
+    replicas = property(lambda self: [self.model])
 
     @property
     def device(self) -> GroupInfo:
+        """Every rank's device id, comma-joined, and the number of ranks."""
         return GroupInfo(",".join(self.devices), f"{self.world_size} MPI ranks")
 
-    def named_parameters(self):
-        self._complete()
-        return self.model.named_parameters()
-
     def parameter_buffers(self) -> list:
+        """This rank's flat buffers (what an optimizer updates), once the pending step is finished."""
         self._complete()
         return self.model.parameter_buffers()
 
-    def self_test(self) -> None:
-        self.model.self_test()
-
-    def train(self, mode: bool = True) -> "DistributedDataParallel":
-        self.model.train(mode)
-        return self
-
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def _finish(self) -> None:
         self._complete()
-        return self.model.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self._complete()
-        self.model.load_state_dict(state)
-
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        self._complete()
-        return self.model.predict(x, batch_size)
 
     def split(self) -> dict:
         """Each rank's share and measured time per image, keyed "rank<r>:<device>"."""

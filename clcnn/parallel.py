@@ -54,36 +54,14 @@ class DataParallel(Group):
 
     @property
     def device(self) -> GroupInfo:
+        """The devices' ids and names, comma-joined."""
         infos = [r.device for r in self.replicas]
         return GroupInfo(",".join(i.id for i in infos), ", ".join(i.name for i in infos))
-
-    def named_parameters(self):
-        return self.lead.named_parameters()
 
     def parameter_buffers(self) -> list:
         """Every active replica's flat buffers, the lead's first (a replica left out is no longer updated)."""
         order = [self.policy.lead] + [i for i, a in enumerate(self.policy.active) if a and i != self.policy.lead]
         return [pb for i in order for pb in self.replicas[i].parameter_buffers()]
-
-    def self_test(self) -> None:
-        for r in self.replicas:
-            r.self_test()
-
-    def train(self, mode: bool = True) -> "DataParallel":
-        for r in self.replicas:
-            r.train(mode)
-        return self
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return self.lead.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        for r in self.replicas:
-            r.load_state_dict(state)
-
-    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Logits from the lead replica (every active replica holds the same weights)."""
-        return self.lead.predict(x, batch_size)
 
     def split(self) -> dict:
         """The current split and each device's measured time per image (for metrics)."""

@@ -2,6 +2,7 @@
 each device (smoothed), rebalancing, and leaving out a device that does not help. Both engines use it: the
 threads of ``DataParallel`` (clcnn/parallel.py) and the MPI ranks of ``DistributedDataParallel``
 (clcnn/distributed.py), which feed it the same allgathered measurements on every rank, so every rank cuts alike.
+``Group`` is the model interface the two share.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ class GroupInfo:
 
 
 class Group:
-    """What both engines share: the read-only model interface of their ``lead`` (a placed Sequential) and the
-    ``policy`` (a SplitPolicy). Subclasses define ``lead``, ``policy`` and ``train(mode)``."""
+    """The model interface both engines share, as a Sequential's: read from ``lead`` (the placed Sequential that
+    answers for the group), applied to every one of ``replicas``, after ``_finish()`` (a pending step, if any).
+    Subclasses set ``lead``, ``replicas`` and ``policy`` (a SplitPolicy)."""
     backend = property(lambda self: self.lead.backend)
     flat_offsets = property(lambda self: self.lead.flat_offsets)
     training = property(lambda self: self.lead.training)
@@ -40,8 +42,43 @@ class Group:
     def _ensure_device(self) -> None:   # what optimizers call on a model: a group is placed already
         pass
 
+    def _finish(self) -> None:
+        pass
+
+    def named_parameters(self):
+        """The lead's ("<layer>.<name>", Parameter) pairs: every replica holds the same values."""
+        self._finish()
+        return self.lead.named_parameters()
+
+    def self_test(self) -> None:
+        """Every replica's device self-test (DeviceError naming the device)."""
+        for r in self.replicas:
+            r.self_test()
+
+    def train(self, mode: bool = True):
+        """Training (True) or evaluation mode for every replica; returns the group."""
+        for r in self.replicas:
+            r.train(mode)
+        return self
+
     def eval(self):
         return self.train(False)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The lead's parameters and buffers (float32 NumPy, keyed as the Sequential's)."""
+        self._finish()
+        return self.lead.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """``state`` into every replica (ConfigError as the Sequential's)."""
+        self._finish()
+        for r in self.replicas:
+            r.load_state_dict(state)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Logits (N, classes) from the lead, in evaluation mode."""
+        self._finish()
+        return self.lead.predict(x, batch_size)
 
 
 def parse_split(split, world_size: int):
