@@ -1,4 +1,6 @@
-"""A non-editable install of the built wheel carries cl/ and cpu/ and trains (numba and, if present, PoCL)."""
+"""A non-editable install of the built wheel carries cl/ and cpu/, imports every Numba kernel module and trains on
+the first PoCL device (the deep grid: also on numba, whose kernels the installed copy compiles afresh, ~20 s, and
+on every PoCL device)."""
 import os
 import subprocess
 import sys
@@ -7,18 +9,21 @@ import pytest
 
 import clcnn
 
-from conftest import platform_slug, usable_device_ids
+from conftest import DEEP, platform_slug, usable_device_ids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
 import sys, numpy as np, clcnn, importlib.resources as r
 assert clcnn.__file__.startswith(sys.argv[1]), clcnn.__file__
 assert r.files("clcnn.cl").joinpath("gemm.cl").is_file()
-import clcnn.cpu.gemm
+import pkgutil, importlib, clcnn.cpu
+for mod in pkgutil.iter_modules(clcnn.cpu.__path__):
+    importlib.import_module("clcnn.cpu." + mod.name)   # njit compiles lazily: this only imports
 for dev in sys.argv[2:]:
     m = clcnn.models.lenet5().to(dev)
-    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
-    y = np.arange(8, dtype=np.int32)
+    # batch 4 as in test_lazy_imports: the same OpenCL programs
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    y = np.arange(4, dtype=np.int32)
     opt = clcnn.optim.SGD(m, lr=0.05, momentum=0.9)
     losses = [m.train_step(x, y, opt) for _ in range(5)]
     assert losses[-1] < losses[0], losses
@@ -37,8 +42,9 @@ def test_wheel_install_trains(tmp_path):
                            str(whl)], capture_output=True, text=True)
     assert inst.returncode == 0, inst.stderr
     assert (site / "clcnn" / "cl" / "gemm.cl").is_file() and (site / "clcnn" / "cpu" / "gemm.py").is_file()
-    devs = ["cpu"] + [d.id for d in clcnn.list_devices() if d.id in usable_device_ids(simulators=False)
-                      and platform_slug(d.platform) == "pocl"]
+    pocl = [d.id for d in clcnn.list_devices() if d.id in usable_device_ids(simulators=False)
+            and platform_slug(d.platform) == "pocl"]
+    devs = ["cpu"] + pocl if DEEP else pocl[:1] or ["cpu"]
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(site)] + devs, capture_output=True, text=True,
                          cwd=tmp_path, env=env)
