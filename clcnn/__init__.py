@@ -11,9 +11,10 @@ from . import errors, layers, losses, models, optim  # noqa: E402
 from .backends import DeviceError, DeviceInfo, get_backend, list_devices  # noqa: E402
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
 from .model import Sequential  # noqa: E402
+from .distributed import DistributedDataParallel  # noqa: E402
 from .parallel import DataParallel  # noqa: E402
 
-__all__ = ["Conv2D", "DataParallel", "Dense", "DeviceError", "DeviceInfo", "Flatten", "MaxPool2D", "ReLU", "Sequential",
+__all__ = ["Conv2D", "DataParallel", "Dense", "DistributedDataParallel", "DeviceError", "DeviceInfo", "Flatten", "MaxPool2D", "ReLU", "Sequential",
            "Sigmoid", "errors", "get_backend", "layers", "list_devices", "losses", "models", "optim"]
 
 __version__ = "0.1.0"
