@@ -87,6 +87,7 @@ class Sequential(Steps):
         return self
 
     def eval(self) -> "Sequential":
+        """Evaluation mode for every layer: ``train(False)``."""
         return self.train(False)
 
     def output_shape(self, shape) -> tuple:
@@ -164,6 +165,7 @@ class Sequential(Steps):
 
     @property
     def device(self):
+        """The DeviceInfo of the backend the model is placed on (None before ``to``)."""
         return self.backend.info if self.backend else None
 
     def named_parameters(self):

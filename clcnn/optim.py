@@ -32,6 +32,7 @@ class Optimizer:
 
     # ---- hyper-parameters ---------------------------------------------------------------------------------
     def hyper_values(self) -> np.ndarray:
+        """The hyper-parameters in ``hyper`` order as float32 (len(hyper),): what the device buffer holds."""
         return np.array([getattr(self, k) for k in self.hyper], np.float32)
 
     def prepare(self) -> None:

@@ -46,4 +46,5 @@ class StepCache:
         return [entry[1] for entry in self._graphs.values() if entry is not None]
 
     def clear(self) -> None:
+        """Forget every recording (the next run of each key runs plainly again)."""
         self._graphs.clear()

@@ -82,6 +82,7 @@ class Steps:
         return dlogits
 
     def zero_grad(self):
+        """Every parameter gradient := 0 (one fill of the flat gradient buffer)."""
         self.backend.fill(self.flat_grad, 0.0)
 
     def _forward_backward(self, dx, dy, accumulate=False, fresh=True, marks=None):

@@ -97,6 +97,7 @@ def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="")
 
 
 def default_out_dir() -> Path:
+    """runs/<local time as YYYYmmdd-HHMMSS>."""
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 

@@ -55,6 +55,7 @@ class Buffer(Parameter):
         self._backend = None
 
     def current(self) -> np.ndarray:
+        """The value as NumPy of the host dtype: from the device where it lives there."""
         if self.data is None:
             return self.host
         return self._backend.download(self.data).reshape(self.shape).astype(self.host.dtype, copy=False)
@@ -98,6 +99,7 @@ class Layer:
         return self
 
     def eval(self) -> "Layer":
+        """Evaluation mode: ``train(False)``."""
         return self.train(False)
 
     def init(self, rng: np.random.Generator) -> None:
@@ -152,9 +154,13 @@ class Layer:
         return a
 
     def forward(self, x, train: bool = True):
+        """Device array x (batch first) -> device array y of ``output_shape(x.shape)``; ``train``: a backward
+        follows (keep what it needs). The mode (``self.training``) chooses batch or running statistics."""
         raise TypeError(f"{type(self).__name__} must implement forward")
 
     def backward(self, dy, need_dx: bool = True):
+        """dL/dy (the forward output's shape) -> dL/dx (the input's shape; None when not ``need_dx``); parameter
+        gradients go to ``p.grad`` as ``grad_beta * p.grad + this batch's gradient``."""
         raise TypeError(f"{type(self).__name__} must implement backward")
 
     def __repr__(self) -> str:
