@@ -55,13 +55,21 @@ def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     check_exact(got[~touched], c[~touched], "gemm: C storage outside the C blocks")
 
 
-GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), deep((16, 16, 16)), (65, 67, 129), deep((130, 9, 70))]
+GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), (16, 16, 16), (65, 67, 129), (130, 9, 70)]
 GEMM_SMALL = {(65, 67, 129): (17, 33, 19), (130, 9, 70): (33, 9, 18), (37, 29, 53): (19, 13, 21)}
 
+def _deep_shape(mnk, trans):
+    """(16, 16, 16) and (130, 9, 70) pick other tiles (more builds); 65x67x129 runs TRANS_A and TRANS_B in NN and
+    TT (and 37x29x53 in every transpose), its NT and TN are deep."""
+    return mnk in ((16, 16, 16), (130, 9, 70)) or (mnk == (65, 67, 129) and trans in ("NT", "TN"))
 
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)],
-                         ids=["NN", "NT", "TN", "TT"])
-@pytest.mark.parametrize("mnk", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+
+SHAPE_PARAMS = [pytest.param(mnk, t[0] == "T", t[1] == "T", id=f"{'x'.join(map(str, mnk))}-{t}",
+                             marks=(pytest.mark.deep,) if _deep_shape(mnk, t) else ())
+                for mnk in GEMM_SHAPES for t in ("NN", "NT", "TN", "TT")]
+
+
+@pytest.mark.parametrize("mnk,trans_a,trans_b", SHAPE_PARAMS)
 def test_gemm_shapes(device, small, mnk, trans_a, trans_b):
     m, n, k = GEMM_SMALL.get(mnk, mnk) if small else mnk
     run_gemm(device, m, n, k, trans_a=trans_a, trans_b=trans_b)
@@ -261,7 +269,7 @@ def test_numba_batch_reduce_with_many_threads():
     assert float(res.stdout.strip().splitlines()[-1]) < 1e-5
 
 
-@pytest.mark.parametrize("trans", ["NN", "NT", "TN", "TT"])
+@pytest.mark.parametrize("trans", ["NN", deep("NT"), deep("TN"), "TT"])   # NN and TT take every stride branch
 def test_gemm_k_split_of_a_single_product(device, small, monkeypatch, trans):
     """A single GEMM with few output tiles and a long k (a dense layer's forward) may be cut into k-chunks summed
     like a batch-reduce; the device is made to look large so the split happens even on a small CPU device."""
