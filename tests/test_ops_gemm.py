@@ -58,6 +58,7 @@ def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
 GEMM_SHAPES = [(37, 29, 53), (1, 1, 1), (3, 1, 131), (1, 7, 5), (16, 16, 16), (65, 67, 129), (130, 9, 70)]
 GEMM_SMALL = {(65, 67, 129): (17, 33, 19), (130, 9, 70): (33, 9, 18), (37, 29, 53): (19, 13, 21)}
 
+
 def _deep_shape(mnk, trans):
     """(16, 16, 16) and (130, 9, 70) pick other tiles (more builds); 65x67x129 runs TRANS_A and TRANS_B in NN and
     TT (and 37x29x53 in every transpose), its NT and TN are deep."""
