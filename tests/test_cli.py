@@ -14,6 +14,8 @@ from conftest import _device_params, open_device, usable_device_ids
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 POCL = [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
+# the end-to-end runs on PoCL: the first PoCL device; the others (the same check again) in the deep grid
+POCL_E2E = [pytest.param(d, marks=() if i == 0 else (pytest.mark.deep,)) for i, d in enumerate(POCL)]
 
 
 def clcnn(*args, env=None, timeout=600):
@@ -140,7 +142,7 @@ def test_mnist_uncompressed_via_clcnn_data(tmp_path):
     assert str(tmp_path / "data" / "mnist") in res.stdout
 
 
-@pytest.mark.parametrize("dev", POCL)
+@pytest.mark.parametrize("dev", POCL_E2E)
 def test_train_on_pocl_synthetic(tmp_path, dev):
     open_device(dev)
     data = make_dataset(tmp_path / "data", n_train=128, n_test=64)
@@ -218,7 +220,7 @@ def test_train_real_fashion_mnist_reaches_accuracy_bar(tmp_path):
     assert row["test_accuracy"] >= 0.84, row
 
 
-@pytest.mark.parametrize("dev", POCL)
+@pytest.mark.parametrize("dev", POCL_E2E)
 def test_train_real_fashion_mnist_on_pocl(tmp_path, dev):
     """The same recipe on PoCL over a 6k-image subset (PoCL is ~20x slower than numba here): well above chance."""
     _require_fashion()
