@@ -21,6 +21,9 @@ def write_atomic(path, payload: bytes) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)   # mkstemp makes 0600: give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()

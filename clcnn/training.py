@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,11 @@ class TrainConfig:
             raise ConfigError(f"--weight-decay must be non-negative (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer (got {self.seed})")
+        if len(self.devices()) == 1 and str(self.split).strip().lower() != "auto":
+            raise ConfigError(f"--split {self.split} needs several devices (--device a,b); one device takes "
+                              "every image")
         from .launch import plan, world_size
         from .split import parse_split
         plan(self.parallel, self.devices())   # ConfigError for a bad --parallel
@@ -146,8 +152,9 @@ def _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress)
     if lead:
         try:
             out.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=out).close()   # writable: fail now, not after the first epoch
         except OSError as exc:
-            raise ConfigError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+            raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     dev = model.device
     log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images "
         f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from {info.dir}) on {dev.id}: "

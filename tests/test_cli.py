@@ -188,7 +188,10 @@ def test_bad_dataset_files_give_one_line(tmp_path, kind, needle):
                                            (["--epochs", "0"], "--epochs"),
                                            (["--epochs", "two"], "epochs"),
                                            (["--dataset", "cifar100"], "dataset"),
-                                           (["--model", "vgg99"], "unknown model")])
+                                           (["--model", "vgg99"], "unknown model"),
+                                           (["--seed", "-1"], "--seed"),
+                                           (["--split", "0.5"], "needs several devices"),
+                                           (["--out", "/proc/clcnn-run"], "--out")])
 def test_bad_flags_give_one_line(tmp_path, flags, needle):
     d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
     res = clcnn("train", "--data-dir", d, "--out", tmp_path / "run", *flags)
