@@ -4,12 +4,14 @@ Each loss is an object a model owns (``Sequential(loss=...)``); evaluation uses 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .errors import ConfigError, ShapeError
 
 
-class Loss:
+class Loss(ABC):
     """Base class. ``name`` is what ``Sequential(loss=name)`` and a saved model spec call it."""
 
     name = ""
@@ -17,14 +19,14 @@ class Loss:
     def check(self, logits_shape) -> None:
         """ShapeError when the model's output (N, K) does not fit this loss."""
 
+    @abstractmethod
     def forward_backward(self, backend, logits, labels, probs, dlogits, loss, accumulate: bool) -> None:
         """Enqueue the batch-mean loss into device ``loss`` (1,) (added to it when ``accumulate``) and
         dL/dlogits into ``dlogits``; ``probs`` is a scratch of the logits' shape."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """(mean loss, accuracy) of host float32 ``logits`` (N, K) against int ``labels`` (N,), in float64."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -2,12 +2,14 @@
 update op per flat parameter buffer, ``state_dict()`` / ``load_state_dict()`` through the host."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .errors import ConfigError
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class (PyTorch's torch.optim.Optimizer, for one model).
 
     Subclasses name their hyper-parameters (``hyper``: the order of the float32 device buffer the update op
@@ -58,8 +60,10 @@ class Optimizer:
             state = self._state[id(pb.data)][1]
             self._update(pb, self._hyper_bufs[id(pb.backend)][1], state)
 
+    @abstractmethod
     def _update(self, pb, hyper, state: dict) -> None:
-        raise NotImplementedError
+        """Enqueue the update of ParamBuffer ``pb`` with the device hyper-parameter buffer ``hyper`` and the
+        state arrays ``state`` ({name: device array like pb.data})."""
 
     def _buffers(self) -> list:
         """The model's current buffers, each with its state allocated (zeros). A buffer new to this optimizer
