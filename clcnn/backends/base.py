@@ -10,8 +10,6 @@ Ops only enqueue work; ``download`` and ``synchronize`` are the only calls that 
 """
 from __future__ import annotations
 
-import contextlib
-import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -19,6 +17,7 @@ import numpy as np
 
 
 from ..errors import ConfigError, DeviceError  # noqa: F401  (re-exported: backends raise it)
+from .capabilities import Capabilities, Mark, Transfer  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -44,24 +43,7 @@ class DeviceInfo:
         return f"{self.id:6s} {self.backend:7s} {self.type:11s} {self.name} [{self.platform}]"
 
 
-class Mark:
-    """A point in a device's queue, set by ``Backend.mark``."""
-    event = None
-
-
-class Transfer:
-    """An asynchronous copy between a device and a host array (``Backend.read_async`` / ``write_async``)."""
-
-    def __init__(self, event, host: np.ndarray):
-        self.event, self.host = event, host
-
-    def wait(self) -> np.ndarray:
-        if self.event is not None:
-            self.event.wait()
-        return self.host
-
-
-class Backend(ABC):
+class Backend(Capabilities, ABC):
     """The op set. Subclasses: ``NumbaBackend`` (backends/numba.py) and ``OpenCLBackend`` (backends/opencl.py)."""
 
     info: DeviceInfo
@@ -234,83 +216,3 @@ class Backend(ABC):
         g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v, with hyper = [lr, momentum,
         weight_decay] a float32 (3,) device array (read by the device, so a recorded step replays with the
         values written there since). While momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
-
-    # ---- overlapped transfers (an optional capability: data parallelism over MPI, clcnn/distributed.py) -------
-    # A gradient chunk is read back as soon as the backward pass has passed a mark, while the device goes on.
-    # Backends whose ops are asynchronous refine these; the defaults run synchronously (Numba) and are correct.
-    def mark(self, point: "Mark") -> None:
-        """Set ``point`` to "everything enqueued so far" (recorded by ``capture``: a replay refreshes it)."""
-
-    def pinned(self, size: int) -> np.ndarray:
-        """A float32 host array of ``size`` the device copies to and from directly (page-locked where it can)."""
-        return np.zeros(size, np.float32)
-
-    def read_async(self, a, start: int, host: np.ndarray, after=()) -> "Transfer":
-        """Copy ``a[start:start + host.size]`` into ``host`` once the marks/transfers in ``after`` are done,
-        without holding up the ops enqueued after it; ``.wait()`` on the result waits for the copy."""
-        host[...] = self.download(self.view(a, start, host.size))
-        return Transfer(None, host)
-
-    def write_async(self, a, start: int, host: np.ndarray, after=()) -> "Transfer":
-        """Copy ``host`` into ``a[start:start + host.size]`` once ``after`` is done, beside the compute queue;
-        the ops that need it wait with ``wait_all``. ``host`` must stay unchanged until the copy is done."""
-        self.upload_into(self.view(a, start, host.size), host)
-        return Transfer(None, host)
-
-    def wait_all(self, items) -> None:
-        """Ops enqueued after this start only once every mark/transfer in ``items`` is done."""
-
-    def flush(self) -> None:
-        """Hand everything enqueued so far to the device (another queue may be waiting on it)."""
-
-    # ---- accounting, prepared steps, variants (concrete defaults; backends refine them) --------------------
-    def _track(self, array, nbytes: int):
-        """Count ``nbytes`` as in use until ``array`` is garbage-collected; returns ``array``."""
-        self._mem_in_use = getattr(self, "_mem_in_use", 0) + nbytes
-        self._mem_peak = max(getattr(self, "_mem_peak", 0), self._mem_in_use)
-        weakref.finalize(array, self._untrack, nbytes)
-        return array
-
-    def _untrack(self, nbytes: int) -> None:
-        self._mem_in_use -= nbytes
-
-    def memory_stats(self) -> dict:
-        """{"in_use_bytes", "peak_bytes"}: device memory held by arrays this backend allocated."""
-        return {"in_use_bytes": getattr(self, "_mem_in_use", 0), "peak_bytes": getattr(self, "_mem_peak", 0)}
-
-    def reset_peak_memory(self) -> None:
-        self._mem_peak = getattr(self, "_mem_in_use", 0)
-
-    def capture(self):
-        """A context manager recording the ops enqueued inside it (they also run) into a prepared sequence that
-        ``replay`` enqueues again with no per-op host work; it yields None where the backend has none (then the
-        caller just runs the ops each time). Only ops whose arguments stay the same may be captured."""
-        return contextlib.nullcontext(None)
-
-    def replay(self, graph) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no prepared sequences")
-
-    def gemm_variants(self, m: int, n: int, k: int, variant: str | None = None) -> list[tuple[str, object]]:
-        """(name, config) pairs ``clcnn bench gemm`` compares; ``gemm_forced(config)`` selects one."""
-        if variant not in (None, "auto", "all"):
-            raise ConfigError(f"{self.info.id} has no GEMM variant {variant!r} (it has: auto)")
-        return [("auto", None)]
-
-    def gemm_forced(self, config):
-        """A context manager inside which every GEMM uses ``config`` (from gemm_variants; None: the default)."""
-        return contextlib.nullcontext()
-
-    # ---- health -------------------------------------------------------------------------------------------
-    def self_test(self) -> None:
-        """Build and run a small GEMM and ReLU and compare with NumPy; raises DeviceError if they disagree."""
-        try:
-            rng = np.random.default_rng(0)
-            a, b = rng.standard_normal((5, 7), np.float32), rng.standard_normal((7, 3), np.float32)
-            da, db, dc = self.upload(a), self.upload(b), self.zeros((5, 3))
-            self.gemm(da, db, dc, 5, 3, 7)
-            self.relu_forward(dc, dc, 15)
-            got, want = self.download(dc), np.maximum(a.astype(np.float64) @ b, 0)
-        except Exception as exc:
-            raise DeviceError(f"{self.info.id} ({self.info.name}) cannot run clcnn's kernels: {exc}") from exc
-        if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
-            raise DeviceError(f"{self.info.id} ({self.info.name}): self-test GEMM gave wrong results")
