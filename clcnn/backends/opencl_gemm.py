@@ -195,6 +195,11 @@ class OpenCLGemm:
                 out.append((name, self._gemm_heuristic(m, n, 1, False, pool)))
         return out
 
+    def _default_pool(self) -> tuple[dict, ...]:
+        """GEMM_DEFAULT_POOL on GPUs; on CPU devices and simulators without the 128x256 tile, whose build alone
+        took 19-55 s on the wheel's PoCL (LLVM 14) and which no CPU-sized product needs (docs/PERFORMANCE.md)."""
+        return GEMM_DEFAULT_POOL if self.info.type == "gpu" else VEC_CONFIGS
+
     # work-items a GEMM launch should bring to each compute unit to hide its latencies (the fill targets below)
     ITEMS_PER_CU = 256
 
@@ -204,7 +209,7 @@ class OpenCLGemm:
         the device the launch fills, counted in work-items (want ITEMS_PER_CU per compute unit) over the
         work-groups it really runs: output tiles times the batch, the split of a batch-reduce, or the k-chunks
         of a single product with few tiles (``k`` given)."""
-        pool = pool or [p for p in GEMM_DEFAULT_POOL if self._gemm_fits(p)] or self.gemm_configs
+        pool = pool or [p for p in self._default_pool() if self._gemm_fits(p)] or self.gemm_configs
         cus = self._gemm_limits[3]
 
         def cost(p):
