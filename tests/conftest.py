@@ -110,6 +110,10 @@ def open_device(device_id: str):
     """clcnn.get_backend(device_id), but skipped (or failed under CLCNN_REQUIRE_OPENCL=1 when no PoCL device
     works) when the driver cannot build kernels for a known non-clcnn reason; use it in custom device fixtures."""
     backend = clcnn.get_backend(device_id)
+    if getattr(backend.info, "type", None) == "cpu" and hasattr(backend, "geometry_constants"):
+        # in-process tests on CPU OpenCL devices take the sizes as arguments (one program per op family, not one
+        # per shape drawn); test_*_geometry_constants (test_ops.py) and the CLI's subprocesses run the default
+        backend.geometry_constants = False
     problem = _driver_problem(backend)
     if problem:
         if os.environ.get("CLCNN_REQUIRE_OPENCL") == "1" and not _some_pocl_works():

@@ -8,8 +8,9 @@ Accuracy criterion (float32 results vs float64 truth), "norm-wise max-abs":
 Pure data movement (im2col, relu, maxpool forward values/arg-max, memory ops) must be bit-exact.
 Scalar losses: |got - ref| <= FWD_TOL * max(|ref|, 1).
 On the Oclgrind simulator (fixture ``small``) the shapes shrink so the suite stays fast. OpenCL builds one
-program per op family for every size (sizes are kernel arguments), except im2col/col2im/maxpool on GPUs, which
-get each layer's sizes as build constants: test_*_geometry_constants runs that path on the CPU's OpenCL devices.
+program per op family for every size (sizes are kernel arguments), except im2col/col2im/maxpool on GPUs and CPUs,
+which get each layer's sizes as build constants: conftest.open_device makes CPU devices take the arguments path in
+the tests, and test_*_geometry_constants runs the constants path on them.
 """
 from __future__ import annotations
 

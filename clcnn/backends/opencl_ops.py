@@ -22,16 +22,17 @@ class OpenCLOps:
     ``compute_units`` and ``info``."""
 
     # Whether cl/im2col.cl and cl/maxpool.cl get the layer's sizes as build constants (one program per layer
-    # geometry) or as arguments only (one program for every geometry). None: constants on GPUs, where they make
-    # the kernels 1.2-3x faster (H200, LeNet-5 and CIFAR layers at batch 256 and 1024: im2col 2.1-2.6x, col2im
-    # 2.6-3.0x, maxpool 1.1-2.1x); arguments on CPU devices and simulators, whose builds take seconds each.
+    # geometry) or as arguments only (one program for every geometry). None: constants on GPUs and CPUs, where
+    # they make the kernels 1.2-3x faster (H200, LeNet-5 and CIFAR layers at batch 256 and 1024: im2col 2.1-2.6x,
+    # col2im 2.6-3.0x, maxpool 1.1-2.1x; PoCL on 2 cores, whole training step at batch 64: LeNet-5 1.52x, CIFAR
+    # 1.39x); arguments on simulators (Oclgrind), where each build costs seconds and speed does not matter.
     geometry_constants: bool | None = None
 
     def _geometry(self, **sizes) -> dict | None:
         """The ``-D`` defines for a geometry kernel (upper-cased ``sizes``), or None: see ``geometry_constants``."""
         on = self.geometry_constants
         if on is None:
-            on = self.info.type == "gpu"
+            on = self.info.type in ("gpu", "cpu")
         return {k.upper(): v for k, v in sizes.items()} if on else None
 
     # ---- convolution unrolling ---------------------------------------------------------------------------
