@@ -10,6 +10,6 @@ inline void write_c(__global float* c, const int ldc, const int i, const int j, 
     if (beta != 0.0f) r += beta * c[i * ldc + j];
     if (bias_mode == 1) r += bias[i];
     else if (bias_mode == 2) r += bias[j];
-    if (relu) r = fmax(r, 0.0f);
+    if (relu && r < 0.0f) r = 0.0f;   // relu_forward's rule: NaN and -0.0 pass
     c[i * ldc + j] = r;
 }

@@ -1,18 +1,18 @@
 // relu_* / sigmoid_*: elementwise activations and their gradients over `size` elements (in-place safe).
 
-// x: (size,) -> y: (size,) = max(x, 0)
+// x: (size,) -> y: (size,) = 0 where x < 0 else x: NaN and -0.0 pass through as in PyTorch (fmax would drop NaN)
 __kernel void relu_forward(__global const float* x, __global float* y, const int size)
 {
     const int i = get_global_id(0);
-    if (i < size) y[i] = fmax(x[i], 0.0f);
+    if (i < size) { const float v = x[i]; y[i] = v < 0.0f ? 0.0f : v; }
 }
 
-// y, dy: (size,) -> dx: (size,) = dy where y > 0 else 0
+// y, dy: (size,) -> dx: (size,) = 0 where y <= 0 else dy (a NaN output passes dy, as PyTorch's threshold_backward)
 __kernel void relu_backward(__global const float* y, __global const float* dy, __global float* dx,
                             const int size)
 {
     const int i = get_global_id(0);
-    if (i < size) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    if (i < size) dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 // x: (size,) -> y: (size,) = 1/(1+exp(-x)), branch on sign so exp never overflows

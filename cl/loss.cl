@@ -26,7 +26,7 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
         __global const float* z = logits + row * c;
         __global float* p = probs + row * c;
         float mx = z[0];
-        for (int j = 1; j < c; ++j) mx = fmax(mx, z[j]);
+        for (int j = 1; j < c; ++j) mx = (z[j] > mx || isnan(z[j])) ? z[j] : mx;   // NaN wins (fmax drops it)
         float se = 0.0f;
         for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; }
         const float inv = 1.0f / se;
@@ -65,7 +65,7 @@ void sigmoid_bce_forward(__global const float* restrict logits, __global const i
         const float z = logits[row];
         const float e = exp(-fabs(z));   // in (0, 1]: never overflows
         probs[row] = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-        s += fmax(z, 0.0f) - (float)labels[row] * z + log1p(e);
+        s += (z < 0.0f ? 0.0f : z) - (float)labels[row] * z + log1p(e);   // a NaN z stays NaN (fmax drops it)
     }
     part[lid] = s;
     tree_sum(part, lid);

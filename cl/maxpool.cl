@@ -11,7 +11,8 @@
 #define WO wo
 #endif
 
-// x: (N, C, H, W) -> y, argmax: (N, C, Ho, Wo); argmax = hi*W + wi inside its plane, first max wins;
+// x: (N, C, H, W) -> y, argmax: (N, C, Ho, Wo); argmax = hi*W + wi inside its plane, first max wins, a NaN wins
+// over any number and the last NaN in scan order over other NaNs (PyTorch's `v > m || isnan(v)`);
 // total = N*C*Ho*Wo work-items
 __kernel void maxpool_forward(__global const float* restrict x, __global float* restrict y,
                               __global int* restrict argmax, const int h, const int w, const int k,
@@ -26,15 +27,16 @@ __kernel void maxpool_forward(__global const float* restrict x, __global float* 
     for (int i = 0; i < K; ++i)
         for (int j = 0; j < K; ++j) {
             const int idx = (oh * STRIDE + i) * W + ow * STRIDE + j;
-            if (xp[idx] > m) { m = xp[idx]; best = idx; }
+            const float v = xp[idx];
+            if (v > m || isnan(v)) { m = v; best = idx; }
         }
     y[gid] = m;
     argmax[gid] = best;
 }
 
 // dy, argmax: (N, C, Ho, Wo) -> dx: (N, C, H, W) overwritten; each pixel gathers dy of every window whose
-// arg-max it is (race-free with overlapping windows). masked != 0: only windows whose pooled output y > 0 pass
-// (the backward of a ReLU applied before the pooling, fused); total = N*C*H*W work-items
+// arg-max it is (race-free with overlapping windows). masked != 0: windows whose pooled output y <= 0 are cut
+// (the backward of a ReLU applied before the pooling, fused: relu_backward's rule, a NaN passes); total = N*C*H*W work-items
 __kernel void maxpool_backward(__global const float* restrict dy, __global const int* restrict argmax,
                                __global float* restrict dx, __global const float* restrict y, const int masked,
                                const int h, const int w, const int k, const int stride, const int ho,
@@ -51,7 +53,7 @@ __kernel void maxpool_backward(__global const float* restrict dy, __global const
     for (int oh = oh0; oh <= oh1; ++oh)
         for (int ow = ow0; ow <= ow1; ++ow) {
             const int o = base + oh * WO + ow;
-            if (argmax[o] == pix && (!masked || y[o] > 0.0f)) s += dy[o];
+            if (argmax[o] == pix && !(masked && y[o] <= 0.0f)) s += dy[o];
         }
     dx[gid] = s;
 }
@@ -67,7 +69,7 @@ __kernel void maxpool_backward_tiled(__global const float* restrict dy, __global
     const int gid = get_global_id(0);
     if (gid >= total) return;
     const int ow = gid % WO, oh = (gid / WO) % HO, plane = gid / (WO * HO);
-    const float g = (!masked || y[gid] > 0.0f) ? dy[gid] : 0.0f;
+    const float g = (masked && y[gid] <= 0.0f) ? 0.0f : dy[gid];
     const int arg = argmax[gid];
     __global float* xp = dx + plane * (H * W);
     for (int i = 0; i < K; ++i)

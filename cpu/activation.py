@@ -10,7 +10,7 @@ from ._arrays import flat
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _relu_forward(x, y, size):
-    # x: (size,) -> y: (size,) = max(x, 0); NaN passes through
+    # x: (size,) -> y: (size,) = 0 where x < 0 else x; NaN and -0.0 pass through (PyTorch's rule)
     for i in prange(size):
         v = x[i]
         y[i] = 0.0 if v < 0.0 else v
@@ -18,9 +18,9 @@ def _relu_forward(x, y, size):
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _relu_backward(y, dy, dx, size):
-    # y, dy: (size,) -> dx: (size,) = dy where y > 0 else 0
+    # y, dy: (size,) -> dx: (size,) = 0 where y <= 0 else dy (a NaN output passes dy, as PyTorch's)
     for i in prange(size):
-        dx[i] = dy[i] if y[i] > 0.0 else 0.0
+        dx[i] = 0.0 if y[i] <= 0.0 else dy[i]
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
@@ -44,12 +44,12 @@ def _sigmoid_backward(y, dy, dx, size):
 
 
 def relu_forward(x, y, size) -> None:
-    """y = max(x, 0) over ``size`` elements (y may be x)."""
+    """y = 0 where x < 0 else x over ``size`` elements: NaN and -0.0 pass (y may be x)."""
     _relu_forward(flat(x, size, "relu x"), flat(y, size, "relu y"), int(size))
 
 
 def relu_backward(y, dy, dx, size) -> None:
-    """dx = dy where y > 0 else 0 (y is the forward output; dx may be dy)."""
+    """dx = 0 where y <= 0 else dy (y is the forward output, a NaN passes dy; dx may be dy)."""
     _relu_backward(flat(y, size, "relu y"), flat(dy, size, "relu dy"), flat(dx, size, "relu dx"), int(size))
 
 

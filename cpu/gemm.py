@@ -237,5 +237,5 @@ def _numpy_gemm(fa, fb, fc, m, n, k, ta, tb, alpha, beta, lda, ldb, ldc, a_off, 
     elif axis == 1:
         prod += bias[:n]
     if relu:
-        np.maximum(prod, 0, out=prod)
+        prod[prod < 0] = 0   # relu_forward's rule: NaN and -0.0 pass (np.maximum makes -0.0 +0.0)
     C[...] = prod

@@ -17,7 +17,9 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
         base = r * c
         m = logits[base]
         for j in range(1, c):
-            m = max(m, logits[base + j])
+            v = logits[base + j]
+            if v > m or v != v:   # a NaN max makes the row NaN, as in PyTorch
+                m = v
         s = 0.0
         for j in range(c):
             s += math.exp(logits[base + j] - m)

@@ -29,7 +29,7 @@ def _maxpool_forward(x, y, argmax, planes, h, w, k, stride, ho, wo):
                     row = top + i * w
                     for j in range(k):
                         v = x[np.uint64(xb + row + j)]
-                        if v > best:
+                        if v > best or v != v:   # a NaN wins, the last NaN of the scan (PyTorch)
                             best = v
                             arg = row + j
                 o = np.uint64(yb + oh * wo + ow)
@@ -52,9 +52,9 @@ def _maxpool2_forward(x, y, argmax, planes, h, w, ho, wo):
                 c = x[np.uint64(r1 + 2 * ow)]
                 d = x[np.uint64(r1 + 2 * ow + 1)]
                 best, arg = a, 0
-                best, arg = (b, 1) if b > best else (best, arg)
-                best, arg = (c, w) if c > best else (best, arg)
-                best, arg = (d, w + 1) if d > best else (best, arg)
+                best, arg = (b, 1) if b > best or b != b else (best, arg)   # NaN wins, as in PyTorch
+                best, arg = (c, w) if c > best or c != c else (best, arg)
+                best, arg = (d, w + 1) if d > best or d != d else (best, arg)
                 y[np.uint64(yo + ow)] = best
                 argmax[np.uint64(yo + ow)] = top + 2 * ow + arg
 
@@ -69,7 +69,7 @@ def _maxpool_backward(dy, argmax, dx, y, masked, planes, h, w, ho, wo):
         for q in range(h * w):
             dx[np.uint64(xb + q)] = 0.0
         for o in range(ho * wo):
-            if not masked or y[np.uint64(yb + o)] > 0.0:
+            if not (masked and y[np.uint64(yb + o)] <= 0.0):   # relu_backward's rule: a NaN passes
                 dx[np.uint64(xb + argmax[np.uint64(yb + o)])] += dy[np.uint64(yb + o)]
 
 

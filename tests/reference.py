@@ -56,7 +56,7 @@ def _store(out, off, m, n, ldc, value, beta, bias=None, bias_axis=0, relu=False)
     value = value if beta == 0 else value + beta * out[idx]
     if bias is not None:
         value = value + (bias[:m, None] if bias_axis == 0 else bias[None, :n])
-    out[idx] = np.maximum(value, 0.0) if relu else value
+    out[idx] = relu_forward(value) if relu else value
 
 
 # ---- im2col / col2im -------------------------------------------------------------------------------------
@@ -126,8 +126,9 @@ def maxpool_forward(x, n, c, h, w, k, stride):
                     for i in range(k):
                         for j in range(k):
                             hi, wi = oh * stride + i, ow * stride + j
-                            if x[ni, ci, hi, wi] > best:          # strict: the first max wins on ties
-                                best, best_at = x[ni, ci, hi, wi], hi * w + wi
+                            v = x[ni, ci, hi, wi]   # strict: the first max wins on ties; a NaN wins, the last
+                            if v > best or np.isnan(v) or best_at < 0:   # NaN of the scan (PyTorch's rule)
+                                best, best_at = v, hi * w + wi
                     y[ni, ci, oh, ow], arg[ni, ci, oh, ow] = best, best_at
     return y, arg
 
@@ -137,7 +138,7 @@ def maxpool_backward(dy, argmax, n, c, h, w, k, stride, y=None) -> np.ndarray:
     windows with y > 0 when the forward output y is given)."""
     dy = f64(dy).reshape(n, c, -1)
     if y is not None:
-        dy = dy * (f64(y).reshape(n, c, -1) > 0)
+        dy = np.where(f64(y).reshape(n, c, -1) <= 0, 0.0, dy)   # relu_backward's rule: a NaN passes
     arg = np.asarray(argmax).reshape(n, c, -1)
     dx = np.zeros((n, c, h * w))
     for ni in range(n):
@@ -159,11 +160,14 @@ def bias_grad(dy, db, n, c, inner, beta=0.0) -> np.ndarray:
 
 # ---- activations -----------------------------------------------------------------------------------------
 def relu_forward(x) -> np.ndarray:
-    return np.maximum(f64(x), 0.0)
+    """0 where x < 0 else x: NaN and -0.0 pass through (PyTorch's torch.relu on the CPU)."""
+    x = f64(x)
+    return np.where(x < 0, 0.0, x)
 
 
 def relu_backward(y, dy) -> np.ndarray:
-    return np.where(f64(y) > 0, f64(dy), 0.0)
+    """0 where y <= 0 else dy: a NaN output passes dy (PyTorch's threshold_backward)."""
+    return np.where(f64(y) <= 0, 0.0, f64(dy))
 
 
 def sigmoid(x) -> np.ndarray:
