@@ -205,7 +205,8 @@ def _whole_numbers(flag: str, text: str) -> list[int]:
 @click.option("--model", default="lenet5,cifar", show_default=True, help="Presets whose GEMM shapes are tuned.")
 @click.option("--batch-size", default="256", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--repeats", default=5, show_default=True, type=int, help="Timed runs per candidate (median).")
-@click.option("--max-candidates", default=None, type=int, help="Try only the first N candidates per shape.")
+@click.option("--max-candidates", default=None, type=click.IntRange(min=1),
+              help="Try only the first N candidates per shape.")
 @click.option("--gemm-size", default="", help="Also tune N x N x N products (what `bench gemm` times), e.g. 4096.")
 def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
     """Search kernel configs for a device and save the winners; later runs load them with no search."""

@@ -1,7 +1,10 @@
-"""Files written atomically (temp file + rename) so a failed run never leaves a half-written checkpoint."""
+"""Files written atomically (temp file + rename) so a failed run never leaves a half-written checkpoint, and
+strict RFC 8259 JSON: a non-finite float is written as the string "NaN", "Infinity" or "-Infinity" (what
+Python's float(), JavaScript's Number() and Go's strconv.ParseFloat read back), never as a bare NaN token."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -37,16 +40,42 @@ def write_atomic(path, payload: bytes) -> None:
         raise
 
 
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}   # float -> its JSON string (docs/CHECKS.md)
+
+
+def strict(obj):
+    """``obj`` with every non-finite float (NumPy scalars included) replaced by its string in NON_FINITE and NumPy
+    scalars and arrays made Python numbers and lists: what ``json.dumps(..., allow_nan=False)`` accepts."""
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return NON_FINITE[repr(obj)]
+    return obj
+
+
+def dumps(obj, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj`` (see ``strict``); ValueError for an object JSON cannot hold."""
+    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path, obj) -> None:
-    """``obj`` as indented JSON, written atomically."""
-    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+    """``obj`` as indented strict JSON, written atomically."""
+    write_atomic(path, (dumps(obj, indent=1) + "\n").encode())
 
 
 def append_jsonl(path, row: dict) -> None:
-    """Append one JSON object as a line and flush it to disk; ConfigError naming the path when it cannot."""
+    """Append one strict JSON object as a line and flush it to disk; ConfigError naming the path when it cannot.
+    The line is written with one write() call, so a failure leaves at most a partial last line, never a file."""
+    line = dumps(row) + "\n"
     try:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:

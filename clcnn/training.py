@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-import json
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -44,12 +44,12 @@ class TrainConfig:
             raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive (got {self.batch_size})")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive (got {self.lr})")
-        if not self.momentum >= 0:
-            raise ConfigError(f"--momentum must be non-negative (got {self.momentum})")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"--weight-decay must be non-negative (got {self.weight_decay})")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"--lr must be positive and finite (got {self.lr})")
+        if not 0 <= self.momentum < math.inf:
+            raise ConfigError(f"--momentum must be non-negative and finite (got {self.momentum})")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"--weight-decay must be non-negative and finite (got {self.weight_decay})")
         if self.limit_train is not None and self.limit_train < 1:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
         if self.seed < 0:
@@ -82,24 +82,28 @@ def _progress(total, desc, enabled):
 
 
 def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="") -> tuple[float, float, float]:
-    """One shuffled pass; returns (mean train loss, images/s, seconds)."""
+    """One shuffled pass; returns (train loss, images/s, seconds). The loss is the mean over the images of the
+    epoch (each step's batch-mean loss weighted by its batch size: a short last batch weighs what its images do);
+    images/s counts the images the steps processed."""
     bar = _progress(len(split), desc, show_progress)
-    t0, steps, seen, loss_sum, pending = time.perf_counter(), 0, 0, 0.0, 0
+    t0, seen, loss_sum, pending, size = time.perf_counter(), 0, 0.0, 0, 0
     for x, y in data.batches(split, batch_size, rng):
+        if pending and len(y) != size:   # the device total sums batch means: read it out when the size changes
+            loss_sum, pending = loss_sum + model.read_loss() * size, 0
         model.train_step(x, y, opt, sync=False)
-        steps, seen, pending = steps + 1, seen + len(y), pending + 1
+        seen, pending, size = seen + len(y), pending + 1, len(y)
         if bar is not None:
             bar.update(len(y))
         if pending == LOSS_READ_EVERY:
             chunk = model.read_loss()
-            loss_sum, pending = loss_sum + chunk, 0
+            loss_sum, pending = loss_sum + chunk * size, 0
             if bar is not None:
                 bar.set_postfix(loss=f"{chunk / LOSS_READ_EVERY:.4f}")   # the bar itself shows img/s
-    loss_sum += model.read_loss()
+    loss_sum += model.read_loss() * size
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    return loss_sum / max(steps, 1), seen / seconds, seconds
+    return loss_sum / max(seen, 1), seen / seconds, seconds
 
 
 def default_out_dir() -> Path:
@@ -138,9 +142,9 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
 def save_meta(cfg: TrainConfig, net, info: data.DatasetInfo) -> dict:
     """The metadata saved beside the weights: the model spec, the data set's description and normalisation,
     the run's configuration (strings, as safetensors metadata must be)."""
-    return {"model": cfg.model, "spec": json.dumps(net.config()), "dataset": cfg.dataset,
-            "normalisation": json.dumps({"mean": list(info.mean), "std": list(info.std)}),
-            "class_names": json.dumps(info.class_names), "config": json.dumps(asdict(cfg))}
+    return {"model": cfg.model, "spec": io.dumps(net.config()), "dataset": cfg.dataset,
+            "normalisation": io.dumps({"mean": list(info.mean), "std": list(info.std)}),
+            "class_names": io.dumps(info.class_names), "config": io.dumps(asdict(cfg))}
 
 
 def _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress) -> list[dict]:

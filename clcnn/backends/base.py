@@ -189,6 +189,61 @@ class Backend(Capabilities, ABC):
     def sigmoid_backward(self, y, dy, dx, size: int) -> None:
         """dx = dy * y * (1 - y) (y is the forward output; dx may be dy)."""
 
+    @abstractmethod
+    def tanh_forward(self, x, y, size: int) -> None:
+        """y = tanh(x) (y may be x)."""
+
+    @abstractmethod
+    def tanh_backward(self, y, dy, dx, size: int) -> None:
+        """dx = dy * (1 - y^2) (y is the forward output; dx may be dy)."""
+
+    @abstractmethod
+    def add(self, a, b, y, size: int) -> None:
+        """y = a + b elementwise (y may be a or b): a residual block's sum, and its input gradient's."""
+
+    # ---- normalisation, dropout, average pooling (cpu/batchnorm.py, cpu/dropout.py have the formulas) -------
+    @abstractmethod
+    def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n: int,
+                          c: int, inner: int, eps: float, momentum: float, training: bool) -> None:
+        """x: (N, C, inner) -> y = (x - mean)/sqrt(var + eps) * weight + bias per channel (PyTorch's BatchNorm).
+        training: mean/var of the batch (biased var, M = N*inner >= 2 values) and running_mean/running_var
+        (C,) updated in place as (1-momentum)*r + momentum*batch (the var unbiased, *M/(M-1)); else the running
+        statistics. save_mean, save_invstd: (C,) outputs, the mean and 1/sqrt(var + eps) used (for backward)."""
+
+    @abstractmethod
+    def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n: int, c: int,
+                           inner: int, training: bool, beta: float = 0.0) -> None:
+        """dy: (N, C, inner) -> dweight = beta*dweight + sum(dy*xhat), dbias = beta*dbias + sum(dy) (C,), and
+        (unless dx is None) dx = weight*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when ``training`` (the
+        batch statistics depend on x), weight*invstd*dy when not; xhat = (x - save_mean)*save_invstd."""
+
+    @abstractmethod
+    def dropout_forward(self, x, y, mask, counter, key, stream: int, threshold: int, scale: float,
+                        size: int) -> None:
+        """Inverted dropout over ``size`` elements with the counter-based RNG Philox-4x32-10 (bit-identical on
+        every device): r_i = philox((i >> 2, step, stream, 0), key)[i & 3] with step = counter[0] (an int32 (1,)
+        device array read as uint32, so a replayed step reads the value counter_advance left), key two uint32;
+        kept when (r_i >> 8) >= threshold (24-bit; threshold = round(p * 2^24)): y = x*scale, mask = scale,
+        else y = mask = 0."""
+
+    @abstractmethod
+    def dropout_backward(self, dy, mask, dx, size: int) -> None:
+        """dx = dy * mask (dx may be dy)."""
+
+    @abstractmethod
+    def counter_advance(self, counter) -> None:
+        """counter[0] += 1 on the device (int32 (1,), wrapping as uint32): dropout's step counter."""
+
+    @abstractmethod
+    def avgpool_forward(self, x, y, n: int, c: int, h: int, w: int, kh: int, kw: int, stride: int) -> None:
+        """x: (N, C, H, W) -> y: (N, C, Ho, Wo) window means, Ho = (H - kh)//stride + 1, Wo = (W - kw)//stride
+        + 1, no padding (PyTorch's AvgPool2d, padding 0; kh = H, kw = W: a global average)."""
+
+    @abstractmethod
+    def avgpool_backward(self, dy, dx, n: int, c: int, h: int, w: int, kh: int, kw: int, stride: int) -> None:
+        """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W) overwritten: each pixel gathers dy/(kh*kw) of every window
+        that covers it (race-free)."""
+
     # ---- losses -------------------------------------------------------------------------------------------
     @abstractmethod
     def softmax_xent_forward(self, logits, labels, probs, loss, n: int, c: int, accumulate: bool = False) -> None:

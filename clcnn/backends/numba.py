@@ -7,6 +7,8 @@ import numpy as np
 
 from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # lazily
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
+from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
+from ..cpu import adam as _adam
 from .base import Backend, DeviceInfo
 
 
@@ -113,11 +115,45 @@ class NumbaBackend(Backend):
     def sigmoid_backward(self, y, dy, dx, size):
         _act.sigmoid_backward(y, dy, dx, size)
 
-    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False):
-        _loss.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate)
+    def tanh_forward(self, x, y, size):
+        _act.tanh_forward(x, y, size)
 
-    def softmax_xent_backward(self, probs, labels, dlogits, n, c):
-        _loss.softmax_xent_backward(probs, labels, dlogits, n, c)
+    def tanh_backward(self, y, dy, dx, size):
+        _act.tanh_backward(y, dy, dx, size)
+
+    def add(self, a, b, y, size):
+        _act.add(a, b, y, size)
+
+    def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
+                          eps, momentum, training):
+        _bn.batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
+                              eps, momentum, training)
+
+    def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
+                           beta=0.0):
+        _bn.batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
+                               beta)
+
+    def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
+        _dropout.dropout_forward(x, y, mask, counter, key, stream, threshold, scale, size)
+
+    def dropout_backward(self, dy, mask, dx, size):
+        _dropout.dropout_backward(dy, mask, dx, size)
+
+    def counter_advance(self, counter):
+        _dropout.counter_advance(counter)
+
+    def avgpool_forward(self, x, y, n, c, h, w, kh, kw, stride):
+        _avgpool.avgpool_forward(x, y, n, c, h, w, kh, kw, stride)
+
+    def avgpool_backward(self, dy, dx, n, c, h, w, kh, kw, stride):
+        _avgpool.avgpool_backward(dy, dx, n, c, h, w, kh, kw, stride)
+
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0):
+        _loss.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, label_smoothing)
+
+    def softmax_xent_backward(self, probs, labels, dlogits, n, c, label_smoothing=0.0):
+        _loss.softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing)
 
     def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
         _loss.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate)

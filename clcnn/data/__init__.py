@@ -1,102 +1,25 @@
-"""Datasets: IDX files (MNIST, Fashion-MNIST, any IDX pair), gzipped or not, found in the usual places; each
-describes itself (DatasetInfo: shape, classes, per-channel statistics); batch iteration."""
+"""Datasets: MNIST and Fashion-MNIST (IDX, gzipped or not), CIFAR-10/100 (python or binary release), any IDX
+pair, and image folders (``folder:PATH``); found in the usual places or downloaded with verified digests; each
+describes itself (DatasetInfo: shape, classes, per-channel statistics); splits and batch iteration.
+
+    train, test, info = data.load("cifar10", download=True)
+    train, val = data.hold_out(train, 0.1, seed=0)
+"""
 from __future__ import annotations
 
-import gzip
-import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, DataError  # noqa: F401  (raised here; kept importable as clcnn.data.DataError)
+from . import cifar, download as dl, folder, idx
+from .idx import read_idx  # noqa: F401  (public)
+from .registry import SPECS, download_dir, search_dirs
 
-from .errors import DataError  # noqa: E402,F401  (raised here; kept importable as clcnn.data.DataError)
-
-
-DATASETS = {   # name -> the folder looked for (idx: any IDX files in --data-dir; classes from the labels)
-    "mnist": "mnist",
-    "fashion-mnist": "fashion-mnist",
-    "idx": "idx",
-}
-FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if path.suffix == ".gz":
-        if raw[:2] != b"\x1f\x8b":
-            raise DataError(f"{path} is not a gzip file")
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{path} is a damaged or truncated gzip file ({exc})") from None
-    return raw
-
-
-def read_idx(path, expect_ndim: int | None = None) -> np.ndarray:
-    """The array stored in one IDX file (``.gz`` is decompressed). Raises DataError on any malformation."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    ndim = raw[3]
-    if expect_ndim is not None and ndim != expect_ndim:
-        raise DataError(f"{path} holds a {ndim}-dimensional array, expected {expect_ndim} dimensions")
-    if len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path} is truncated (incomplete header)")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    want = int(np.prod(shape)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
-    if len(body) < want:
-        raise DataError(f"{path} is truncated: {len(body)} bytes of data, expected {want} for shape {shape}")
-    if len(body) > want:
-        raise DataError(f"{path} has {len(body) - want} unexpected trailing bytes")
-    return np.frombuffer(body, dtype=dtype).reshape(shape)
-
-
-def search_dirs(name: str, data_dir=None) -> list[Path]:
-    """Where ``name``'s files are looked for, in order: --data-dir (itself or DIR/name), $CLCNN_DATA/name,
-    ~/.cache/clcnn/name, /usr/share/datasets/name (Debian's dataset-* packages)."""
-    dirs = []
-    if data_dir:
-        dirs += [Path(data_dir), Path(data_dir) / name]
-    if os.environ.get("CLCNN_DATA"):
-        dirs.append(Path(os.environ["CLCNN_DATA"]) / name)
-    dirs += [Path.home() / ".cache" / "clcnn" / name, Path("/usr/share/datasets") / name]
-    return dirs
-
-
-def _stems():
-    return [stem for pair in FILES.values() for stem in pair]
-
-
-def dataset_dir(name: str, data_dir=None) -> Path:
-    """The first search directory holding any of the dataset's IDX files (all four must then be there)."""
-    dirs = search_dirs(name, data_dir)
-    for d in dirs:
-        if any((d / s).is_file() or (d / f"{s}.gz").is_file() for s in _stems()):
-            return d
-    where = ", ".join(str(d) for d in dirs)
-    hint = " (on Debian: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-    raise DataError(f"{name} not found: no IDX files in {where}{hint}")
-
-
-def _find(name: str, stem: str, data_dir) -> Path:
-    d = dataset_dir(name, data_dir)
-    for candidate in (d / stem, d / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"{name}: {stem}[.gz] not found in {d}")
+FOLDER_PREFIX = "folder:"
+DATASETS = {name: spec.summary for name, spec in SPECS.items()}   # name -> one line (and folder:PATH)
+DATASETS_HELP = ", ".join(DATASETS) + ", or folder:PATH (PATH/train/<class>/*.png, optional PATH/test/<class>/)"
 
 
 @dataclass
@@ -114,7 +37,7 @@ class DatasetInfo:
     """What a data set says about itself; the model is built from it and the normalisation goes with the model.
 
     Attributes:
-        name: the data set's name; dir: where its files were found.
+        name: the data set's name (``folder:PATH`` for a folder); dir: where its files were found.
         input_shape: (C, H, W) of one image; num_classes: K (labels are 0..K-1); class_names: K names.
         mean, std: per channel, of the [0, 1]-scaled pixels of the whole training split (x = (p/255 - mean)/std).
     """
@@ -128,78 +51,155 @@ class DatasetInfo:
 
     def normalise(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) (or (N, H, W) with C = 1) -> float32 (N, C, H, W) scaled and normalised."""
-        x = images.reshape((len(images), *self.input_shape)).astype(np.float32) / np.float32(255.0)
+        x = np.asarray(images).reshape((len(images), *self.input_shape)).astype(np.float32) / np.float32(255.0)
         mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
         return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
-def load_raw(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray, Path]:
-    """(uint8 images (N, C, H, W), int labels (N,), the images' path) of ``split`` ("train"/"test").
-
-    IDX image files hold (N, H, W) (one channel) or (N, C, H, W). DataError for an unknown data set, a missing
-    or damaged file, or images and labels that do not pair up."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    img_stem, lbl_stem = FILES[split]
-    path = _find(name, img_stem, data_dir)
-    images = read_idx(path)
-    if images.ndim not in (3, 4):
-        raise DataError(f"{path} holds a {images.ndim}-dimensional array, expected images (N, H, W) or (N, C, H, W)")
-    images = images.reshape(images.shape[0], 1, *images.shape[1:]) if images.ndim == 3 else images
-    labels = read_idx(_find(name, lbl_stem, data_dir), expect_ndim=1)
-    if len(images) != len(labels):
-        raise DataError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{name} {split}: negative labels")
-    return images, labels, path
+def channel_stats(images: np.ndarray, block: int = 8192) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the [0, 1]-scaled pixels of uint8 ``images`` (N, C, H, W) (std 0 -> 1),
+    summed in float64 over blocks of images (a memory-mapped array is never copied whole)."""
+    s = sq = 0.0
+    for i in range(0, len(images), block):
+        x = np.asarray(images[i:i + block], np.float64) / 255.0
+        s, sq = s + x.sum(axis=(0, 2, 3)), sq + (x * x).sum(axis=(0, 2, 3))
+    count = len(images) * images.shape[2] * images.shape[3]
+    mean = s / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+    return tuple(float(m) for m in mean), tuple(float(v) if v > 1e-12 else 1.0 for v in std)
 
 
-CLASS_NAMES = {
-    "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-}
+def _not_found(name: str, data_dir, dirs, downloading: bool, reason: str = "") -> DataError:
+    spec = SPECS[name]
+    where = ", ".join(str(d) for d in dirs)
+    if not spec.remotes:
+        return DataError(f"dataset {name} not found: no IDX files in {where}")
+    hint = dl.manual_hint(spec.remotes, download_dir(name, data_dir))
+    if downloading:
+        return DataError(f"dataset {name} not found in {where} and it cannot be downloaded ({reason}): {hint}")
+    return DataError(f"dataset {name} not found in {where}: pass --download, or {hint}")
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of the [0, 1]-scaled pixels of uint8 ``images`` (N, C, H, W) (std 0 -> 1)."""
-    x = images.astype(np.float64) / 255.0
-    mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
-    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
+def locate(name: str, data_dir=None) -> Path | None:
+    """The folder holding ``name``'s files (for CIFAR: the release's folder, an archive found there unpacked
+    first), or None."""
+    spec = SPECS[name]
+    for d in search_dirs(name, data_dir):
+        if spec.kind == "idx" and idx.holds_idx(d):
+            return d
+        if spec.kind == "cifar":
+            archives = [d / r.filename for r in spec.remotes + spec.alternatives if (d / r.filename).is_file()]
+            if cifar.find_release(name, d) is None and archives:
+                dl.extract(archives[0], d)
+            if cifar.find_release(name, d) is not None:
+                return d
+    return None
 
 
-def describe(name: str, data_dir=None) -> tuple[DatasetInfo, tuple, tuple]:
-    """(info, (train images, labels), (test images, labels)) with every check made: neither split empty, both
-    of one image shape, labels below the class count. DataError naming the file otherwise."""
-    tr_x, tr_y, tr_path = load_raw(name, "train", data_dir)
-    te_x, te_y, te_path = load_raw(name, "test", data_dir)
-    for x, path in ((tr_x, tr_path), (te_x, te_path)):
+def fetch(name: str, data_dir=None, *, progress: bool = True, log=None, **download_args) -> Path:
+    """The folder of ``name``'s files, downloading them (download.ensure: verified, atomic) into
+    registry.download_dir when they are nowhere to be found. ``download_args`` go to download.ensure
+    (base_url, digests, retries, wait, timeout). DataError naming the files and where to put them when offline."""
+    found = locate(name, data_dir)
+    if found is not None:
+        return found
+    target = download_dir(name, data_dir)
+    try:
+        dl.ensure(SPECS[name].remotes, target, progress=progress, log=log, **download_args)
+    except dl.Unreachable as exc:
+        raise _not_found(name, data_dir, search_dirs(name, data_dir), True, str(exc)) from None
+    found = locate(name, data_dir)
+    if found is None:
+        raise DataError(f"{name}: the downloaded files in {target} do not hold the data set")
+    return found
+
+
+def _read_known(name: str, data_dir, download: bool, log) -> tuple[tuple, tuple, list, Path, tuple]:
+    spec = SPECS[name]
+    d = fetch(name, data_dir, log=log) if download and spec.remotes else locate(name, data_dir)
+    if d is None:
+        raise _not_found(name, data_dir, search_dirs(name, data_dir), False)
+    if spec.kind == "cifar":
+        release, where = cifar.find_release(name, d)
+        tr, te, names, paths = cifar.read(name, release, where)
+        return tr, te, names, where, paths
+    tr_x, tr_y, tr_path = idx.read_split(name, d, "train")
+    te_x, te_y, te_path = idx.read_split(name, d, "test")
+    names = list(spec.class_names) or [str(i) for i in range(int(max(tr_y.max(initial=0), te_y.max(initial=0))) + 1)]
+    return (tr_x, tr_y), (te_x, te_y), names, d, (tr_path, te_path)
+
+
+def _read_folder(name: str, image_size, channels, test_fraction: float, log) -> tuple[tuple, tuple, list, Path,
+                                                                                     tuple]:
+    root = Path(name[len(FOLDER_PREFIX):]).expanduser()
+    tr, te, names = folder.read(root, image_size, channels, test_fraction, log=log)
+    return tr, te, names, root, (root / "train", root / "test")
+
+
+def _check(name: str, tr, te, names, paths) -> None:
+    (tr_x, tr_y), (te_x, te_y) = tr, te
+    for x, path, what in ((tr_x, paths[0], "training"), (te_x, paths[1], "test")):
         if len(x) == 0:
-            raise DataError(f"{path} holds no images: the {'training' if x is tr_x else 'test'} set is empty")
+            raise DataError(f"{path} holds no images: the {what} set is empty")
     if tr_x.shape[1:] != te_x.shape[1:]:
         raise DataError(f"{name}: training images are {tr_x.shape[1:]} (C, H, W) but test images are "
-                        f"{te_x.shape[1:]} ({te_path})")
-    names = CLASS_NAMES.get(name) or [str(i) for i in range(int(max(tr_y.max(), te_y.max())) + 1)]
-    for y, path in ((tr_y, tr_path), (te_y, te_path)):
+                        f"{te_x.shape[1:]} ({paths[1]})")
+    for y, path in ((tr_y, paths[0]), (te_y, paths[1])):
         if y.max() >= len(names):
             raise DataError(f"{name}: labels of {path} go up to {y.max()}, the data set has {len(names)} classes")
     if len(names) < 2:
-        raise DataError(f"{name}: the labels name only one class ({tr_path})")
-    mean, std = channel_stats(tr_x)
-    info = DatasetInfo(name, str(dataset_dir(name, data_dir)), tuple(int(s) for s in tr_x.shape[1:]), len(names),
-                       names, mean, std)
-    return info, (tr_x, tr_y), (te_x, te_y)
+        raise DataError(f"{name}: the labels name only one class ({paths[0]})")
 
 
-def load(name: str, data_dir=None, limit_train: int | None = None) -> tuple[Split, Split, DatasetInfo]:
+def describe(name: str, data_dir=None, *, download: bool = False, image_size=None, channels: int | None = None,
+             test_fraction: float = 0.1, log=None) -> tuple[DatasetInfo, tuple, tuple]:
+    """(info, (train images uint8 (N, C, H, W), labels (N,)), (test images, labels)) with every check made:
+    neither split empty, both of one image shape, labels below the class count. DataError naming the file
+    otherwise.
+
+    Args:
+        name: a key of DATASETS, or ``folder:PATH``.
+        data_dir: a folder searched first (and downloaded into); see registry.search_dirs.
+        download: fetch a known data set's official files when it is nowhere to be found.
+        image_size, channels: a folder's target (H, W) ("32x32") and channel count (1 or 3) [default: those of
+            its first training image]; test_fraction: a folder's share cut (seeded, fixed) as the test split
+            when it has no test/.
+    """
+    if name.startswith(FOLDER_PREFIX):
+        tr, te, names, where, paths = _read_folder(name, image_size, channels, test_fraction, log)
+    elif name in SPECS:
+        tr, te, names, where, paths = _read_known(name, data_dir, download, log)
+    else:
+        raise DataError(f"unknown dataset {name!r} (known: {DATASETS_HELP})")
+    _check(name, tr, te, names, paths)
+    mean, std = channel_stats(tr[0])
+    info = DatasetInfo(name, str(where), tuple(int(s) for s in tr[0].shape[1:]), len(names), list(names), mean,
+                       std)
+    return info, tr, te
+
+
+def load(name: str, data_dir=None, limit_train: int | None = None, **describe_args) -> tuple[Split, Split,
+                                                                                          DatasetInfo]:
     """(train, test, info): pixels scaled to [0, 1], normalised per channel with the full training split's mean
-    and std (so --limit-train keeps them)."""
-    info, (tr_x, tr_y), (te_x, te_y) = describe(name, data_dir)
+    and std (so --limit-train keeps them). ``describe_args`` go to describe (download, image_size, ...)."""
+    info, (tr_x, tr_y), (te_x, te_y) = describe(name, data_dir, **describe_args)
     if limit_train:
         tr_x, tr_y = tr_x[:limit_train], tr_y[:limit_train]
     return (Split(info.normalise(tr_x), tr_y.astype(np.int32)), Split(info.normalise(te_x), te_y.astype(np.int32)),
             info)
+
+
+def hold_out(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]:
+    """(rest, validation): round(N * fraction) images drawn with ``np.random.default_rng(seed)``; both keep the
+    original order. ConfigError naming --val-fraction when either part would be empty."""
+    n = len(split)
+    k = int(round(n * fraction))
+    if not 0 < fraction < 1 or k < 1 or k >= n:
+        raise ConfigError(f"--val-fraction must leave at least one image on each side of {n} (got {fraction})")
+    held = np.zeros(n, bool)
+    held[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return (Split(split.images[~held], split.labels[~held]), Split(split.images[held], split.labels[held]))
 
 
 def batches(split: Split, batch_size: int, rng: np.random.Generator | None = None):
@@ -207,5 +207,5 @@ def batches(split: Split, batch_size: int, rng: np.random.Generator | None = Non
     n = len(split)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        yield split.images[idx], split.labels[idx]
+        take = order[i:i + batch_size]
+        yield split.images[take], split.labels[take]
