@@ -36,3 +36,24 @@ __kernel void sigmoid_backward(__global const float* y, __global const float* dy
     const int i = get_global_id(0);
     if (i < size) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
+
+// x: (size,) -> y: (size,) = tanh(x)
+__kernel void tanh_forward(__global const float* x, __global float* y, const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) y[i] = tanh(x[i]);
+}
+
+// y, dy: (size,) -> dx: (size,) = dy * (1 - y^2)
+__kernel void tanh_backward(__global const float* y, __global const float* dy, __global float* dx, const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+// a, b: (size,) -> y: (size,) = a + b (a residual block's sum; y may be a or b)
+__kernel void add(__global const float* a, __global const float* b, __global float* y, const int size)
+{
+    const int i = get_global_id(0);
+    if (i < size) y[i] = a[i] + b[i];
+}

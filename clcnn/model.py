@@ -5,7 +5,7 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .errors import ConfigError
-from .layers import Conv2D, Dense, Layer, MaxPool2D, ReLU, from_config, layer_config
+from .layers import Layer, from_config, fuse_chain, layer_config
 from .losses import get_loss
 from .recording import StepCache
 from .steps import Steps
@@ -41,11 +41,7 @@ class Sequential(Steps):
         self.training = True
         for i, layer in enumerate(self.layers):
             layer.name = str(i)
-        for prev, nxt in zip(self.layers, self.layers[1:]):
-            if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense)):   # bias + ReLU in the GEMM write-out
-                prev.fuse_relu, nxt.fused = True, True
-            if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
-                prev.backward_in_next, nxt.relu_mask = True, True
+        fuse_chain(self.layers)   # bias + ReLU in the GEMM write-out, ReLU's backward in a max-pool's
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         if self.input_shape is not None:
             self.output_shape((1, *self.input_shape))

@@ -20,15 +20,17 @@ class StepCache:
         self.backend, self.capacity, self.recordings = backend, capacity, 0
         self._graphs: dict = {}   # key -> None (seen once, or the backend records nothing) or (inputs, recording)
 
-    def run(self, key, inputs: tuple, fn, enabled: bool = True) -> None:
+    def run(self, key, inputs: tuple, fn, enabled: bool = True) -> bool:
         """Run ``fn()`` (which enqueues the step reading the device arrays ``inputs``), or replay its recording;
-        ``enabled=False`` runs it plainly (no recording, no replay)."""
+        ``enabled=False`` runs it plainly (no recording, no replay). Returns True when it replayed (the host code
+        in ``fn`` did not run)."""
         if not enabled:
             fn()
-            return
+            return False
         entry = self._graphs.get(key)
         if entry is not None and all(a is b for a, b in zip(entry[0], inputs)):
             self.backend.replay(entry[1])
+            return True
         elif key in self._graphs:   # seen once: its buffers exist; record it now
             with self.backend.capture() as recorded:
                 fn()
@@ -40,6 +42,7 @@ class StepCache:
         else:
             fn()
             self._graphs[key] = None
+        return False
 
     def recorded(self) -> list:
         """The recordings held now (a profiler replays one)."""

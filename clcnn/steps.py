@@ -127,7 +127,7 @@ class Steps:
             self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
             optimizer.step()
         key = (x.shape, not sync, self.training, id(optimizer), optimizer.version)
-        self._steps.run(key, (dx, dy), step, self.capture_steps)
+        self._host_steps(self._steps.run(key, (dx, dy), step, self.capture_steps))
         if sync:
             return float(self.backend.download(self._loss_buf)[0])
         return None
@@ -148,8 +148,18 @@ class Steps:
         """The second half of ``shard_gradients``: enqueue forward and backward of the batch last uploaded."""
         dx, dy = self._shard
         key = ("shard", accumulate, self.training, id(marks)) + tuple(dx.shape)
-        self._steps.run(key, (dx, dy), lambda: self._forward_backward(dx, dy, accumulate, fresh=True, marks=marks),
-                        self.capture_steps)
+        replayed = self._steps.run(key, (dx, dy), lambda: self._forward_backward(dx, dy, accumulate, fresh=True,
+                                                                                 marks=marks), self.capture_steps)
+        self._host_steps(replayed)
+
+    def _host_steps(self, replayed: bool) -> None:
+        """After a replayed training step: the host's part of each layer's forward that the replay skipped
+        (``host_step``: batch-norm's num_batches_tracked)."""
+        if replayed and self.training:
+            for layer in self.layers:
+                if hasattr(layer, "host_step"):
+                    layer.host_step()
+
 
     def read_loss(self, reset: bool = True) -> float:
         """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""

@@ -62,3 +62,39 @@ def sigmoid_backward(y, dy, dx, size) -> None:
     """dx = dy * y * (1 - y) (y is the forward output; dx may be dy)."""
     _sigmoid_backward(flat(y, size, "sigmoid y"), flat(dy, size, "sigmoid dy"), flat(dx, size, "sigmoid dx"),
                       int(size))
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _tanh_forward(x, y, size):
+    # x: (size,) -> y: (size,) = tanh(x) (math.tanh saturates to +-1, never overflows)
+    for i in prange(size):
+        y[i] = math.tanh(float(x[i]))
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _tanh_backward(y, dy, dx, size):
+    # y, dy: (size,) -> dx: (size,) = dy * (1 - y^2)
+    for i in prange(size):
+        t = y[i]
+        dx[i] = dy[i] * (1.0 - t * t)
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _add(a, b, y, size):
+    for i in prange(size):
+        y[i] = a[i] + b[i]
+
+
+def tanh_forward(x, y, size) -> None:
+    """y = tanh(x) over ``size`` elements (y may be x)."""
+    _tanh_forward(flat(x, size, "tanh x"), flat(y, size, "tanh y"), int(size))
+
+
+def tanh_backward(y, dy, dx, size) -> None:
+    """dx = dy * (1 - y^2) (y is the forward output; dx may be dy)."""
+    _tanh_backward(flat(y, size, "tanh y"), flat(dy, size, "tanh dy"), flat(dx, size, "tanh dx"), int(size))
+
+
+def add(a, b, y, size) -> None:
+    """y = a + b over ``size`` elements (y may be a or b): a residual block's sum and its gradient's."""
+    _add(flat(a, size, "add a"), flat(b, size, "add b"), flat(y, size, "add y"), int(size))

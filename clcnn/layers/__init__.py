@@ -5,15 +5,21 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .activation import ReLU, Sigmoid
+from .activation import ReLU, Sigmoid, Tanh
 from .base import Buffer, Layer, Parameter
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense, Flatten
+from .dropout import Dropout
+from .norm import BatchNorm1D, BatchNorm2D
+from .pool import AvgPool2D, GlobalAvgPool2D
+from .residual import Residual, fuse_chain
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid)}
+LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, BatchNorm1D,
+                                        BatchNorm2D, Dropout, AvgPool2D, GlobalAvgPool2D, Residual)}
 
-__all__ = ["LAYERS", "Buffer", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "Parameter", "ReLU", "Sigmoid",
-           "from_config", "layer_config"]
+__all__ = ["LAYERS", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Buffer", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAvgPool2D", "Layer", "MaxPool2D", "Parameter", "ReLU", "Residual", "Sigmoid", "Tanh", "from_config",
+           "fuse_chain", "layer_config"]
 
 
 def layer_config(layer: Layer) -> dict:

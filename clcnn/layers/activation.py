@@ -1,4 +1,4 @@
-"""Elementwise activations: ReLU and Sigmoid (both derivatives are functions of the output, which is kept)."""
+"""Elementwise activations: ReLU, Sigmoid and Tanh (all derivatives are functions of the output, which is kept)."""
 from __future__ import annotations
 
 from .base import Layer
@@ -42,3 +42,8 @@ class ReLU(_Activation):
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x)); backward dy * y * (1 - y). Shape: any, unchanged."""
     op = "sigmoid"
+
+
+class Tanh(_Activation):
+    """y = tanh(x); backward dy * (1 - y^2) (PyTorch's nn.Tanh). Shape: any, unchanged."""
+    op = "tanh"

@@ -1,0 +1,114 @@
+// batchnorm_*: batch normalisation over (N, C, inner), PyTorch's nn.BatchNorm semantics (cpu/batchnorm.py has
+// the formulas). M = N*inner values per channel. Build constant: WG = work-group size of the per-channel
+// reductions (a power of two); one work-group per channel, fixed-order strided sums then a local tree
+// (deterministic, no atomics).
+
+// The sum of v over the work-group (every work-item gets it); red: WG floats of local memory.
+static float wg_sum(__local float* red, const float v)
+{
+    const int lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);   // the previous call's readers are done with red
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = WG / 2; step > 0; step >>= 1) {
+        if (lid < step) red[lid] += red[lid + step];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return red[0];
+}
+
+// x: (N, C, inner) -> smean, sinv: (C,) the mean and 1/sqrt(var + eps) used to normalise. training != 0: the
+// batch's (two passes, biased variance), and rmean/rvar updated with momentum (unbiased variance); else the
+// running statistics. One work-group of WG per channel (group id 0).
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void batchnorm_stats(__global const float* restrict x, __global float* restrict rmean,
+                     __global float* restrict rvar, __global float* restrict smean, __global float* restrict sinv,
+                     const int n, const int c, const int inner, const float eps, const float momentum,
+                     const int training)
+{
+    __local float red[WG];
+    const int lid = get_local_id(0), ch = get_group_id(0), count = n * inner;
+    if (!training) {
+        if (lid == 0) {
+            smean[ch] = rmean[ch];
+            sinv[ch] = 1.0f / sqrt(rvar[ch] + eps);
+        }
+        return;
+    }
+    float acc = 0.0f;
+    for (int idx = lid; idx < count; idx += WG)
+        acc += x[((idx / inner) * c + ch) * inner + idx % inner];
+    const float mean = wg_sum(red, acc) / (float)count;
+    acc = 0.0f;
+    for (int idx = lid; idx < count; idx += WG) {
+        const float d = x[((idx / inner) * c + ch) * inner + idx % inner] - mean;
+        acc += d * d;
+    }
+    const float q = wg_sum(red, acc);
+    if (lid == 0) {
+        const float var = q / (float)count;
+        smean[ch] = mean;
+        sinv[ch] = 1.0f / sqrt(var + eps);
+        rmean[ch] = (1.0f - momentum) * rmean[ch] + momentum * mean;
+        rvar[ch] = (1.0f - momentum) * rvar[ch] + momentum * (count > 1 ? q / (float)(count - 1) : var);
+    }
+}
+
+// x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c]; total = N*C*inner work-items
+__kernel void batchnorm_apply(__global const float* restrict x, __global float* restrict y,
+                              __global const float* restrict w, __global const float* restrict b,
+                              __global const float* restrict smean, __global const float* restrict sinv,
+                              const int c, const int inner, const int total)
+{
+    const int gid = get_global_id(0);
+    if (gid >= total) return;
+    const int ch = (gid / inner) % c;
+    y[gid] = (x[gid] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
+}
+
+// x, dy: (N, C, inner) -> sums: (2, C) = [sum(dy), sum(dy * xhat)] per channel, xhat = (x - smean)*sinv;
+// dw = beta*dw + sum(dy*xhat), db = beta*db + sum(dy) (beta == 0 does not read them). One work-group per channel.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void batchnorm_backward_reduce(__global const float* restrict x, __global const float* restrict dy,
+                               __global const float* restrict smean, __global const float* restrict sinv,
+                               __global float* restrict sums, __global float* restrict dw,
+                               __global float* restrict db, const int n, const int c, const int inner,
+                               const float beta)
+{
+    __local float red[WG];
+    const int lid = get_local_id(0), ch = get_group_id(0), count = n * inner;
+    const float mean = smean[ch], inv = sinv[ch];
+    float a = 0.0f, bx = 0.0f;
+    for (int idx = lid; idx < count; idx += WG) {
+        const int i = ((idx / inner) * c + ch) * inner + idx % inner;
+        a += dy[i];
+        bx += dy[i] * ((x[i] - mean) * inv);
+    }
+    const float sdy = wg_sum(red, a);
+    const float sdyx = wg_sum(red, bx);
+    if (lid == 0) {
+        sums[ch] = sdy;
+        sums[c + ch] = sdyx;
+        dw[ch] = (beta != 0.0f ? beta * dw[ch] : 0.0f) + sdyx;
+        db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + sdy;
+    }
+}
+
+// dx = w*sinv*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when training, else w*sinv*dy; total = N*C*inner
+__kernel void batchnorm_backward_data(__global const float* restrict x, __global const float* restrict dy,
+                                      __global float* restrict dx, __global const float* restrict w,
+                                      __global const float* restrict smean, __global const float* restrict sinv,
+                                      __global const float* restrict sums, const int c, const int inner,
+                                      const int count, const int training, const int total)
+{
+    const int gid = get_global_id(0);
+    if (gid >= total) return;
+    const int ch = (gid / inner) % c;
+    const float inv = sinv[ch];
+    float g = dy[gid];
+    if (training) {
+        const float xhat = (x[gid] - smean[ch]) * inv;
+        g -= (sums[ch] + xhat * sums[c + ch]) / (float)count;
+    }
+    dx[gid] = w[ch] * inv * g;
+}

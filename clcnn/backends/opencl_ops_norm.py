@@ -1,0 +1,86 @@
+"""OpenCLBackend's ops for the issue-13 layers (batch-norm, dropout, average pooling, tanh, add): argument packing
+and NDRange shapes for cl/batchnorm.cl, cl/dropout.cl, cl/avgpool.cl and cl/activation.cl. See base.Backend's
+docstrings for the semantics."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _i(v) -> np.int32:
+    return np.int32(v)
+
+
+def _u(v) -> np.uint32:
+    return np.uint32(int(v) & 0xFFFFFFFF)
+
+
+def _f(v) -> np.float32:
+    return np.float32(v)
+
+
+class OpenCLOpsNorm:
+    """Mixin of OpenCLOps (so of OpenCLBackend): relies on the backend's ``kernel``, ``_run``, ``_eltwise``,
+    ``scratch`` and ``reduce_wg``."""
+
+    # ---- batch normalisation ----------------------------------------------------------------------------
+    def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
+                          eps, momentum, training):
+        # one work-group per channel for the statistics, then one elementwise pass
+        wg = self.reduce_wg
+        if c <= 0:
+            return
+        self._run(self.kernel("batchnorm.cl", "batchnorm_stats", {"WG": wg}), (c * wg,), (wg,), x.buf,
+                  running_mean.buf, running_var.buf, save_mean.buf, save_invstd.buf, _i(n), _i(c), _i(inner),
+                  _f(eps), _f(momentum), _i(bool(training)))
+        total = n * c * inner
+        self._eltwise("batchnorm.cl", "batchnorm_apply", total, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
+                      save_invstd.buf, _i(c), _i(inner), _i(total), defines={"WG": wg})
+
+    def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
+                           beta=0.0):
+        wg = self.reduce_wg
+        if c <= 0:
+            return
+        sums = self.scratch("batchnorm_sums", 2 * c)
+        self._run(self.kernel("batchnorm.cl", "batchnorm_backward_reduce", {"WG": wg}), (c * wg,), (wg,), x.buf,
+                  dy.buf, save_mean.buf, save_invstd.buf, sums.buf, dweight.buf, dbias.buf, _i(n), _i(c),
+                  _i(inner), _f(beta))
+        if dx is not None:
+            total = n * c * inner
+            self._eltwise("batchnorm.cl", "batchnorm_backward_data", total, x.buf, dy.buf, dx.buf, weight.buf,
+                          save_mean.buf, save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * inner),
+                          _i(bool(training)), _i(total), defines={"WG": wg})
+
+    # ---- dropout ----------------------------------------------------------------------------------------
+    def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
+        self._eltwise("dropout.cl", "dropout_forward", -(-size // 4), x.buf, y.buf, mask.buf, counter.buf,
+                      _u(key[0]), _u(key[1]), _u(stream), _u(threshold), _f(scale), _i(size))
+
+    def dropout_backward(self, dy, mask, dx, size):
+        self._eltwise("dropout.cl", "dropout_backward", size, dy.buf, mask.buf, dx.buf, _i(size))
+
+    def counter_advance(self, counter):
+        self._eltwise("dropout.cl", "counter_advance", 1, counter.buf)
+
+    # ---- average pooling --------------------------------------------------------------------------------
+    def avgpool_forward(self, x, y, n, c, h, w, kh, kw, stride):
+        ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+        total = n * c * ho * wo
+        self._eltwise("avgpool.cl", "avgpool_forward", total, x.buf, y.buf, _i(h), _i(w), _i(kh), _i(kw),
+                      _i(stride), _i(ho), _i(wo), _i(total))
+
+    def avgpool_backward(self, dy, dx, n, c, h, w, kh, kw, stride):
+        ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+        total = n * c * h * w
+        self._eltwise("avgpool.cl", "avgpool_backward", total, dy.buf, dx.buf, _i(h), _i(w), _i(kh), _i(kw),
+                      _i(stride), _i(ho), _i(wo), _i(total))
+
+    # ---- elementwise ------------------------------------------------------------------------------------
+    def tanh_forward(self, x, y, size):
+        self._eltwise("activation.cl", "tanh_forward", size, x.buf, y.buf, _i(size))
+
+    def tanh_backward(self, y, dy, dx, size):
+        self._eltwise("activation.cl", "tanh_backward", size, y.buf, dy.buf, dx.buf, _i(size))
+
+    def add(self, a, b, y, size):
+        self._eltwise("activation.cl", "add", size, a.buf, b.buf, y.buf, _i(size))

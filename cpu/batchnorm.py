@@ -1,0 +1,104 @@
+"""Batch normalisation for the Numba backend: batchnorm_forward and batchnorm_backward over (N, C, inner).
+
+Formulas (Ioffe & Szegedy 2015; PyTorch's nn.BatchNorm semantics), M = N*inner values per channel:
+    training: mean = sum(x)/M, var = sum((x - mean)^2)/M (biased, two passes), invstd = 1/sqrt(var + eps);
+              running_mean = (1-momentum)*running_mean + momentum*mean,
+              running_var  = (1-momentum)*running_var  + momentum*var*M/(M-1)   (unbiased)
+    eval:     mean = running_mean, invstd = 1/sqrt(running_var + eps)
+    y = (x - mean)*invstd*weight + bias; mean and invstd are saved for backward.
+Channel sums are accumulated in float64 in a fixed order (the same result for any thread count).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._arrays import flat
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum, training):
+    # x, y: (N, C, inner); w, b, rmean, rvar, smean, sinv: (C,); one channel per iteration
+    count = n * inner
+    for ci in prange(c):
+        if training:
+            s = 0.0
+            for nn in range(n):
+                base = (nn * c + ci) * inner
+                for t in range(inner):
+                    s += x[np.uint64(base + t)]
+            mean = s / count
+            q = 0.0
+            for nn in range(n):
+                base = (nn * c + ci) * inner
+                for t in range(inner):
+                    d = x[np.uint64(base + t)] - mean
+                    q += d * d
+            var = q / count
+            rmean[ci] = (1.0 - momentum) * rmean[ci] + momentum * mean
+            rvar[ci] = (1.0 - momentum) * rvar[ci] + momentum * (q / (count - 1) if count > 1 else var)
+        else:
+            mean = float(rmean[ci])
+            var = float(rvar[ci])
+        inv = 1.0 / math.sqrt(var + eps)
+        smean[ci] = mean
+        sinv[ci] = inv
+        m32, scale, shift = np.float32(mean), np.float32(inv * w[ci]), b[ci]
+        for nn in range(n):
+            base = (nn * c + ci) * inner
+            for t in range(inner):
+                y[np.uint64(base + t)] = (x[np.uint64(base + t)] - m32) * scale + shift
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta, need_dx):
+    # x, dy, dx: (N, C, inner); dw, db: (C,) = beta*(.) + sum(dy*xhat), sum(dy);
+    # dx = w*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) in training, w*invstd*dy in eval
+    count = n * inner
+    for ci in prange(c):
+        mean, inv = float(smean[ci]), float(sinv[ci])
+        sdy, sdyx = 0.0, 0.0
+        for nn in range(n):
+            base = (nn * c + ci) * inner
+            for t in range(inner):
+                g = float(dy[np.uint64(base + t)])
+                sdy += g
+                sdyx += g * (x[np.uint64(base + t)] - mean) * inv
+        dw[ci] = sdyx if beta == 0.0 else beta * dw[ci] + sdyx
+        db[ci] = sdy if beta == 0.0 else beta * db[ci] + sdy
+        if need_dx:
+            k = w[ci] * inv
+            for nn in range(n):
+                base = (nn * c + ci) * inner
+                for t in range(inner):
+                    i = np.uint64(base + t)
+                    g = float(dy[i])
+                    if training:
+                        xhat = (x[i] - mean) * inv
+                        g = g - (sdy + xhat * sdyx) / count
+                    dx[i] = k * g
+
+
+def batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner, eps,
+                      momentum, training) -> None:
+    """See ``Backend.batchnorm_forward`` (the module docstring has the formulas)."""
+    size = n * c * inner
+    _bn_forward(flat(x, size, "batchnorm x"), flat(y, size, "batchnorm y"), flat(weight, c, "batchnorm weight"),
+                flat(bias, c, "batchnorm bias"), flat(running_mean, c, "batchnorm running_mean"),
+                flat(running_var, c, "batchnorm running_var"), flat(save_mean, c, "batchnorm save_mean"),
+                flat(save_invstd, c, "batchnorm save_invstd"), int(n), int(c), int(inner), float(eps),
+                float(momentum), bool(training))
+
+
+def batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
+                       beta=0.0) -> None:
+    """See ``Backend.batchnorm_backward``; dx None: only the parameter gradients."""
+    size = n * c * inner
+    fx, fdy = flat(x, size, "batchnorm x"), flat(dy, size, "batchnorm dy")
+    fdx = fdy if dx is None else flat(dx, size, "batchnorm dx")
+    _bn_backward(fx, fdy, fdx, flat(weight, c, "batchnorm weight"), flat(save_mean, c, "batchnorm save_mean"),
+                 flat(save_invstd, c, "batchnorm save_invstd"), flat(dweight, c, "batchnorm dweight"),
+                 flat(dbias, c, "batchnorm dbias"), int(n), int(c), int(inner), bool(training), float(beta),
+                 dx is not None)
