@@ -216,6 +216,11 @@ def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
         gemm_sizes=_whole_numbers("--gemm-size", gemm_size))
 
 
+from .cli_models import models as _models_command  # noqa: E402  (commands in their own modules)
+
+main.add_command(_models_command)
+
+
 def run():
     """Entry point: click's own errors and the user errors of clcnn.errors (and PyOpenCL's driver failures, a
     device problem) end as one `clcnn: error: ...` line, exit status 2; anything else is a bug and raises."""
