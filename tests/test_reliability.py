@@ -1,0 +1,147 @@
+"""Issue 11's seven cases, each with the right value written down, and the kinds they stand for: nothing a user
+passes or a disk holds reaches a kernel unchecked, special values as in PyTorch on every device, numbers users
+read are per-image means, files written are strict JSON. What clcnn checks: docs/CHECKS.md."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import _device_params
+from test_cli import assert_one_line_error, clcnn, make_dataset
+
+from clcnn import data, io, models
+from clcnn.errors import ConfigError, DataError, ShapeError
+from clcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
+from clcnn.model import Sequential
+from clcnn.optim import SGD
+from clcnn.training import TrainConfig, train, train_epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = [p for p in _device_params() if not p.id.endswith("-oclgrind")]   # numba and PoCL: cheap, every one
+POCL = [p.values[0] for p in FAST if p.id.endswith("-pocl")]
+NAN, INF = float("nan"), float("inf")
+
+
+def _refuse_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def strict_loads(text: str):
+    """json.loads that refuses NaN, Infinity and -Infinity (what JavaScript's and Go's parsers do)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+# ---- case 1: a wrong input size is refused before any kernel runs, naming the layer and the shapes ----------
+@pytest.mark.parametrize("dev", FAST)
+@pytest.mark.parametrize("hw", [32, 27, 24])
+def test_case1_lenet_refuses_other_input_sizes(dev, hw):
+    # PyTorch: "shapes cannot be multiplied (2x576 and 400x120)" for 32x32; clcnn before the fix: (2, 10) logits
+    m = models.lenet5(seed=0).to(dev)
+    with pytest.raises(ShapeError, match=rf"\(N, 1, 28, 28\), got \(2, 1, {hw}, {hw}\)"):
+        m.predict(np.zeros((2, 1, hw, hw), np.float32))
+
+
+@pytest.mark.parametrize("dev", FAST)
+def test_case1_dense_after_conv_names_layer_and_shapes(dev):
+    # Conv2D(k=3) -> Flatten -> Dense(9, 2) on 4x4: the flattened features are 4, not 9 (once [[1.7e13, 5.2e13]])
+    m = Sequential([Conv2D(1, 1, 3), Flatten(), Dense(9, 2)]).to(dev)
+    with pytest.raises(ShapeError, match=r"layer 2 \(Dense\(in_features=9, out_features=2\)\) expects input "
+                                         r"\(N, 9\), got \(1, 4\)"):
+        m.predict(np.ones((1, 1, 4, 4), np.float32))
+    # the CLI form (28x28 train, 32x32 test: one line, exit 2) is test_cli's test_mismatched_train_and_test_...
+
+
+# ---- case 2: an empty training set is one line naming the file (the CLI form: test_cli's test_empty_...) ----
+def test_case2_empty_training_set_names_the_file(tmp_path):
+    from test_cli import write_idx
+    d = make_dataset(tmp_path / "data", n_train=8, n_test=8)
+    write_idx(d / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    write_idx(d / "train-labels-idx1-ubyte.gz", np.zeros(0))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*empty|empty.*train-images-idx3-ubyte\.gz"):
+        data.load("fashion-mnist", str(d))
+
+
+# ---- case 4: the epoch's train loss is the per-image mean, steps weighted by their batch size ---------------
+def test_case4_train_loss_is_the_per_image_mean():
+    rng = np.random.default_rng(4)
+    split = data.Split(rng.standard_normal((65, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 65).astype(np.int32))
+
+    def net():
+        return Sequential([Flatten(), Dense(64, 3)], seed=1, input_shape=(1, 8, 8)).to("cpu")
+    m = net()
+    loss, ips, _ = train_epoch(m, SGD(m, lr=10.0), split, 64, np.random.default_rng(0), show_progress=False)
+    twin = net()   # the same steps one by one: the batch-mean loss of each
+    opt = SGD(twin, lr=10.0)
+    steps = [(len(y), twin.train_step(x, y, opt)) for x, y in data.batches(split, 64, np.random.default_rng(0))]
+    assert [n for n, _ in steps] == [64, 1]
+    per_image = (64 * steps[0][1] + steps[1][1]) / 65
+    step_mean = (steps[0][1] + steps[1][1]) / 2   # what was reported before
+    assert loss == pytest.approx(per_image, rel=1e-5)
+    assert abs(per_image - step_mean) > 0.5, (per_image, step_mean)   # the test can tell the two apart
+    # the values (this seed): 1.3449 per image against 0.7328, the mean of the two steps, reported before
+    assert per_image == pytest.approx(1.3449, abs=1e-3) and step_mean == pytest.approx(0.7328, abs=1e-3)
+    assert ips > 0
+
+
+# ---- case 6: metrics.jsonl is strict JSON once a run diverges ------------------------------------------------
+def test_case6_strict_json_spells_non_finite_values():
+    text = io.dumps({"train_loss": NAN, "b": [np.float32(INF), -INF, 1.5], "c": np.array([np.nan, 2.0])})
+    assert strict_loads(text) == {"train_loss": "NaN", "b": ["Infinity", "-Infinity", 1.5], "c": ["NaN", 2.0]}
+    assert math.isnan(float(strict_loads(text)["train_loss"]))   # float() reads the strings back
+
+
+def test_case6_diverging_run_writes_strict_metrics(tmp_path):
+    # `clcnn train --lr 1e10` wrote {"train_loss": NaN, ...} before: not JSON for JavaScript, Go or strict Python
+    d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
+    cfg = TrainConfig(data_dir=str(d), device="cpu", lr=1e10, batch_size=16, out=str(tmp_path / "run"))
+    train(cfg, log=lambda *a, **k: None, show_progress=False)
+    rows = [strict_loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[0]["train_loss"] == "NaN", rows   # the run diverged, and says so in standard JSON
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_failed_atomic_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        io.write_json(tmp_path / "x.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        io.write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
+
+
+# ---- case 7 and the kind: every option is range-checked, the message names it --------------------------------
+@pytest.mark.parametrize("field, value, needle", [
+    ("seed", -1, "--seed"), ("lr", INF, "--lr"), ("lr", NAN, "--lr"), ("lr", 0.0, "--lr"),
+    ("momentum", INF, "--momentum"), ("momentum", -0.1, "--momentum"), ("weight_decay", NAN, "--weight-decay"),
+    ("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"), ("limit_train", 0, "--limit-train"),
+    ("split", "0.5", "--split"), ("parallel", "fork", "parallel")])
+def test_case7_train_config_names_the_option(field, value, needle):
+    # before: --seed -1 ended in numpy's "expected non-negative integer"
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(device="cpu", **{field: value}).validate()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--seed", "-1"], "--seed"), (["train", "--lr", "inf"], "--lr"),
+    (["eval", "--weights", "w.safetensors", "--batch-size", "0"], "--batch-size"),
+    (["bench", "gemm", "--size", "0", "--no-torch"], "--size"), (["tune", "--repeats", "0"], "--repeats"),
+    (["tune", "--max-candidates", "0"], "--max-candidates")])
+def test_case7_cli_options_one_line_naming_the_option(tmp_path, args, needle):
+    assert_one_line_error(clcnn(*args, "--device", "cpu"), needle)
