@@ -134,25 +134,29 @@ class Augment:
         """Resume the stream of ``state_dict()`` (the next call draws batch ``state["batches"]``'s parameters)."""
         self.seed, self.batches = int(state["seed"]), int(state["batches"])
 
-    def draw(self, n: int, shape: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(offsets (n, 2), flips (n,), boxes (n, 4)) of the next batch of n images (C, H, W); advances the
-        stream by one batch."""
+    def draw(self, n: int, shape: tuple, batch: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets (n, 2), flips (n,), boxes (n, 4)) for a batch of n images (C, H, W): batch number ``batch``
+        of the stream, or (None) the next one, advancing the stream."""
         _, h, w = shape
         pad = self.spec.crop
         if pad and (pad >= h or pad >= w):
             raise ConfigError(f"--augment crop:{pad}: the padding must be smaller than the {h}x{w} images")
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, STREAM, self.batches])))
-        self.batches += 1
+        if batch is None:
+            batch, self.batches = self.batches, self.batches + 1
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, STREAM, int(batch)])))
         offsets = rng.integers(-pad, pad + 1, size=(n, 2)).astype(np.int32) if pad else np.zeros((n, 2), np.int32)
         flips = (rng.random(n) < self.spec.flip).astype(np.uint8) if self.spec.flip else np.zeros(n, np.uint8)
         boxes = erase_boxes(rng, n, h, w, self.spec.erase) if self.spec.erase else np.zeros((n, 4), np.int32)
         return offsets, flips, boxes
 
-    def __call__(self, images: np.ndarray, index: np.ndarray, shard: tuple[int, int] | None = None) -> np.ndarray:
+    def __call__(self, images: np.ndarray, index: np.ndarray, shard: tuple[int, int] | None = None,
+                 batch: int | None = None) -> np.ndarray:
         """The augmented batch ``images[index]`` (or its rows ``shard`` = (a, b) alone, as one rank's shard:
-        the same values as rows a..b of the whole batch). Advances the stream by one batch."""
+        the same values as rows a..b of the whole batch). ``batch``: draw batch ``batch``'s parameters and leave
+        the stream where it is (a prefetching loader draws ahead and advances ``batches`` as the loop consumes);
+        None: draw the next batch's and advance."""
         index = np.asarray(index, np.int64).reshape(-1)
-        offsets, flips, boxes = self.draw(len(index), images.shape[1:])
+        offsets, flips, boxes = self.draw(len(index), images.shape[1:], batch)
         a, b = shard if shard is not None else (0, len(index))
         fill = self.fill if self.fill is not None else np.zeros(images.shape[1], np.float32)
         from .cpu.augment import augment

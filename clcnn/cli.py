@@ -80,11 +80,20 @@ def devices(as_json, check):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit-train", default=None, type=int, help="Train on the first N training images only.")
 @click.option("--out", default=None, help="Output folder [default: runs/<timestamp>].")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--checkpoint-every", default=None, type=int,
+              help="Also checkpoint every N steps (OUT/checkpoint.safetensors is written every epoch anyway).")
+@click.option("--resume", default=None, metavar="DIR", help="Continue the run in DIR exactly where its checkpoint "
+              "stands, with its own settings (--epochs, --device may change).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (nor progress lines).")
 def train(no_progress, **kwargs):
-    """Train a model; writes OUT/metrics.jsonl (one line per epoch) and OUT/model.safetensors."""
-    from .training import TrainConfig, train as run
+    """Train a model; writes OUT/metrics.jsonl (one line per epoch), OUT/model.safetensors,
+    OUT/checkpoint.safetensors and OUT/run.json. Ctrl-C saves a checkpoint and prints how to resume."""
+    from .training import TrainConfig, resume_config, train as run
     cfg = TrainConfig(**kwargs)
+    if cfg.resume:   # the run's own settings, with the flags typed now where a resume may change them
+        ctx = click.get_current_context()
+        cfg = resume_config(cfg, [k for k in kwargs
+                                  if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE])
     if cfg.device is None:
         cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
     cfg.validate()
@@ -96,7 +105,7 @@ def train(no_progress, **kwargs):
     if plan(cfg.parallel, cfg.devices()) == "launch":   # this command again, as one MPI rank per device
         exit_process(launch(command_args(click.get_current_context()), len(cfg.devices())))
     tty = sys.stderr.isatty() or os.environ.get("CLCNN_PROGRESS") == "1"   # set by launch for rank 0's terminal
-    run(cfg, log=click.echo, show_progress=not no_progress and tty)
+    run(cfg, log=click.echo, show_progress="off" if no_progress else "bar" if tty else "lines")
 
 
 @main.command(name="eval")
@@ -241,9 +250,10 @@ def run():
             raise
         click.echo(f"clcnn: error: {_one_line(DeviceError(f'the device failed: {exc}'))}", err=True)
         exit_process(2)
-    except KeyboardInterrupt:
-        click.echo("clcnn: interrupted", err=True)
-        exit_process(130)
+    except KeyboardInterrupt as exc:   # training.Interrupted: a checkpoint is saved, exit 128 + the signal
+        click.echo(f"clcnn: {exc or 'interrupted'}", err=True)
+        exit_process(getattr(exc, "exit_code", 130))
+
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ import numpy as np
 _DONE = object()
 
 
-def _produce(split, order, batch_size, augment, out: queue.Queue, stop: threading.Event, stats: dict) -> None:
-    """Thread body: put (x, y) for each slice of ``order``, then _DONE (or the exception raised); gives up when
-    ``stop`` is set. Holds no reference to the Loader (so a dropped loader is collected and closes)."""
+def _produce(split, order, batch_size, start, augment, out: queue.Queue, stop: threading.Event,
+             stats: dict) -> None:
+    """Thread body: put (x, y) for each slice of ``order`` from step ``start``, then _DONE (or the exception
+    raised); gives up when ``stop`` is set. The j-th batch made is the augmentation stream's batch
+    ``augment.batches + j`` (the stream is advanced by the consumer). Holds no reference to the Loader (so a
+    dropped loader is collected and closes)."""
     def put(item) -> bool:
         while not stop.is_set():
             try:
@@ -32,12 +35,13 @@ def _produce(split, order, batch_size, augment, out: queue.Queue, stop: threadin
         return False
 
     try:
-        for i in range(0, len(order), batch_size):
+        base = augment.batches if augment is not None else 0
+        for j, i in enumerate(range(start * batch_size, len(order), batch_size)):
             if stop.is_set():
                 return
             t0 = time.perf_counter()
             idx = order[i:i + batch_size]
-            x = augment(split.images, idx) if augment is not None else split.images[idx]
+            x = augment(split.images, idx, batch=base + j) if augment is not None else split.images[idx]
             stats["produce_seconds"] += time.perf_counter() - t0
             if not put((x, split.labels[idx])):
                 return
@@ -53,23 +57,29 @@ class Loader:
         split: a data.Split (images float32 (S, C, H, W), labels int32 (S,)).
         batch_size: images per batch (the last may be smaller).
         rng: a numpy Generator shuffling the order (one permutation, drawn now); None: in order.
-        augment: a clcnn.augment.Augment (called once per batch, in order, on the thread) or None.
+        augment: a clcnn.augment.Augment or None. The thread draws batch ``augment.batches + j`` of its stream
+            for the j-th batch; ``augment.batches`` advances as the loop takes each batch, so its state_dict()
+            is always that of the batches consumed (a checkpoint taken mid-epoch resumes exactly).
         depth: batches the thread may have ready (the queue's bound), >= 1.
+        order: the permutation to follow instead of drawing one (rng is then unused); start: the first step
+            (a resumed epoch skips the steps it has done).
     Shape: x float32 (n, C, H, W), y int32 (n,), n <= batch_size.
     Stats (``stats``): ``wait_seconds``, the time the loop spent waiting for a batch (0 when the thread keeps
     ahead: the device never stalls on the host), ``produce_seconds`` (the thread's work), ``batches``.
     """
 
     def __init__(self, split, batch_size: int, rng: np.random.Generator | None = None, augment=None,
-                 depth: int = 3):
+                 depth: int = 3, order: np.ndarray | None = None, start: int = 0):
         n = len(split)
-        self.order = rng.permutation(n) if rng is not None else np.arange(n)
+        if order is None:
+            order = rng.permutation(n) if rng is not None else np.arange(n)
+        self.order, self.augment = np.asarray(order), augment
         self.stats = {"wait_seconds": 0.0, "produce_seconds": 0.0, "batches": 0}
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=_produce, name="clcnn-loader", daemon=True,
-                                        args=(split, self.order, int(batch_size), augment, self._queue,
-                                              self._stop, self.stats))
+                                        args=(split, self.order, int(batch_size), int(start), augment,
+                                              self._queue, self._stop, self.stats))
         self._thread.start()
         self._finished = False
 
@@ -93,6 +103,8 @@ class Loader:
             self.close()
             raise item
         self.stats["batches"] += 1
+        if self.augment is not None:
+            self.augment.batches += 1
         return item
 
     def close(self) -> None:
@@ -120,6 +132,7 @@ class Loader:
             pass
 
 
-def batches(split, batch_size: int, rng: np.random.Generator | None = None, augment=None, depth: int = 3) -> Loader:
+def batches(split, batch_size: int, rng: np.random.Generator | None = None, augment=None, depth: int = 3,
+            order: np.ndarray | None = None, start: int = 0) -> Loader:
     """data.batches prefetched on a thread, with ``augment`` applied: see Loader."""
-    return Loader(split, batch_size, rng, augment, depth)
+    return Loader(split, batch_size, rng, augment, depth, order, start)

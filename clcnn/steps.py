@@ -167,3 +167,9 @@ class Steps:
         if reset:
             self.backend.fill(self._loss_acc, 0.0)
         return value
+
+    def set_loss(self, value: float) -> None:
+        """Set the device total ``read_loss`` returns (a resumed run puts its checkpoint's back: exact, as the
+        value came from this float32 total)."""
+        self._ensure_device()
+        self.backend.fill(self._loss_acc, value)

@@ -5,15 +5,16 @@
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import data, io
+from . import checkpoint, data, io
+from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
+from .progress import Progress
 from .models import get_model
 from .optim import SGD
 
@@ -37,6 +38,8 @@ class TrainConfig:
     out: str | None = None
     split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device (or rank)
     parallel: str = "auto"   # with several devices: "threads" (one process), "mpi" (ranks) or "auto" (clcnn.launch)
+    checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (one is written every epoch anyway)
+    resume: str | None = None   # a run folder to continue (clcnn.checkpoint.resume_config gives its settings)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting."""
@@ -54,6 +57,8 @@ class TrainConfig:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
         if self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative integer (got {self.seed})")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be a positive number of steps (got {self.checkpoint_every})")
         if len(self.devices()) == 1 and str(self.split).strip().lower() != "auto":
             raise ConfigError(f"--split {self.split} needs several devices (--device a,b); one device takes "
                               "every image")
@@ -74,36 +79,88 @@ def evaluate(model, split: data.Split, loss, batch_size: int = 1000) -> tuple[fl
     return loss.evaluate(model.predict(split.images, batch_size), split.labels)
 
 
-def _progress(total, desc, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+def epoch_batches(split: data.Split, order: np.ndarray, batch_size: int, start: int = 0):
+    """Yield the (x, y) mini-batches of one epoch in ``order`` (a permutation of the split), from step ``start``
+    (a resumed epoch skips the steps it has done without touching their images)."""
+    for i in range(start * batch_size, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        yield split.images[idx], split.labels[idx]
 
 
 def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="") -> tuple[float, float, float]:
     """One shuffled pass; returns (train loss, images/s, seconds). The loss is the mean over the images of the
     epoch (each step's batch-mean loss weighted by its batch size: a short last batch weighs what its images do);
     images/s counts the images the steps processed."""
-    bar = _progress(len(split), desc, show_progress)
-    t0, seen, loss_sum, pending, size = time.perf_counter(), 0, 0.0, 0, 0
-    for x, y in data.batches(split, batch_size, rng):
-        if pending and len(y) != size:   # the device total sums batch means: read it out when the size changes
-            loss_sum, pending = loss_sum + model.read_loss() * size, 0
-        model.train_step(x, y, opt, sync=False)
-        seen, pending, size = seen + len(y), pending + 1, len(y)
-        if bar is not None:
-            bar.update(len(y))
-        if pending == LOSS_READ_EVERY:
-            chunk = model.read_loss()
-            loss_sum, pending = loss_sum + chunk * size, 0
-            if bar is not None:
-                bar.set_postfix(loss=f"{chunk / LOSS_READ_EVERY:.4f}")   # the bar itself shows img/s
-    loss_sum += model.read_loss() * size
-    seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return loss_sum / max(seen, 1), seen / seconds, seconds
+    state = EpochState(epoch=1, shuffle=rng.bit_generator.state)
+    order = rng.permutation(len(split))
+    loop = Trainer(model, opt, split, batch_size, progress="bar" if show_progress else "off")
+    loop.run_epoch(state, order, desc)
+    return state.loss_sum / max(state.seen, 1), state.seen / state.seconds, state.seconds
+
+
+def _restore_loss(model, state: EpochState) -> None:
+    """Put a checkpoint's device loss total back: exactly on a Sequential (``set_loss``); a group's total is
+    folded into the host sum instead (the same value to float32 rounding)."""
+    if state.pending and hasattr(model, "set_loss"):
+        model.set_loss(state.pending_loss)
+    elif state.pending:
+        state.loss_sum, state.pending = state.loss_sum + state.pending_loss * state.size, 0
+
+
+class Trainer:
+    """The steps of a run's epochs, with the checkpoints and the stop on a signal (clcnn.checkpoint).
+
+    Args:
+        model: what trains (a Sequential or a group); opt: its optimizer; split: the training data.
+        progress: "bar", "lines" or "off" (clcnn.progress); log: where lines go.
+        save: ``save(state)`` writes a checkpoint of the run at EpochState ``state`` (None: never).
+        checkpoint_every: steps between mid-epoch checkpoints (None: at epoch ends only).
+        stop: a checkpoint.StopRequest (None: signals are not watched here).
+    """
+
+    def __init__(self, model, opt, split, batch_size, progress="bar", log=print, save=None, checkpoint_every=None,
+                 stop=None, epochs=1):
+        self.model, self.opt, self.split, self.batch_size = model, opt, split, batch_size
+        self.progress, self.log, self.save, self.every, self.stop = progress, log, save, checkpoint_every, stop
+        self.epochs = epochs
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def run_epoch(self, state: EpochState, order: np.ndarray, desc: str = "") -> bool:
+        """Train ``state.epoch`` from ``state.step`` on (updating ``state``); the loss total is read out at
+        fixed steps of the epoch, whatever the checkpoints. Returns False when a stop signal came mid-epoch (a
+        checkpoint of it is saved then), True when the epoch is done."""
+        model, total = self.model, self.steps_per_epoch()
+        bar = Progress(total, state.step, desc, self.progress, self.log)
+        t0 = time.perf_counter() - state.seconds
+        try:
+            for x, y in epoch_batches(self.split, order, self.batch_size, state.step):
+                if state.pending and len(y) != state.size:   # the device total sums batch means: read it out
+                    state.loss_sum, state.pending = state.loss_sum + model.read_loss() * state.size, 0
+                model.train_step(x, y, self.opt, sync=False)
+                state.step, state.seen, state.global_step = state.step + 1, state.seen + len(y), state.global_step + 1
+                state.pending, state.size = state.pending + 1, len(y)
+                bar.update(1, len(y))
+                if state.pending == LOSS_READ_EVERY:
+                    chunk = model.read_loss()
+                    state.loss_sum, state.pending = state.loss_sum + chunk * state.size, 0
+                    bar.set_loss(chunk / LOSS_READ_EVERY)
+                if state.step == total:
+                    break
+                stopping = self.stop is not None and self.stop.requested(model)
+                if stopping or (self.every and state.global_step % self.every == 0):
+                    state.seconds = time.perf_counter() - t0
+                    state.pending_loss = model.read_loss(reset=False)   # every rank: a collective read
+                    if self.save is not None:
+                        self.save(state)
+                    if stopping:
+                        return False
+            state.loss_sum += model.read_loss() * state.size
+            state.pending, state.pending_loss, state.seconds = 0, 0.0, time.perf_counter() - t0
+            return True
+        finally:
+            bar.close()
 
 
 def default_out_dir() -> Path:
@@ -111,11 +168,50 @@ def default_out_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
-    """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl)."""
+RESUME_MAY_CHANGE = ("epochs", "device", "split", "parallel", "checkpoint_every", "data_dir", "resume", "out")
+
+
+def resume_config(cfg: TrainConfig, given=()) -> TrainConfig:
+    """The configuration ``--resume DIR`` continues: the run's own (saved in its checkpoint), with the options
+    in ``given`` (the flags typed now) taken from ``cfg`` where a resume may change them (RESUME_MAY_CHANGE).
+    ConfigError for a missing DIR, a typed flag that would change the run (--lr, --model, ...), or --out
+    naming another folder; DataError for a missing, truncated or corrupted checkpoint."""
+    folder = Path(cfg.resume)
+    if not folder.is_dir():
+        raise ConfigError(f"--resume {folder}: no such run folder")
+    saved = checkpoint.load(folder / CHECKPOINT)["config"]
+    fields = TrainConfig.__dataclass_fields__
+    merged = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    for name in given:
+        now, then = getattr(cfg, name), getattr(merged, name, None)
+        if name == "out" and now is not None and Path(now).resolve() != folder.resolve():
+            raise ConfigError(f"--out {now}: a resumed run writes to its own folder ({folder}); drop --out")
+        if name in RESUME_MAY_CHANGE:
+            setattr(merged, name, now)
+        elif now != then:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {now}: the run in {folder} has {flag} {then}, and a resume continues "
+                              "its own settings (drop the flag, or start a new run with another --out)")
+    merged.resume, merged.out = str(folder), str(folder)
+    return merged
+
+
+def train(cfg: TrainConfig, log=print, show_progress=True, command=None) -> list[dict]:
+    """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl). ``show_progress``:
+    True/"bar", "lines" (plain lines for logs) or False/"off"; ``command``: the command line for run.json.
+    With ``cfg.resume`` it continues that run from its checkpoint (see resume_config). Raises
+    checkpoint.Interrupted (exit_code 130/143) after saving a checkpoint when SIGINT/SIGTERM stops it."""
     cfg.validate()
-    train_set, test_set, info = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train)
+    saved = checkpoint.load(Path(cfg.resume) / CHECKPOINT) if cfg.resume else None
+    train_set, test_set, info = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train, download=cfg.download,
+                                          image_size=cfg.image_size, channels=cfg.channels,
+                                          test_fraction=cfg.test_fraction, log=log)
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
+    identity = checkpoint.dataset_identity(info, train_set, test_set)
+    train_set, val_set = data.hold_out(train_set, cfg.val_fraction, cfg.seed) if cfg.val_fraction else (train_set,
+                                                                                                         None)
+    if saved is not None:
+        checkpoint.check_resumable(saved, cfg, net.config(), identity)
     model = net
     devices = cfg.devices()
     lead = True   # the process that prints, writes metrics and saves (rank 0 under MPI)
@@ -136,7 +232,10 @@ def train(cfg: TrainConfig, log=print, show_progress=True) -> list[dict]:
         model = DataParallel(model, devices, split=cfg.split)
     else:
         model = model.to(devices[0])
-    return _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress)
+    mode = {True: "bar", False: "off"}.get(show_progress, show_progress)
+    run = _Run(cfg, net, model, train_set, test_set, info, lead, log, mode, saved, identity, command)
+    run.val_set = val_set
+    return run.fit()
 
 
 def save_meta(cfg: TrainConfig, net, info: data.DatasetInfo) -> dict:
@@ -147,40 +246,119 @@ def save_meta(cfg: TrainConfig, net, info: data.DatasetInfo) -> dict:
             "class_names": io.dumps(info.class_names), "config": io.dumps(asdict(cfg))}
 
 
-def _train(cfg, net, model, train_set, test_set, info, lead, log, show_progress) -> list[dict]:
-    """The epochs of ``train``: ``net`` is the Sequential, ``model`` what trains it (itself, or a group)."""
-    model.self_test()   # a device that cannot build or run the kernels fails here, before any work
-    model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
-    opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    out = Path(cfg.out) if cfg.out else default_out_dir()
-    if lead:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=out).close()   # writable: fail now, not after the first epoch
-        except OSError as exc:
-            raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    dev = model.device
-    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(test_set)} test images "
-        f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from {info.dir}) on {dev.id}: "
-        f"{dev.name} -> {out}")
-    rng = np.random.default_rng(cfg.seed)
-    meta, history = save_meta(cfg, net, info), []
-    for epoch in range(1, cfg.epochs + 1):
-        train_loss, ips, seconds = train_epoch(model, opt, train_set, cfg.batch_size, rng, show_progress,
-                                               desc=f"epoch {epoch}/{cfg.epochs}")
-        if not lead:   # the other ranks go straight on to the next epoch's first Allreduce
-            continue
-        test_loss, test_acc = evaluate(model, test_set, net.loss)
-        row = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_acc,
+class _Run:
+    """One session of a run (``train``'s body): the setup, the epochs, OUT's files and checkpoints, the stop on
+    SIGINT/SIGTERM. ``net`` is the Sequential, ``model`` what trains it (itself, or a group); ``saved`` the
+    checkpoint to continue (None: a fresh run)."""
+    val_set = None   # the held-out validation split (--val-fraction), evaluated each epoch beside the test split
+
+    def __init__(self, cfg, net, model, train_set, test_set, info, lead, log, progress, saved, identity, command):
+        self.cfg, self.net, self.model, self.train_set, self.test_set, self.info = cfg, net, model, train_set, \
+            test_set, info
+        self.lead, self.log, self.identity = lead, log, identity
+        model.self_test()   # a device that cannot build or run the kernels fails here, before any work
+        model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
+        opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.out = Path(cfg.resume or cfg.out or default_out_dir())
+        if lead:
+            checkpoint.prepare_out(self.out, resuming=saved is not None)
+        # what the checkpoint carries besides the weights: register here anything with state_dict() and
+        # load_state_dict() (a schedule, an augmentation stream), before the restore below
+        self.registry = checkpoint.Registry()
+        self.registry.register("optimizer", opt)
+        for i, layer in enumerate(net.layers):   # a layer with state of its own (a dropout RNG counter)
+            if callable(getattr(layer, "state_dict", None)) and callable(getattr(layer, "load_state_dict", None)):
+                self.registry.register(f"layers.{i}", layer)
+        if getattr(model, "policy", None) is not None:   # a group's split and measured times
+            self.registry.register("split", model.policy)
+        self.rng = np.random.default_rng(cfg.seed)   # the shuffle
+        self.meta, self.history = save_meta(cfg, net, info), []
+        self.state = EpochState(epoch=1, shuffle=self.rng.bit_generator.state)
+        if saved is not None:
+            self._restore(saved, command)
+        elif lead:
+            checkpoint.write_run(self.out, asdict(cfg), command)
+        self.trainer = Trainer(model, opt, train_set, cfg.batch_size, progress, log, self.save if lead else None,
+                               cfg.checkpoint_every)
+
+    def _restore(self, saved: dict, command) -> None:
+        """Continue ``saved``: weights, registered state, shuffle, metrics so far, the epoch in progress."""
+        self.model.load_state_dict(saved["model"])
+        self.registry.load_state_dict(saved["objects"])
+        self.history = list(saved["history"])
+        self.state = EpochState(**saved["epoch_state"])
+        if self.state.epoch > self.cfg.epochs:
+            done = self.state.epoch - 1
+            raise ConfigError(f"--epochs {self.cfg.epochs}: the run in {self.out} has done {done} epochs already; "
+                              f"pass --epochs {done + 1} or more to train on")
+        _restore_loss(self.model, self.state)
+        if self.lead:
+            checkpoint.write_metrics(self.out, self.history)   # drops rows written after the checkpoint
+            checkpoint.write_run(self.out, asdict(self.cfg), command, resumed=(self.state.epoch, self.state.step))
+
+    def save(self, state: EpochState) -> None:
+        """Write OUT/checkpoint.safetensors for the run at ``state`` (atomically; the lead alone)."""
+        payload = {"config": asdict(self.cfg), "spec": self.net.config(), "dataset": self.identity,
+                   "normalisation": {"mean": list(self.info.mean), "std": list(self.info.std)},
+                   "class_names": list(self.info.class_names), "epoch_state": asdict(state),
+                   "history": self.history, "model": self.model.state_dict()}
+        checkpoint.save(self.out / CHECKPOINT, payload, self.registry)
+
+    def fit(self) -> list[dict]:
+        """The epochs from the saved point (or the first) to cfg.epochs; returns the per-epoch metrics."""
+        cfg, dev, st = self.cfg, self.model.device, self.state
+        info, n = self.info, self.trainer.steps_per_epoch()
+        self.log(f"training {cfg.model} on {cfg.dataset} ({len(self.train_set)} train / {len(self.test_set)} test "
+                 f"images {'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from {info.dir}) on "
+                 f"{dev.id}: {dev.name} -> {self.out}")
+        if cfg.resume:
+            self.log(f"resuming {self.out} at epoch {st.epoch} step {st.step}/{n}")
+        with checkpoint.StopRequest() as stop:
+            self.trainer.stop = stop
+            while self.state.epoch <= cfg.epochs:
+                st = self.state
+                self.rng.bit_generator.state = st.shuffle
+                order = self.rng.permutation(len(self.train_set))   # the epoch's, drawn again on a resume
+                if not self.trainer.run_epoch(st, order, desc=f"epoch {st.epoch}/{cfg.epochs}"):
+                    self._stopped(stop, st, n)
+                self.end_epoch(st)
+                self.state = EpochState(epoch=st.epoch + 1, global_step=st.global_step,
+                                        shuffle=self.rng.bit_generator.state)
+                if self.lead:
+                    self.save(self.state)
+                if self.state.epoch <= cfg.epochs and stop.requested(self.model):
+                    self._stopped(stop, self.state, n)
+        return self.history
+
+    def _stopped(self, stop, st: EpochState, n: int):
+        """Say where the run stopped and how to resume it; raise checkpoint.Interrupted."""
+        where = f"after epoch {st.epoch - 1}" if st.step == 0 else f"at epoch {st.epoch} step {st.step}/{n}"
+        hint = f"clcnn train --resume {checkpoint.quote(self.out)}"
+        self.log(f"stopped by {stop.name()} {where}; checkpoint saved to {self.out / CHECKPOINT}\n"
+                 f"resume with: {hint}")
+        raise checkpoint.Interrupted(stop.signum, f"stopped by {stop.name()}; resume with: {hint}")
+
+    def end_epoch(self, st: EpochState) -> None:
+        """The epoch's metrics: evaluate, log, OUT/metrics.jsonl and OUT/model.safetensors (the lead alone)."""
+        if not self.lead:   # the other ranks go straight on to the next epoch's first Allreduce
+            return
+        cfg, model, dev = self.cfg, self.model, self.model.device
+        train_loss, seconds = st.loss_sum / max(st.seen, 1), st.seconds
+        ips = st.seen / seconds if seconds > 0 else 0.0
+        test_loss, test_acc = evaluate(model, self.test_set, self.net.loss)
+        val = {} if self.val_set is None else dict(zip(("val_loss", "val_accuracy"),
+                                                       evaluate(model, self.val_set, self.net.loss)))
+        row = {"epoch": st.epoch, "train_loss": train_loss, **val, "test_loss": test_loss, "test_accuracy": test_acc,
                "images_per_second": ips, "seconds": seconds, "device": dev.id, "device_name": dev.name}
         if hasattr(model, "split"):   # data-parallel: each device's share and measured time per image
             row["split"] = model.split()
-        history.append(row)
-        log(f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
-            f"test acc {test_acc:.4f}  {ips:,.0f} img/s  {seconds:.1f} s")
+        self.history.append(row)
+        self.log(f"epoch {st.epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
+                 + (f"val loss {val['val_loss']:.4f}  val acc {val['val_accuracy']:.4f}  " if val else "")
+                 + f"test loss {test_loss:.4f}  "
+                 f"test acc {test_acc:.4f}  {ips:,.0f} img/s  {seconds:.1f} s")
         if "split" in row:
-            log("  split: " + ", ".join(f"{d} {v['fraction']:.2f}" + ("" if v["active"] else " (left out)")
-                                        for d, v in row["split"].items()))
-        io.append_jsonl(out / "metrics.jsonl", row)
-        io.save_safetensors(out / "model.safetensors", model.state_dict(), meta)
-    return history
+            self.log("  split: " + ", ".join(f"{d} {v['fraction']:.2f}" + ("" if v["active"] else " (left out)")
+                                             for d, v in row["split"].items()))
+        io.append_jsonl(self.out / "metrics.jsonl", row)
+        io.save_safetensors(self.out / "model.safetensors", model.state_dict(), self.meta)

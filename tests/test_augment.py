@@ -135,6 +135,26 @@ def test_loader_order_and_augmentation(images):
     np.testing.assert_array_equal(np.concatenate([x for x, _ in plain]), images)
 
 
+def test_loader_resumes_mid_epoch(images):
+    """A checkpoint taken after k batches (the thread has drawn further ahead) resumes the same batches."""
+    split = Split(images, np.arange(20, dtype=np.int32))
+    order = np.random.default_rng(8).permutation(20)
+    whole = list(batches(split, 3, augment=Augment("crop,erase", seed=1), order=order))
+    aug = Augment("crop,erase", seed=1)
+    loader = batches(split, 3, augment=aug, depth=4, order=order)
+    head = [next(loader), next(loader)]
+    state = dict(aug.state_dict())
+    loader.close()
+    assert state["batches"] == 2 and loader.stats["batches"] == 2
+    again = Augment("crop,erase", seed=0)
+    again.load_state_dict(state)
+    tail = list(batches(split, 3, augment=again, order=order, start=2))
+    assert len(head) + len(tail) == len(whole) == 7 and again.batches == 7
+    for (x, y), (wx, wy) in zip(head + tail, whole):
+        np.testing.assert_array_equal(x, wx)
+        np.testing.assert_array_equal(y, wy)
+
+
 def test_loader_shuts_down_on_errors(images):
     split = Split(images, np.zeros(20, np.int32))
     before = threading.active_count()
@@ -146,8 +166,9 @@ def test_loader_shuts_down_on_errors(images):
     loader.close()
     assert not loader._thread.is_alive() and list(loader) == []
 
-    def broken(imgs, idx):
+    def broken(imgs, idx, batch=None):
         raise ValueError("in the thread")
+    broken.batches = 0
     with pytest.raises(ValueError, match="in the thread"):
         list(batches(split, 4, augment=broken))
     assert threading.active_count() == before
