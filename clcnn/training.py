@@ -40,6 +40,11 @@ class TrainConfig:
     parallel: str = "auto"   # with several devices: "threads" (one process), "mpi" (ranks) or "auto" (clcnn.launch)
     checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (one is written every epoch anyway)
     resume: str | None = None   # a run folder to continue (clcnn.checkpoint.resume_config gives its settings)
+    download: bool = True   # fetch a known data set's official files when they are nowhere to be found
+    val_fraction: float = 0.0   # share of the training images held out (seeded) as a validation split; 0: none
+    test_fraction: float = 0.1   # folder:PATH without test/: the share cut as the test split
+    image_size: str | None = None   # folder:PATH: "HxW" every image is resized to (default: the first image's)
+    channels: int | None = None   # folder:PATH: 1 or 3 (default: the first image's)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting."""
@@ -57,6 +62,13 @@ class TrainConfig:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
         if self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative integer (got {self.seed})")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be at least 0 and below 1 (got {self.val_fraction})")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction must be between 0 and 1, both excluded (got {self.test_fraction})")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"--channels must be 1 or 3 (got {self.channels})")
+        data.folder.parse_size(self.image_size)   # ConfigError naming --image-size
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be a positive number of steps (got {self.checkpoint_every})")
         if len(self.devices()) == 1 and str(self.split).strip().lower() != "auto":

@@ -187,20 +187,24 @@ def sigmoid_backward(y, dy) -> np.ndarray:
 
 
 # ---- losses ----------------------------------------------------------------------------------------------
-def softmax_xent_forward(logits, labels, n, c, loss_before=0.0, accumulate=False):
-    """-> (probs (N, C), loss scalar) with loss = mean(logsumexp - logit[label]) (+ loss_before if accumulate)."""
+def softmax_xent_forward(logits, labels, n, c, loss_before=0.0, accumulate=False, label_smoothing=0.0):
+    """-> (probs (N, C), loss scalar) with loss = mean(logsumexp - (1-eps)*logit[label] - eps*mean_j logit[j])
+    (+ loss_before if accumulate), eps = label_smoothing (torch.nn.CrossEntropyLoss's)."""
     z = f64(logits).reshape(n, c)
     zmax = z.max(axis=1, keepdims=True)
     e = np.exp(z - zmax)
     s = e.sum(axis=1, keepdims=True)
     lse = (zmax + np.log(s))[:, 0]
-    loss = float(np.mean(lse - z[np.arange(n), np.asarray(labels)]))
+    eps = float(label_smoothing)
+    loss = float(np.mean(lse - (1.0 - eps) * z[np.arange(n), np.asarray(labels)] - eps * z.mean(axis=1)))
     return e / s, (float(loss_before) + loss if accumulate else loss)
 
 
-def softmax_xent_backward(probs, labels, n, c) -> np.ndarray:
-    d = f64(probs).reshape(n, c)
-    d[np.arange(n), np.asarray(labels)] -= 1.0
+def softmax_xent_backward(probs, labels, n, c, label_smoothing=0.0) -> np.ndarray:
+    """(probs - y) / N with y = (1-eps)*onehot(labels) + eps/C."""
+    eps = float(label_smoothing)
+    d = f64(probs).reshape(n, c) - eps / c
+    d[np.arange(n), np.asarray(labels)] -= 1.0 - eps
     return d / n
 
 
@@ -222,10 +226,24 @@ def sigmoid_bce_backward(probs, labels, n) -> np.ndarray:
 
 
 # ---- optimizer -------------------------------------------------------------------------------------------
-def sgd_update(param, grad, velocity, lr, momentum, weight_decay):
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov=False):
     """One PyTorch SGD step -> (new param, new velocity or None when momentum == 0)."""
     p, g = f64(param), f64(grad) + weight_decay * f64(param)
     if momentum == 0:
         return p - lr * g, None
     v = momentum * f64(velocity) + g
-    return p - lr * v, v
+    return p - lr * (g + momentum * v if nesterov else v), v
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled=False):
+    """Step number ``step`` (from 1) of torch.optim.Adam (decoupled: AdamW), as its documentation writes the
+    algorithm -> (new param, new exp_avg, new exp_avg_sq)."""
+    p, g = f64(param), f64(grad)
+    if decoupled:
+        p = p * (1.0 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = beta1 * f64(exp_avg) + (1.0 - beta1) * g
+    v = beta2 * f64(exp_avg_sq) + (1.0 - beta2) * g * g
+    m_hat, v_hat = m / (1.0 - beta1 ** step), v / (1.0 - beta2 ** step)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
