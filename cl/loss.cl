@@ -12,12 +12,12 @@ inline void tree_sum(__local float* part, const int lid)
     }
 }
 
-// logits: (N, C), labels: int (N,) -> probs: (N, C) softmax, loss: (1,) = mean(logsumexp - logit[label])
-// (+= when accumulate)
+// logits: (N, C), labels: int (N,) -> probs: (N, C) softmax, loss: (1,) = mean(logsumexp - (1-eps)*logit[label]
+// - eps*mean_j logit[j]) (+= when accumulate); eps = smoothing, torch.nn.CrossEntropyLoss(label_smoothing=eps)
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void softmax_xent_forward(__global const float* restrict logits, __global const int* restrict labels,
                           __global float* restrict probs, __global float* restrict loss,
-                          const int n, const int c, const int accumulate)
+                          const int n, const int c, const int accumulate, const float smoothing)
 {
     __local float part[WG];
     const int lid = get_local_id(0);
@@ -27,11 +27,11 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
         __global float* p = probs + row * c;
         float mx = z[0];
         for (int j = 1; j < c; ++j) mx = (z[j] > mx || isnan(z[j])) ? z[j] : mx;   // NaN wins (fmax drops it)
-        float se = 0.0f;
-        for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; }
+        float se = 0.0f, sz = 0.0f;
+        for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; sz += z[j] - mx; }
         const float inv = 1.0f / se;
         for (int j = 0; j < c; ++j) p[j] *= inv;
-        s += (mx - z[labels[row]]) + log(se);
+        s += log(se) - (1.0f - smoothing) * (z[labels[row]] - mx) - smoothing * (sz / (float)c);
     }
     part[lid] = s;
     tree_sum(part, lid);
@@ -41,13 +41,15 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
     }
 }
 
-// probs: (N, C), labels: int (N,) -> dlogits: (N, C) = (probs - onehot(labels)) / N; total = N*C work-items
+// probs: (N, C), labels: int (N,) -> dlogits: (N, C) = (probs - y) / N with y = (1-eps)*onehot(labels) + eps/C
+// (eps = smoothing); total = N*C work-items
 __kernel void softmax_xent_backward(__global const float* restrict probs, __global const int* restrict labels,
-                                    __global float* restrict dlogits, const int n, const int c)
+                                    __global float* restrict dlogits, const int n, const int c,
+                                    const float smoothing)
 {
     const int i = get_global_id(0);
     if (i >= n * c) return;
-    const float t = (i % c == labels[i / c]) ? 1.0f : 0.0f;
+    const float t = ((i % c == labels[i / c]) ? 1.0f - smoothing : 0.0f) + smoothing / (float)c;
     dlogits[i] = (probs[i] - t) / (float)n;
 }
 

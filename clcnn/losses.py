@@ -33,11 +33,21 @@ class Loss(ABC):
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy over K classes: mean_n(logsumexp(z_n) - z_n[y_n]); gradient (softmax - onehot)/N.
+    """Softmax cross-entropy over K classes with optional label smoothing, as torch.nn.CrossEntropyLoss:
+    mean_n(logsumexp(z_n) - (1-eps)*z_n[y_n] - eps*mean_k z_n[k]); gradient (softmax - y_smooth)/N with
+    y_smooth = (1-eps)*onehot + eps/K (eps = 0: the plain cross-entropy).
 
+    Args:
+        label_smoothing: eps in [0, 1] (ConfigError otherwise), PyTorch's name and meaning.
     Shape: logits (N, K), labels int (N,) in [0, K)."""
 
     name = "cross_entropy"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        eps = float(label_smoothing)
+        if not 0.0 <= eps <= 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1] (got {label_smoothing})")
+        self.label_smoothing = eps
 
     def check(self, logits_shape):
         if len(logits_shape) != 2 or logits_shape[1] < 2:
@@ -45,17 +55,24 @@ class CrossEntropyLoss(Loss):
 
     def forward_backward(self, backend, logits, labels, probs, dlogits, loss, accumulate):
         n, c = logits.shape
-        backend.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=accumulate)
-        backend.softmax_xent_backward(probs, labels, dlogits, n, c)
+        eps = self.label_smoothing
+        backend.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=accumulate, label_smoothing=eps)
+        backend.softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing=eps)
 
     def evaluate(self, logits, labels):
+        """(mean loss with this loss's label smoothing, accuracy), as forward_backward's loss."""
         if len(labels) == 0:
             return float("nan"), float("nan")
         z = logits.astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        loss = -logp[np.arange(len(labels)), labels].mean()
+        eps = self.label_smoothing
+        loss = -((1.0 - eps) * logp[np.arange(len(labels)), labels] + eps * logp.mean(axis=1)).mean()
         return float(loss), float((logits.argmax(axis=1) == labels).mean())
+
+    def __repr__(self) -> str:
+        return f"CrossEntropyLoss(label_smoothing={self.label_smoothing:g})" if self.label_smoothing else \
+            "CrossEntropyLoss()"
 
 
 class BCEWithLogitsLoss(Loss):

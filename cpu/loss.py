@@ -10,8 +10,9 @@ from ._arrays import flat
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
-    # logits: (N, C), labels: (N,) -> probs: (N, C), loss: (1,) = mean_n(logsumexp - logit[label])
+def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, eps):
+    # logits: (N, C), labels: (N,) -> probs: (N, C), loss: (1,) = mean_n(logsumexp - (1-eps)*logit[label]
+    # - eps*mean_j logit[j]) (eps: label smoothing, as torch.nn.CrossEntropyLoss)
     rows = np.empty(n)
     for r in prange(n):
         base = r * c
@@ -20,13 +21,14 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
             v = logits[base + j]
             if v > m or v != v:   # a NaN max makes the row NaN, as in PyTorch
                 m = v
-        s = 0.0
+        s, sz = 0.0, 0.0
         for j in range(c):
             s += math.exp(logits[base + j] - m)
+            sz += logits[base + j] - m
         inv = 1.0 / s
         for j in range(c):
             probs[base + j] = math.exp(logits[base + j] - m) * inv
-        rows[r] = m + math.log(s) - logits[base + labels[r]]
+        rows[r] = math.log(s) - (1.0 - eps) * (logits[base + labels[r]] - m) - eps * (sz / c)
     total = 0.0
     for r in range(n):  # fixed order: the same loss for any thread count
         total += rows[r]
@@ -34,14 +36,14 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _softmax_xent_backward(probs, labels, dlogits, n, c):
-    # probs: (N, C), labels: (N,) -> dlogits: (N, C) = (probs - onehot(labels)) / N
-    inv = 1.0 / n
+def _softmax_xent_backward(probs, labels, dlogits, n, c, eps):
+    # probs: (N, C), labels: (N,) -> dlogits: (N, C) = (probs - y) / N, y = (1-eps)*onehot(labels) + eps/C
+    inv, off = 1.0 / n, eps / c
     for r in prange(n):
         base = r * c
         for j in range(c):
-            dlogits[base + j] = probs[base + j] * inv
-        dlogits[base + labels[r]] = (probs[base + labels[r]] - 1.0) * inv
+            dlogits[base + j] = (probs[base + j] - off) * inv
+        dlogits[base + labels[r]] = (probs[base + labels[r]] - (1.0 - eps) - off) * inv
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
@@ -67,17 +69,18 @@ def _sigmoid_bce_backward(probs, labels, dlogits, n):
         dlogits[r] = (probs[r] - labels[r]) * inv
 
 
-def softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=False) -> None:
-    """logits: (N, C), labels: int32 (N,) -> probs: (N, C), loss: (1,) = (+=) mean cross-entropy."""
+def softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0) -> None:
+    """logits: (N, C), labels: int32 (N,) -> probs: (N, C), loss: (1,) = (+=) mean cross-entropy (with
+    ``label_smoothing``, torch.nn.CrossEntropyLoss's)."""
     _softmax_xent_forward(flat(logits, n * c, "softmax logits"), flat(labels, n, "softmax labels", np.int32),
                           flat(probs, n * c, "softmax probs"), flat(loss, 1, "softmax loss"), int(n), int(c),
-                          bool(accumulate))
+                          bool(accumulate), float(label_smoothing))
 
 
-def softmax_xent_backward(probs, labels, dlogits, n, c) -> None:
-    """dlogits: (N, C) = (probs - onehot(labels)) / N."""
+def softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing=0.0) -> None:
+    """dlogits: (N, C) = (probs - y) / N, y = (1 - label_smoothing)*onehot(labels) + label_smoothing/C."""
     _softmax_xent_backward(flat(probs, n * c, "softmax probs"), flat(labels, n, "softmax labels", np.int32),
-                           flat(dlogits, n * c, "softmax dlogits"), int(n), int(c))
+                           flat(dlogits, n * c, "softmax dlogits"), int(n), int(c), float(label_smoothing))
 
 
 def sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=False) -> None:

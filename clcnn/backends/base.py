@@ -246,14 +246,17 @@ class Backend(Capabilities, ABC):
 
     # ---- losses -------------------------------------------------------------------------------------------
     @abstractmethod
-    def softmax_xent_forward(self, logits, labels, probs, loss, n: int, c: int, accumulate: bool = False) -> None:
+    def softmax_xent_forward(self, logits, labels, probs, loss, n: int, c: int, accumulate: bool = False,
+                             label_smoothing: float = 0.0) -> None:
         """logits: (N, C), labels: int32 (N,) -> probs: (N, C) softmax (max-subtracted),
-        loss: (1,) = mean_n(-log p[n, labels[n]]) (+= instead of = when accumulate). Labels outside [0, C) are
-        a programming error (undefined). The log uses the stable form logsumexp - logit."""
+        loss: (1,) = mean_n(-(1-eps)*log p[n, labels[n]] - eps*mean_j log p[n, j]) with eps = label_smoothing
+        in [0, 1] (torch.nn.CrossEntropyLoss(label_smoothing=eps); eps = 0: the plain cross-entropy) (+= instead
+        of = when accumulate). Labels outside [0, C) are a programming error (undefined). The log uses the
+        stable form logsumexp - logit."""
 
     @abstractmethod
-    def softmax_xent_backward(self, probs, labels, dlogits, n: int, c: int) -> None:
-        """dlogits: (N, C) = (probs - onehot(labels)) / N."""
+    def softmax_xent_backward(self, probs, labels, dlogits, n: int, c: int, label_smoothing: float = 0.0) -> None:
+        """dlogits: (N, C) = (probs - y) / N with y = (1-eps)*onehot(labels) + eps/C, eps = label_smoothing."""
 
     @abstractmethod
     def sigmoid_bce_forward(self, logits, labels, probs, loss, n: int, accumulate: bool = False) -> None:
@@ -266,8 +269,21 @@ class Backend(Capabilities, ABC):
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     @abstractmethod
-    def sgd_update(self, param, grad, velocity, hyper, size: int) -> None:
-        """PyTorch's SGD rule (dampening 0, no Nesterov), elementwise over ``size`` elements:
-        g = grad + weight_decay*param; v = momentum*v + g; param -= lr*v, with hyper = [lr, momentum,
-        weight_decay] a float32 (3,) device array (read by the device, so a recorded step replays with the
-        values written there since). While momentum == 0, velocity is ignored (may be None) and param -= lr*g."""
+    def sgd_update(self, param, grad, velocity, hyper, size: int, nesterov: bool = False) -> None:
+        """torch.optim.SGD's rule (dampening 0; PyTorch's documented algorithm), elementwise over ``size``:
+        g = grad + weight_decay*param; v = momentum*v + g; g = v, or with ``nesterov`` g = g + momentum*v;
+        param -= lr*g, with hyper = [lr, momentum, weight_decay] a float32 (3,) device array (read by the device,
+        so a recorded step replays with the values written there since). While momentum == 0, velocity is
+        ignored (may be None) and param -= lr*g."""
+
+    @abstractmethod
+    def adam_update(self, param, grad, exp_avg, exp_avg_sq, hyper, size: int, decoupled: bool = False) -> None:
+        """torch.optim.Adam's rule (amsgrad off; PyTorch's documented algorithm), or with ``decoupled``
+        torch.optim.AdamW's (decoupled weight decay), elementwise over ``size`` elements:
+            Adam: g = grad + wd*param;   AdamW: param *= 1 - lr*wd, g = grad
+            m = beta1*m + (1 - beta1)*g;  v = beta2*v + (1 - beta2)*g*g     (exp_avg, exp_avg_sq)
+            param -= step_size * m / (sqrt(v)/bias_correction2_sqrt + eps)
+        with hyper = [lr, beta1, beta2, eps, wd, step, step_size, bias_correction2_sqrt, 1 - beta1, 1 - beta2]
+        a float32 (10,) device array the host writes before each step: step t counts from 1, step_size =
+        lr/(1 - beta1^t), bias_correction2_sqrt = sqrt(1 - beta2^t), 1 - beta computed in float64 (a recorded
+        step replays with the values written since)."""

@@ -161,5 +161,8 @@ class NumbaBackend(Backend):
     def sigmoid_bce_backward(self, probs, labels, dlogits, n):
         _loss.sigmoid_bce_backward(probs, labels, dlogits, n)
 
-    def sgd_update(self, param, grad, velocity, hyper, size):
-        _sgd.sgd_update(param, grad, velocity, hyper, size)
+    def sgd_update(self, param, grad, velocity, hyper, size, nesterov=False):
+        _sgd.sgd_update(param, grad, velocity, hyper, size, nesterov)
+
+    def adam_update(self, param, grad, exp_avg, exp_avg_sq, hyper, size, decoupled=False):
+        _adam.adam_update(param, grad, exp_avg, exp_avg_sq, hyper, size, decoupled)

@@ -125,13 +125,13 @@ class OpenCLOps(OpenCLOpsNorm):
         wg = self.reduce_wg
         self._run(self.kernel("loss.cl", name, {"WG": wg}), (wg,), (wg,), *args)
 
-    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False):
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0):
         self._loss_forward("softmax_xent_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n), _i(c),
-                           _i(bool(accumulate)))
+                           _i(bool(accumulate)), _f(label_smoothing))
 
-    def softmax_xent_backward(self, probs, labels, dlogits, n, c):
+    def softmax_xent_backward(self, probs, labels, dlogits, n, c, label_smoothing=0.0):
         self._eltwise("loss.cl", "softmax_xent_backward", n * c, probs.buf, labels.buf, dlogits.buf, _i(n), _i(c),
-                      defines={"WG": self.reduce_wg})
+                      _f(label_smoothing), defines={"WG": self.reduce_wg})
 
     def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
         self._loss_forward("sigmoid_bce_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n),
@@ -142,6 +142,11 @@ class OpenCLOps(OpenCLOpsNorm):
                       defines={"WG": self.reduce_wg})
 
     # ---- optimizer ----------------------------------------------------------------------------------------
-    def sgd_update(self, param, grad, velocity, hyper, size):
+    def sgd_update(self, param, grad, velocity, hyper, size, nesterov=False):
         vel = param.buf if velocity is None else velocity.buf   # unused while momentum == 0
-        self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, hyper.buf, _i(size))
+        self._eltwise("sgd.cl", "sgd_update", size, param.buf, grad.buf, vel, hyper.buf, _i(size),
+                      _i(bool(nesterov)))
+
+    def adam_update(self, param, grad, exp_avg, exp_avg_sq, hyper, size, decoupled=False):
+        self._eltwise("adam.cl", "adam_update", size, param.buf, grad.buf, exp_avg.buf, exp_avg_sq.buf, hyper.buf,
+                      _i(size), _i(bool(decoupled)))

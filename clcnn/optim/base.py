@@ -1,22 +1,41 @@
-"""Optimizers: hyper-parameters in a small device buffer and per-parameter state on the device, one Backend
-update op per flat parameter buffer, ``state_dict()`` / ``load_state_dict()`` through the host."""
+"""The optimizer base class: hyper-parameters in a small device buffer, per-parameter state on the device, one
+Backend update op per flat parameter buffer, ``state_dict()`` / ``load_state_dict()`` through the host."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+
+
+def checked(name: str, value, low: float = 0.0, strict: bool = False, high: float | None = None,
+            what: str | None = None) -> float:
+    """``value`` as a float if finite and in range (> or >= ``low``; < ``high`` when given), else ConfigError
+    (a ValueError) worded as torch.optim's ("Invalid learning rate: -1.0")."""
+    value = float(value)
+    ok = math.isfinite(value) and (value > low if strict else value >= low) and (high is None or value < high)
+    if not ok:
+        bound = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and < {high:g}")
+        raise ConfigError(f"Invalid {what or name + ' value'}: {value} (must be {bound})")
+    return value
 
 
 class Optimizer(ABC):
-    """Base class (PyTorch's torch.optim.Optimizer, for one model).
+    """Base class (PyTorch's torch.optim.Optimizer, for one model; one parameter group).
 
-    Subclasses name their hyper-parameters (``hyper``: the order of the float32 device buffer the update op
-    reads) and their per-parameter state (``state_names``), validate in ``__init__`` and implement ``_update``.
-    Hyper-parameters are plain attributes (``opt.lr = 0.01``); ``prepare`` (called by every step) writes changed
-    values to the device buffer, so a recorded step replays with them. ``version`` changes only when the step's
-    structure changes (state appears), which makes a new recording.
+    Subclasses name their hyper-parameters (``hyper``: the first entries of the float32 device buffer the update
+    op reads, in that order), may append values derived for the coming step (``_derived``: Adam's bias
+    corrections), name their per-parameter state (``state_names``), validate in ``__setattr__`` and implement
+    ``_update``. Hyper-parameters are plain attributes (``opt.lr = 0.01``, what a schedule sets); ``prepare``
+    writes changed values to the device buffers, so a recorded step replays with them. ``version`` changes only
+    when the step's structure changes (state appears, Nesterov is switched), which makes a new recording.
+
+    Steps are counted on the host (``step_count``): ``prepare()`` announces the next step (Sequential.train_step
+    calls it before running or replaying a recorded step: the replay calls no optimizer code) and ``step()``
+    without an announced step announces one itself (data-parallel groups, a hand-written loop). So a replayed
+    step sees its own step number in the device buffer.
 
     Args:
         model: a Sequential (placed, or placed on the CPU now) or a data-parallel group: every buffer of
@@ -25,20 +44,27 @@ class Optimizer(ABC):
 
     hyper: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()
+    per_param_step = False   # True: state_dict keeps the step count in each parameter's state, as Adam's does
 
     def __init__(self, model):
         model._ensure_device()
         self.model, self.version = model, 0
-        self._hyper_bufs: dict = {}   # id(backend) -> [backend, device (len(hyper),) array, host values written]
+        self.step_count, self._announced = 0, False   # steps announced so far; one announced, not yet updated
+        self._hyper_bufs: dict = {}   # id(backend) -> [backend, device (len,) array, host values written]
         self._state: dict = {}        # id(flat data) -> (ParamBuffer, {state name: device array})
 
     # ---- hyper-parameters ---------------------------------------------------------------------------------
+    def _derived(self, step: int) -> list[float]:
+        """Values the update op needs for step number ``step`` (counted from 1) beyond ``hyper``."""
+        return []
+
     def hyper_values(self) -> np.ndarray:
-        """The hyper-parameters in ``hyper`` order as float32 (len(hyper),): what the device buffer holds."""
-        return np.array([getattr(self, k) for k in self.hyper], np.float32)
+        """The device buffer's contents for the coming step as float32: ``hyper`` in order, then ``_derived``."""
+        return np.array([getattr(self, k) for k in self.hyper] + self._derived(self.step_count + 1), np.float32)
 
     def prepare(self) -> None:
-        """Write changed hyper-parameters to each device's buffer (before a step is run or replayed)."""
+        """Announce the next step: write changed hyper-parameters (and the step's derived values) to each
+        device's buffer before the step is run or replayed, and count it."""
         values = self.hyper_values()
         for pb in self.model.parameter_buffers():
             entry = self._hyper_bufs.get(id(pb.backend))
@@ -47,6 +73,8 @@ class Optimizer(ABC):
             if entry[2] is None or not np.array_equal(entry[2], values):
                 pb.backend.upload_into(entry[1], values)
                 entry[2] = values
+        self.step_count += 1
+        self._announced = True
 
     def active_state(self) -> tuple[str, ...]:
         """The state names this optimizer keeps with its current settings (SGD without momentum keeps none)."""
@@ -54,11 +82,13 @@ class Optimizer(ABC):
 
     # ---- the step -----------------------------------------------------------------------------------------
     def step(self) -> None:
-        """Apply the accumulated gradients: one update op per flat parameter buffer (enqueued; does not wait)."""
-        self.prepare()
+        """Apply the accumulated gradients: one fused update op per flat parameter buffer (enqueued; does not
+        wait), with the announced step's values (announced now if none is)."""
+        if not self._announced:
+            self.prepare()
+        self._announced = False
         for pb in self._buffers():
-            state = self._state[id(pb.data)][1]
-            self._update(pb, self._hyper_bufs[id(pb.backend)][1], state)
+            self._update(pb, self._hyper_bufs[id(pb.backend)][1], self._state[id(pb.data)][1])
 
     @abstractmethod
     def _update(self, pb, hyper, state: dict) -> None:
@@ -103,22 +133,35 @@ class Optimizer(ABC):
             flat[pb.index] = values
             state[name] = pb.backend.upload(flat)
 
+    def param_group(self) -> dict:
+        """The hyper-parameters as PyTorch's param_groups[0] names them (without "params")."""
+        return {k: float(getattr(self, k)) for k in self.hyper}
+
+    def load_param_group(self, group: dict) -> None:
+        """Set the hyper-parameters from a ``param_group()`` dict (missing keys keep their value)."""
+        for k in self.hyper:
+            if k in group:
+                setattr(self, k, group[k])
+
     def state_dict(self) -> dict:
         """{"state": {param name: {state name: float32 array}}, "param_groups": [{hyper..., "params": [names]}]},
-        PyTorch's layout with parameter names for indices; host copies, exact."""
+        PyTorch's layout with parameter names for indices; host copies, exact. Optimizers that count steps per
+        parameter in PyTorch (Adam) add "step" (a float32 0-d array) to each parameter's state."""
         bufs = self._buffers()
         names = [(k, p.shape, p.size) for k, p in self.model.named_parameters()]
         flat = self._host_state(self._state[id(bufs[0].data)])
         state, off = {}, 0
         for name, shape, size in names:
             state[name] = {s: flat[s][off:off + size].reshape(shape).copy() for s in flat}
+            if flat and self.per_param_step:
+                state[name]["step"] = np.array(self.step_count, np.float32)
             off += size
-        group = {k: float(getattr(self, k)) for k in self.hyper} | {"params": [n for n, _, _ in names]}
+        group = self.param_group() | {"params": [n for n, _, _ in names]}
         return {"state": {k: v for k, v in state.items() if v}, "param_groups": [group]}
 
     def load_state_dict(self, sd: dict) -> None:
-        """Restore hyper-parameters and state from ``state_dict()``'s dict (on every replica); ConfigError when
-        it does not match this model."""
+        """Restore hyper-parameters, step count and state from ``state_dict()``'s dict (on every replica);
+        ConfigError when it does not match this model."""
         try:
             group, state = sd["param_groups"][0], sd["state"]
         except (KeyError, IndexError, TypeError):
@@ -126,11 +169,9 @@ class Optimizer(ABC):
         names = [(k, p.shape) for k, p in self.model.named_parameters()]
         if list(group.get("params", [])) != [n for n, _ in names]:
             raise ConfigError("optimizer state_dict is for other parameters than this model's")
-        for k in self.hyper:
-            if k in group:
-                setattr(self, k, group[k])
+        self.load_param_group(group)
         host = {}
-        for s in {s for v in state.values() for s in v}:
+        for s in {s for v in state.values() for s in v} - {"step"}:
             parts = []
             for name, shape in names:
                 v = np.asarray(state.get(name, {}).get(s, np.zeros(shape)), np.float32)
@@ -138,45 +179,15 @@ class Optimizer(ABC):
                     raise ConfigError(f"optimizer state {name}.{s} has shape {v.shape}, expected {shape}")
                 parts.append(v.reshape(-1))
             host[s] = np.concatenate(parts)
+        steps = {int(np.asarray(v["step"]).reshape(-1)[0]) for v in state.values() if "step" in v}
+        if len(steps) > 1:
+            raise ConfigError(f"optimizer state_dict has different step counts per parameter: {sorted(steps)}")
+        if self.per_param_step:
+            self.step_count = steps.pop() if steps else 0
+        self._announced = False
         for entry in (self._state[id(pb.data)] for pb in self._buffers()):
             self._load_host(entry, host)
 
     def config(self) -> dict:
         """The hyper-parameters: ``type(self)(model, **config())`` is this optimizer for another model."""
         return {k: getattr(self, k) for k in self.hyper}
-
-
-class SGD(Optimizer):
-    """Mini-batch SGD with PyTorch's momentum and weight-decay rule (g += wd*p; v = mu*v + g; p -= lr*v).
-
-    Args:
-        model: see Optimizer.
-        lr: learning rate (> 0). momentum: mu (>= 0; 0 is plain SGD). weight_decay: L2 penalty (>= 0).
-    Raises ConfigError (a ValueError) for a bad value, as torch.optim.SGD's "Invalid learning rate".
-    State: "momentum_buffer" per parameter while momentum != 0 (PyTorch's name).
-    """
-
-    hyper = ("lr", "momentum", "weight_decay")
-    state_names = ("momentum_buffer",)
-
-    def __init__(self, model, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(model)
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-
-    def __setattr__(self, name, value):
-        if name in self.hyper:
-            value = float(value)
-            low, strict = {"lr": (0.0, True)}.get(name, (0.0, False))
-            if not (value > low if strict else value >= low) or not np.isfinite(value):
-                what = {"lr": "learning rate"}.get(name, f"{name} value")
-                raise ConfigError(f"Invalid {what}: {value} (must be {'>' if strict else '>='} 0)")
-            if name == "momentum" and (value != 0) != (getattr(self, "momentum", 0.0) != 0):
-                self.__dict__["version"] = self.__dict__.get("version", 0) + 1   # state appears or goes
-        super().__setattr__(name, value)
-
-    def active_state(self):
-        return self.state_names if self.momentum != 0 else ()
-
-    def _update(self, pb, hyper, state):
-        pb.backend.sgd_update(pb.data, pb.grad, state.get("momentum_buffer") if self.momentum else None, hyper,
-                              pb.size)

@@ -1,0 +1,291 @@
+"""Optimizers (SGD with Nesterov, Adam, AdamW), learning-rate schedules and label smoothing: the update ops on
+every device against float64 NumPy, the optimizers against torch.optim over several steps (<= 1e-5 relative),
+the schedules against torch.optim.lr_scheduler step by step, the smoothed loss against torch and finite
+differences, state on the device through state_dict, .to() and data-parallel replicas, and recorded steps that
+keep replaying while the learning rate and step count change."""
+import math
+
+import numpy as np
+import pytest
+
+import clcnn
+from clcnn import Dense, Flatten, ReLU, Sequential
+from clcnn.errors import ConfigError
+from clcnn.optim import SGD, Adam, AdamW, lr_scheduler
+from conftest import _device_params, is_simulator, open_device
+from opcheck import GRAD_TOL, check, check_scalar, randn, up
+import reference as ref
+
+TORCH_TOL = 1e-5   # max|clcnn - torch| / max|torch| over the parameters after several steps
+
+
+def tiny_net(seed=0):
+    return Sequential([Flatten(), Dense(6, 5), ReLU(), Dense(5, 3)], seed=seed, input_shape=(6,))
+
+
+# ---- the update ops against float64 NumPy ------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["sgd-nesterov", "adam", "adamw"])
+def test_update_op_three_steps_against_float64(device, kind):
+    size, rng = 1003, np.random.default_rng(70)
+    p, grads = randn(rng, size), [randn(rng, size) for _ in range(3)]
+    dp, dgs = up(device, p), [up(device, g) for g in grads]
+    s1, s2 = device.zeros((size,)), device.zeros((size,))
+    want, m, v = p.astype(np.float64), np.zeros(size), np.zeros(size)
+    lr, b1, b2, eps, wd = 0.01, 0.8, 0.99, 1e-6, 0.05
+    hypers = []   # alive until the downloads: uploads may be asynchronous
+    for t, (dg, g) in enumerate(zip(dgs, grads), start=1):
+        if kind == "sgd-nesterov":
+            hypers.append(up(device, np.array([0.1, 0.9, wd], np.float32)))
+            device.sgd_update(dp, dg, s1, hypers[-1], size, nesterov=True)
+            want, m = ref.sgd_update(want, g, m, 0.1, 0.9, wd, nesterov=True)
+        else:
+            h = [lr, b1, b2, eps, wd, t, lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t), 1 - b1, 1 - b2]
+            hypers.append(up(device, np.array(h, np.float32)))
+            device.adam_update(dp, dg, s1, s2, hypers[-1], size, decoupled=kind == "adamw")
+            want, m, v = ref.adam_update(want, g, m, v, t, lr, b1, b2, eps, wd, decoupled=kind == "adamw")
+    check(device.download(dp), want, GRAD_TOL, f"{kind} param")
+    check(device.download(s1), m, GRAD_TOL, f"{kind} momentum_buffer/exp_avg")
+    if kind != "sgd-nesterov":
+        check(device.download(s2), v, GRAD_TOL, f"{kind} exp_avg_sq")
+
+
+# ---- the optimizers against torch.optim ---------------------------------------------------------------------
+OPTIMIZERS = {
+    "sgd-nesterov": (lambda m: SGD(m, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True),
+                     lambda t, ps: t.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)),
+    "adam": (lambda m: Adam(m, lr=1e-2, weight_decay=1e-2),
+             lambda t, ps: t.optim.Adam(ps, lr=1e-2, weight_decay=1e-2)),
+    "adamw": (lambda m: AdamW(m, lr=1e-2, betas=(0.8, 0.99)),
+              lambda t, ps: t.optim.AdamW(ps, lr=1e-2, betas=(0.8, 0.99))),
+}
+
+
+def _torch_twin(torch, model):
+    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in model.state_dict().items()}
+    return params
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_optimizer_matches_torch_over_steps(device, kind):
+    # The same gradients fed to both for 5 steps: parameters and the state_dict's state as torch's.
+    torch = pytest.importorskip("torch")
+    model = tiny_net(seed=3).to(device)
+    make, make_torch = OPTIMIZERS[kind]
+    opt = make(model)
+    tparams = _torch_twin(torch, model)
+    topt = make_torch(torch, list(tparams.values()))
+    rng, keep = np.random.default_rng(71), []
+    for _ in range(5):
+        for name, p in model.named_parameters():
+            g = randn(rng, *p.shape)
+            keep.append(g)
+            device.upload_into(p.grad, g)
+            tparams[name].grad = torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    got = model.state_dict()
+    for name, tp in tparams.items():
+        check(got[name], tp.detach().numpy(), TORCH_TOL, f"{kind} {name}")
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    for i, name in enumerate(tparams):
+        for key, tv in tsd["state"][i].items():
+            check(np.asarray(sd["state"][name][key]), tv.numpy(), TORCH_TOL, f"{kind} state {name}.{key}")
+
+
+def test_defaults_and_validation_are_pytorchs():
+    model = tiny_net()
+    assert (Adam(model).betas, Adam(model).eps, Adam(model).weight_decay, Adam(model).lr) == ((0.9, 0.999), 1e-8,
+                                                                                              0.0, 1e-3)
+    assert AdamW(model).weight_decay == 1e-2
+    for bad in ({"betas": (1.0, 0.999)}, {"betas": (0.9, -0.1)}, {"eps": -1.0}, {"lr": 0.0}, {"betas": "x"},
+                {"weight_decay": float("nan")}):
+        with pytest.raises(ConfigError, match="Invalid"):
+            Adam(model, **bad)
+    with pytest.raises(ConfigError, match="Nesterov"):
+        SGD(model, lr=0.1, nesterov=True)
+
+
+# ---- state: state_dict, .to(), replicas, recorded steps ----------------------------------------------------------
+def _batches(n, bs=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(randn(rng, bs, 6), rng.integers(0, 3, bs).astype(np.int32)) for _ in range(n)]
+
+
+def _opencl_id():
+    for p in _device_params():
+        info = clcnn.get_backend(p.values[0]).info
+        if info.backend == "opencl" and not is_simulator(info):
+            try:
+                open_device(info.id)
+                return info.id
+            except pytest.skip.Exception:
+                pass
+    return None
+
+
+def test_adam_state_round_trips_and_follows_to():
+    # state_dict -> load_state_dict -> training on equals training on from the original; a model moved with
+    # .to() keeps its optimizer's state (the step count and moments).
+    data = _batches(5, seed=1)
+    model = tiny_net(seed=4).to("cpu")
+    opt = AdamW(model, lr=1e-2)
+    for x, y in data[:2]:
+        model.train_step(x, y, opt)
+    sd = opt.state_dict()
+    assert set(sd["state"]["1.weight"]) == {"exp_avg", "exp_avg_sq", "step"} and sd["state"]["1.bias"]["step"] == 2
+    twin = tiny_net(seed=0).to("cpu")
+    twin.load_state_dict(model.state_dict())
+    opt2 = AdamW(twin, lr=1.0, weight_decay=0.0)
+    opt2.load_state_dict(sd)
+    assert opt2.step_count == 2 and opt2.param_group() == opt.param_group()
+    target = _opencl_id() or "cpu"
+    twin.to(target)   # the state follows the parameters to another device
+    for x, y in data[2:]:
+        model.train_step(x, y, opt)
+        twin.train_step(x, y, opt2)
+    for k, v in model.state_dict().items():
+        check(twin.state_dict()[k], v, 1e-5, k)
+
+
+def test_adam_on_every_data_parallel_replica():
+    # Two replicas: each keeps its own device state, and the group equals one device.
+    dev = _opencl_id()
+    if dev is None:
+        pytest.skip("no usable OpenCL device for a second replica")
+    data = _batches(4, bs=8, seed=2)
+    single = tiny_net(seed=5).to("cpu")
+    group = clcnn.DataParallel(tiny_net(seed=5), ["cpu", dev], split="0.5,0.5")
+    o1, o2 = Adam(single, lr=1e-2), Adam(group, lr=1e-2)
+    for x, y in data:
+        single.train_step(x, y, o1)
+        group.train_step(x, y, o2)
+    for r in group.replicas:
+        for k, v in single.state_dict().items():
+            check(r.state_dict()[k], v, 1e-5, f"{r.device.id} {k}")
+    assert o2.step_count == 4 and len(o2._state) == 2
+
+
+def test_schedule_and_bias_correction_keep_replaying():
+    # A new learning rate and a new step count every step are values in the hyper-parameter buffer: one
+    # recording serves every step, and the weights equal running every op each step.
+    dev = _opencl_id()
+    if dev is None:
+        pytest.skip("no usable OpenCL device")
+    data, states = _batches(7, seed=3), []
+    for capture in (False, True):
+        model = tiny_net(seed=6).to(dev)
+        model.capture_steps = capture
+        opt = Adam(model, lr=1e-2)
+        sched = lr_scheduler.SequentialLR(opt, [lr_scheduler.LinearLR(opt, 0.1, total_iters=2),
+                                                lr_scheduler.CosineAnnealingLR(opt, T_max=5)], [2])
+        for x, y in data:
+            model.train_step(x, y, opt, sync=False)
+            sched.step()
+        states.append(model.state_dict())
+    assert model._steps.recordings == 1
+    for k in states[0]:
+        assert np.array_equal(states[0][k], states[1][k]), k
+    assert opt.step_count == 7
+
+
+# ---- schedules against torch.optim.lr_scheduler ------------------------------------------------------------------
+SCHEDULES = {
+    "step": (lambda o: lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+             lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
+    "cosine": (lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-3),
+               lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-3)),
+    "linear": (lambda o: lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
+               lambda t, o: t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4)),
+    "onecycle": (lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12),
+                 lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12)),
+    "onecycle-linear": (lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12, pct_start=0.25,
+                                                          anneal_strategy="linear"),
+                        lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12,
+                                                                     pct_start=0.25, anneal_strategy="linear")),
+    "warmup-cosine": (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.2, total_iters=3),
+                                                              lr_scheduler.CosineAnnealingLR(o, T_max=8)], [3]),
+                      lambda t, o: t.optim.lr_scheduler.SequentialLR(
+                          o, [t.optim.lr_scheduler.LinearLR(o, 0.2, total_iters=3),
+                              t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8)], [3])),
+}
+
+
+@pytest.mark.parametrize("kind", list(SCHEDULES))
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_schedule_matches_torch_step_by_step(kind, opt_name):
+    torch = pytest.importorskip("torch")
+    import warnings
+    model = tiny_net().to("cpu")
+    opt = SGD(model, lr=0.1, momentum=0.9) if opt_name == "sgd" else Adam(model, lr=0.1)
+    w = torch.nn.Parameter(torch.zeros(2))
+    topt = torch.optim.SGD([w], lr=0.1, momentum=0.9) if opt_name == "sgd" else torch.optim.Adam([w], lr=0.1)
+    make, make_torch = SCHEDULES[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch's warnings about the step order and the epoch argument
+        sched, tsched = make(opt), make_torch(torch, topt)
+        for step in range(12):
+            g = topt.param_groups[0]
+            want_m = g["momentum"] if opt_name == "sgd" else g["betas"][0]
+            got_m = opt.momentum if opt_name == "sgd" else opt.beta1
+            assert math.isclose(opt.lr, g["lr"], rel_tol=1e-9, abs_tol=1e-12), (step, opt.lr, g["lr"])
+            assert math.isclose(got_m, want_m, rel_tol=1e-9), (step, got_m, want_m)
+            assert sched.get_last_lr() == [opt.lr]
+            topt.step()
+            tsched.step()
+            sched.step()
+    # resumed from its state_dict, a schedule continues where it was
+    sd = sched.state_dict()
+    again = make(opt)
+    again.load_state_dict(sd)
+    assert again.last_epoch == 12 and again.get_last_lr() == sched.get_last_lr()
+
+
+def test_onecycle_past_total_steps_is_an_error():
+    opt = SGD(tiny_net(), lr=0.1)
+    sched = lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=2)
+    sched.step()
+    sched.step()
+    with pytest.raises(ConfigError, match="total_steps"):
+        sched.step()
+
+
+# ---- label smoothing ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,eps", [(4, 5, 0.1), (3, 2, 1.0)])
+def test_label_smoothing_matches_torch_and_finite_differences(device, n, c, eps):
+    rng = np.random.default_rng(72)
+    logits, labels = randn(rng, n, c, scale=2.0), rng.integers(0, c, n).astype(np.int32)
+    dlab, probs, loss = up(device, labels), device.zeros((n, c)), device.zeros((1,))
+
+    def device_loss(z):
+        device.softmax_xent_forward(up(device, z), dlab, probs, loss, n, c, label_smoothing=eps)
+        return float(device.download(loss)[0])
+
+    value = device_loss(logits)
+    dl = up(device, np.full((n, c), np.nan, np.float32))
+    device.softmax_xent_backward(probs, dlab, dl, n, c, label_smoothing=eps)
+    grad = device.download(dl)
+    want_p, want_loss = ref.softmax_xent_forward(logits, labels, n, c, label_smoothing=eps)
+    check_scalar(value, want_loss, 1e-5, "smoothed loss vs float64")
+    check(grad, ref.softmax_xent_backward(want_p, labels, n, c, label_smoothing=eps), GRAD_TOL, "smoothed grad")
+    fd, h = np.zeros((n, c)), 1e-2   # central differences of the device's own float32 loss
+    for i in range(n):
+        for j in range(c):
+            zp, zm = logits.copy(), logits.copy()
+            zp[i, j] += h
+            zm[i, j] -= h
+            fd[i, j] = (device_loss(zp) - device_loss(zm)) / (2 * h)
+    check(grad, fd, 2e-3, "smoothed grad vs finite differences")
+    model_loss = clcnn.losses.CrossEntropyLoss(label_smoothing=eps).evaluate(logits, labels)[0]
+    check_scalar(model_loss, want_loss, 1e-9, "CrossEntropyLoss.evaluate")
+    torch = pytest.importorskip("torch")
+    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    tl = torch.nn.CrossEntropyLoss(label_smoothing=eps)(z, torch.from_numpy(labels).long())
+    tl.backward()
+    check_scalar(value, float(tl.detach()), 1e-5, "smoothed loss vs torch")
+    check(grad, z.grad.numpy(), GRAD_TOL, "smoothed grad vs torch")
+
+
+def test_label_smoothing_is_range_checked():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="label_smoothing"):
+            clcnn.losses.CrossEntropyLoss(label_smoothing=bad)
