@@ -60,9 +60,19 @@ def devices(as_json, check):
 
 
 @main.command()
-@click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
-@click.option("--data-dir", default=None, help="Folder with the IDX files (else $CLCNN_DATA, ~/.cache/clcnn, "
-              "/usr/share/datasets).")
+@click.option("--dataset", default="fashion-mnist", show_default=True, help=data.DATASETS_HELP + ".")
+@click.option("--data-dir", default=None, help="Folder searched first for the data set's files, and downloaded "
+              "into (else $CLCNN_DATA/NAME, ~/.cache/clcnn/NAME, /usr/share/datasets/NAME).")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Fetch a known data set's official files (SHA-256 checked) when they are nowhere to be found.")
+@click.option("--val-fraction", default=0.0, type=float, help="Hold out this share of the training images "
+              "(drawn with --seed) as a validation split, reported beside the test split.")
+@click.option("--test-fraction", default=0.1, show_default=True, type=float,
+              help="folder: with no test/, the share of the images cut (fixed seed) as the test split.")
+@click.option("--image-size", default=None, metavar="HxW",
+              help="folder: resize every image to H x W  [default: the first training image's].")
+@click.option("--channels", default=None, type=int,
+              help="folder: 1 (grey) or 3 (RGB)  [default: the first training image's].")
 @click.option("--model", default="lenet5", show_default=True)
 @click.option("--device", default=None, help="auto | cpu | cl:N, or several (cl:0,cpu) to split each mini-batch "
               "across them  [default: $CLCNN_DEVICE or auto]")
@@ -226,8 +236,10 @@ def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
 
 
 from .cli_models import models as _models_command  # noqa: E402  (commands in their own modules)
+from .cli_datasets import datasets as _datasets_command  # noqa: E402
 
 main.add_command(_models_command)
+main.add_command(_datasets_command)
 
 
 def run():

@@ -81,9 +81,9 @@ def _not_found(name: str, data_dir, dirs, downloading: bool, reason: str = "") -
     return DataError(f"dataset {name} not found in {where}: pass --download, or {hint}")
 
 
-def locate(name: str, data_dir=None) -> Path | None:
+def locate(name: str, data_dir=None, unpack: bool = True) -> Path | None:
     """The folder holding ``name``'s files (for CIFAR: the release's folder, an archive found there unpacked
-    first), or None."""
+    first unless ``unpack`` is False), or None."""
     spec = SPECS[name]
     for d in search_dirs(name, data_dir):
         if spec.kind == "idx" and idx.holds_idx(d):
@@ -91,6 +91,8 @@ def locate(name: str, data_dir=None) -> Path | None:
         if spec.kind == "cifar":
             archives = [d / r.filename for r in spec.remotes + spec.alternatives if (d / r.filename).is_file()]
             if cifar.find_release(name, d) is None and archives:
+                if not unpack:
+                    return d
                 dl.extract(archives[0], d)
             if cifar.find_release(name, d) is not None:
                 return d
