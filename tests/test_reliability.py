@@ -145,3 +145,62 @@ def test_case7_train_config_names_the_option(field, value, needle):
     (["tune", "--max-candidates", "0"], "--max-candidates")])
 def test_case7_cli_options_one_line_naming_the_option(tmp_path, args, needle):
     assert_one_line_error(clcnn(*args, "--device", "cpu"), needle)
+
+
+# ---- case 5: a damaged, truncated or foreign kernel cache entry is discarded and rebuilt, one warning -----
+CACHE_SCRIPT = """
+import sys
+import numpy as np
+import clcnn
+from clcnn.backends import opencl_programs as P
+be = clcnn.get_backend(sys.argv[1])
+x = be.upload(np.array([np.nan, -1.0, 2.0, 0.5], np.float32)); y = be.zeros((4,))
+be.relu_forward(x, y, 4)
+be.bias_add(y, be.upload(np.array([1.0, 2.0], np.float32)), 1, 2, 2)
+out = be.download(y)
+assert np.isnan(out[0]) and out[1:].tolist() == [1.0, 4.0, 2.5], out
+keys = sorted((file, P._cache_key(be.device, P.source(file), opts)) for (_, _, file, opts) in P._programs)
+print(" ".join(k for _, k in keys))
+"""
+
+
+def _cache_run(dev, cache: Path):
+    env = {**os.environ, "CLCNN_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", CACHE_SCRIPT, dev], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.mark.skipif(not POCL, reason="no PoCL device")
+def test_case5_damaged_kernel_cache_is_rebuilt_with_one_warning(tmp_path):
+    # before: PoCL's "deserialize_file: Assertion `len > 0' failed" (exit 134) for a cut entry, a segfault for a
+    # foreign one, and no clcnn line
+    shared = Path(os.environ.get("CLCNN_CACHE_DIR", tmp_path / "warm"))
+    first = _cache_run(POCL[0], shared)   # fills (or reuses) the usual cache: no build in a warm tree
+    assert first.returncode == 0, first.stderr
+    keys = first.stdout.split()
+    assert len(keys) == 2, first.stdout   # activation.cl and bias.cl
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    whole = {k: (shared / f"{k}.bin").read_bytes() for k in keys}
+    for k, raw in whole.items():
+        (cache / f"{k}.bin").write_bytes(raw[:len(raw) // 2])   # cut to half its size
+    (cache / f"{keys[1]}.bin").write_bytes(whole[keys[0]])      # another program's valid entry
+    again = _cache_run(POCL[0], cache)
+    assert again.returncode == 0, again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clcnn: warning: kernel cache entry"), again.stderr
+    assert all((cache / f"{k}.bin").read_bytes() != b"" for k in keys)
+    assert _cache_run(POCL[0], cache).stderr.strip() == ""   # rebuilt entries load without a word
+
+
+def test_kernel_cache_entry_checks():
+    pytest.importorskip("pyopencl")
+    from clcnn.backends import opencl_programs as P
+    key, other, binary = "a" * 64, "b" * 64, b"\x7fELF driver bytes"
+    entry = P._header(key, binary) + binary
+    assert P._unpack(entry, key) == (binary, "")
+    assert "another program" in P._unpack(entry, other)[1]
+    assert "truncated" in P._unpack(entry[:-3], key)[1]
+    assert "checksum" in P._unpack(entry[:-1] + b"X", key)[1]
+    assert "not a clcnn cache entry" in P._unpack(binary, key)[1]   # a bare driver binary
+    assert P._unpack(b"", key) == (None, "empty")

@@ -1,4 +1,9 @@
-"""OpenCL program building for clcnn: -D options, in-process memo, and an on-disk binary cache."""
+"""OpenCL program building for clcnn: -D options, in-process memo, and an on-disk binary cache.
+
+A cache entry is untrusted: ``<key>.bin`` holds a header (a magic line, the entry's key, the binary's length and
+SHA-256) before the driver's binary, and all of it is checked before any byte reaches the driver (PoCL asserts or
+segfaults on a truncated or foreign binary). An entry that fails the check, or that the driver refuses, is
+deleted and rebuilt from source, with one warning line per process."""
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +70,12 @@ def scalar_arg_dtypes(file: str, name: str) -> list:
     return out
 
 
+_MAGIC = b"clcnn kernel binary v2\n"   # the entry format; in the key too, so older entries are never read
+_warned: list[str] = []   # the cache folders this process has already warned about
+
+
 def _cache_key(dev: cl.Device, src: str, options: str) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(_MAGIC)
     for part in (dev.platform.name, dev.name, dev.version, dev.driver_version, src, options):
         h.update(part.encode("utf-8", "replace") + b"\0")
     return h.hexdigest()
@@ -77,21 +86,59 @@ def _debug(msg: str) -> None:
         warnings.warn(msg, stacklevel=3)
 
 
+def _header(key: str, binary: bytes) -> bytes:
+    return _MAGIC + f"{key} {len(binary)} {hashlib.sha256(binary).hexdigest()}\n".encode()
+
+
+def _unpack(raw: bytes, key: str) -> tuple[bytes | None, str]:
+    """(the driver binary, "") when ``raw`` is a whole entry for ``key``, else (None, what is wrong with it)."""
+    if not raw.startswith(_MAGIC):
+        return None, "not a clcnn cache entry" if raw else "empty"
+    head, sep, binary = raw[len(_MAGIC):].partition(b"\n")
+    fields = head.decode("ascii", "replace").split(" ")
+    if not sep or len(fields) != 3 or not fields[1].isdigit():
+        return None, "damaged header"
+    if fields[0] != key:
+        return None, "holds another program's binary"
+    if int(fields[1]) != len(binary) or not binary:
+        return None, f"truncated ({len(binary)} of {fields[1]} bytes)"
+    if hashlib.sha256(binary).hexdigest() != fields[2]:
+        return None, "checksum mismatch"
+    return binary, ""
+
+
+def _discard(path: Path, why: str) -> None:
+    """Delete a bad entry; the first one of a cache folder in this process is reported in one line on stderr."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    if str(path.parent) not in _warned:
+        _warned.append(str(path.parent))
+        print(f"clcnn: warning: kernel cache entry {path.name} {why}: discarded and rebuilt from source "
+              f"(any other bad entry in {path.parent} likewise)", file=sys.stderr, flush=True)
+
+
 def _load_binary(ctx: cl.Context, dev: cl.Device, path: Path, options: str) -> cl.Program | None:
     try:
-        binary = path.read_bytes()
+        raw = path.read_bytes()
     except OSError:
+        return None
+    binary, why = _unpack(raw, path.stem)
+    if binary is None:
+        _discard(path, why)
         return None
     try:
         prg = cl.Program(ctx, [dev], [binary]).build(options=options)
         prg._source = None   # cl.Kernel() probes it; unset, Program.__getattr__ makes a bogus clCreateKernel call
         return prg
-    except Exception as exc:  # stale or foreign binary: rebuild from source
-        _debug(f"clcnn: cached kernel binary {path} rejected ({exc}); rebuilding")
+    except Exception as exc:  # a binary this driver refuses (another driver build): rebuild from source
+        _discard(path, f"was refused by the driver ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
         return None
 
 
 def _store_binary(prg: cl.Program, path: Path) -> None:
+    tmp = None
     try:
         binary = prg.get_info(cl.program_info.BINARIES)[0]
         if not binary:
@@ -99,9 +146,11 @@ def _store_binary(prg: cl.Program, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(binary)
+            f.write(_header(path.stem, bytes(binary)) + bytes(binary))
         os.replace(tmp, path)
-    except Exception as exc:  # a read-only home or odd driver must not break training
+    except Exception as exc:  # a read-only home, a full disk or odd driver must not break training
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         _debug(f"clcnn: could not cache kernel binary at {path}: {exc}")
 
 
