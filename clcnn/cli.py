@@ -118,36 +118,6 @@ def train(no_progress, **kwargs):
     run(cfg, log=click.echo, show_progress="off" if no_progress else "bar" if tty else "lines")
 
 
-@main.command(name="eval")
-@click.option("--weights", required=True, help="A model.safetensors written by `clcnn train`.")
-@click.option("--model", default=None, help="A preset, for weights saved without their model spec [default: "
-              "the spec saved with the weights].")
-@click.option("--dataset", default="fashion-mnist", show_default=True, type=click.Choice(list(data.DATASETS)))
-@click.option("--data-dir", default=None)
-@click.option("--device", default=None, help="auto | cpu | cl:N")
-@click.option("--batch-size", default=1000, show_default=True, type=int)
-def evaluate(weights, model, dataset, data_dir, device, batch_size):
-    """Print the test loss and accuracy of saved weights (the model and normalisation saved with them)."""
-    from .model import Sequential
-    from .models import get_model
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive (got {batch_size})")
-    tensors, meta = io.load_safetensors(weights)
-    info, _, (te_x, te_y) = data.describe(dataset, data_dir)
-    if "normalisation" in meta:
-        norm = json.loads(meta["normalisation"])
-        info.mean, info.std = tuple(norm["mean"]), tuple(norm["std"])
-    if model is None and "spec" in meta:
-        net = Sequential.from_config(json.loads(meta["spec"]))
-    else:
-        net = get_model(model or meta.get("model", "lenet5"), input_shape=info.input_shape,
-                        num_classes=info.num_classes)
-    net.load_state_dict(tensors)
-    net.to(device)
-    loss, acc = net.loss.evaluate(net.predict(info.normalise(te_x), batch_size), te_y.astype("int32"))
-    click.echo(f"test loss {loss:.4f}  test accuracy {acc:.4f}  ({len(te_y)} images, {net.device.id})")
-
-
 @main.group()
 def bench():
     """Time clcnn beside PyTorch on the same hardware (a table with a ratio column)."""
@@ -235,9 +205,17 @@ def tune(device, model, batch_size, repeats, max_candidates, gemm_size):
         gemm_sizes=_whole_numbers("--gemm-size", gemm_size))
 
 
-from .cli_models import models as _models_command  # noqa: E402  (commands in their own modules)
+from .cli_eval import evaluate as _eval_command  # noqa: E402  (commands in their own modules)
 from .cli_datasets import datasets as _datasets_command  # noqa: E402
+from .cli_export import export as _export_command  # noqa: E402
+from .cli_models import models as _models_command  # noqa: E402
+from .cli_plot import plot as _plot_command  # noqa: E402
+from .cli_predict import predict as _predict_command  # noqa: E402
 
+main.add_command(_eval_command)
+main.add_command(_predict_command)
+main.add_command(_export_command)
+main.add_command(_plot_command)
 main.add_command(_models_command)
 main.add_command(_datasets_command)
 

@@ -85,8 +85,8 @@ def append_jsonl(path, row: dict) -> None:
 def save_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """``tensors`` (float arrays as float32, integer buffers as int64) and string ``metadata``, atomically."""
     from safetensors.numpy import save
-    arrays = {k: np.ascontiguousarray(v, dtype=np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer)
-                                      else np.float32) for k, v in tensors.items()}
+    arrays = {k: np.asarray(v, dtype=np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer) else np.float32,
+                            order="C") for k, v in tensors.items()}   # asarray: a 0-d buffer stays 0-d
     write_atomic(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
