@@ -84,9 +84,29 @@ def devices(as_json, check):
               "a GPU.")
 @click.option("--epochs", default=1, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--lr", default=0.05, show_default=True, type=float)
-@click.option("--momentum", default=0.0, show_default=True, type=float)
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam", "adamw"]),
+              help="torch.optim's SGD, Adam or AdamW rule, with its state on the device.")
+@click.option("--lr", default=None, type=float, help="Learning rate (the peak of onecycle)  [default: 0.05 for sgd, "
+              "0.001 for adam and adamw]")
+@click.option("--momentum", default=0.0, show_default=True, type=float, help="sgd: momentum.")
+@click.option("--nesterov", is_flag=True, help="sgd: Nesterov momentum (needs --momentum above 0).")
+@click.option("--betas", default="0.9,0.999", show_default=True, help="adam, adamw: beta1,beta2.")
+@click.option("--eps", default=1e-8, show_default=True, type=float, help="adam, adamw: the denominator's epsilon.")
+@click.option("--weight-decay", default=None, type=float, help="L2 penalty (adamw: decoupled weight decay)  "
+              "[default: 0, adamw: 0.01]")
+@click.option("--lr-schedule", default="none", show_default=True,
+              type=click.Choice(["none", "step", "cosine", "onecycle"]),
+              help="Learning rate per step: step (x --lr-gamma every --lr-step-size epochs), cosine (to --lr-min at "
+              "the end), onecycle (PyTorch's 1cycle with --lr as max_lr).")
+@click.option("--lr-step-size", default=1.0, show_default=True, type=float, help="step: epochs between decays.")
+@click.option("--lr-gamma", default=0.1, show_default=True, type=float, help="step: the decay factor.")
+@click.option("--lr-min", default=0.0, show_default=True, type=float, help="cosine: the final learning rate.")
+@click.option("--warmup-epochs", default=0.0, show_default=True, type=float,
+              help="A linear warm-up over this many epochs (fractions allowed) before the schedule.")
+@click.option("--warmup-start-factor", default=1.0 / 3, show_default="1/3", type=float,
+              help="The warm-up's first learning rate as a fraction of --lr.")
+@click.option("--label-smoothing", default=0.0, show_default=True, type=float,
+              help="Cross-entropy label smoothing in [0, 1], as torch.nn.CrossEntropyLoss.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit-train", default=None, type=int, help="Train on the first N training images only.")
 @click.option("--out", default=None, help="Output folder [default: runs/<timestamp>].")

@@ -109,3 +109,11 @@ def get_loss(loss) -> Loss:
     if loss not in LOSSES:
         raise ConfigError(f"Invalid loss {loss!r}; expected one of {tuple(LOSSES)}")
     return LOSSES[loss]()
+
+
+def with_label_smoothing(loss: Loss, label_smoothing: float) -> Loss:
+    """``loss`` with label smoothing ``label_smoothing`` (``clcnn train --label-smoothing``): a new
+    CrossEntropyLoss; ConfigError for a loss that has none (bce)."""
+    if not isinstance(loss, CrossEntropyLoss):
+        raise ConfigError(f"--label-smoothing needs a cross-entropy model (this model's loss is {loss.name})")
+    return CrossEntropyLoss(label_smoothing=label_smoothing)

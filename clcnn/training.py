@@ -16,7 +16,7 @@ from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
 from .progress import Progress
 from .models import get_model
-from .optim import SGD
+from .optim import recipe
 
 LOSS_READ_EVERY = 20  # steps between reads of the device-side loss accumulator (the only per-step sync)
 
@@ -30,9 +30,20 @@ class TrainConfig:
     device: str = "auto"
     epochs: int = 1
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float | None = None   # None: the optimizer's default (optim.recipe.DEFAULT_LR)
     momentum: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float | None = None   # None: the optimizer's default (0; adamw: 1e-2)
+    optimizer: str = "sgd"   # sgd | adam | adamw
+    nesterov: bool = False
+    betas: str = "0.9,0.999"   # adam/adamw: beta1,beta2
+    eps: float = 1e-8   # adam/adamw
+    lr_schedule: str = "none"   # none | step | cosine | onecycle, stepped every optimizer step
+    lr_step_size: float = 1.0   # step: epochs between decays
+    lr_gamma: float = 0.1   # step: the decay factor
+    lr_min: float = 0.0   # cosine: eta_min
+    warmup_epochs: float = 0.0   # a linear warm-up (LinearLR) before the schedule
+    warmup_start_factor: float = 1.0 / 3   # the warm-up's first lr, as a fraction of --lr (LinearLR's default)
+    label_smoothing: float = 0.0   # cross-entropy label smoothing, as torch.nn.CrossEntropyLoss
     seed: int = 0
     limit_train: int | None = None
     out: str | None = None
@@ -52,12 +63,14 @@ class TrainConfig:
             raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive (got {self.batch_size})")
+        recipe.fill_defaults(self)
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"--lr must be positive and finite (got {self.lr})")
         if not 0 <= self.momentum < math.inf:
             raise ConfigError(f"--momentum must be non-negative and finite (got {self.momentum})")
         if not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"--weight-decay must be non-negative and finite (got {self.weight_decay})")
+        recipe.check_options(self)   # --optimizer, --betas, --eps, --lr-schedule and its flags, --label-smoothing
         if self.limit_train is not None and self.limit_train < 1:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
         if self.seed < 0:
@@ -135,6 +148,7 @@ class Trainer:
         self.model, self.opt, self.split, self.batch_size = model, opt, split, batch_size
         self.progress, self.log, self.save, self.every, self.stop = progress, log, save, checkpoint_every, stop
         self.epochs = epochs
+        self.schedule = None   # an optim.lr_scheduler schedule stepped after every step, or None
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.split) // self.batch_size)
@@ -151,6 +165,8 @@ class Trainer:
                 if state.pending and len(y) != state.size:   # the device total sums batch means: read it out
                     state.loss_sum, state.pending = state.loss_sum + model.read_loss() * state.size, 0
                 model.train_step(x, y, self.opt, sync=False)
+                if self.schedule is not None:   # the next step's learning rate (PyTorch's per-batch schedule)
+                    self.schedule.step()
                 state.step, state.seen, state.global_step = state.step + 1, state.seen + len(y), state.global_step + 1
                 state.pending, state.size = state.pending + 1, len(y)
                 bar.update(1, len(y))
@@ -219,6 +235,9 @@ def train(cfg: TrainConfig, log=print, show_progress=True, command=None) -> list
                                           image_size=cfg.image_size, channels=cfg.channels,
                                           test_fraction=cfg.test_fraction, log=log)
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
+    if cfg.label_smoothing:
+        from .losses import with_label_smoothing
+        net.loss = with_label_smoothing(net.loss, cfg.label_smoothing)
     identity = checkpoint.dataset_identity(info, train_set, test_set)
     train_set, val_set = data.hold_out(train_set, cfg.val_fraction, cfg.seed) if cfg.val_fraction else (train_set,
                                                                                                          None)
@@ -270,7 +289,8 @@ class _Run:
         self.lead, self.log, self.identity = lead, log, identity
         model.self_test()   # a device that cannot build or run the kernels fails here, before any work
         model.gradients(train_set.images[:2], train_set.labels[:2])   # compile/build every kernel before timing
-        opt = SGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = recipe.make_optimizer(model, cfg)
+        schedule = recipe.make_schedule(opt, cfg, -(-len(train_set) // cfg.batch_size))   # None: a fixed lr
         self.out = Path(cfg.resume or cfg.out or default_out_dir())
         if lead:
             checkpoint.prepare_out(self.out, resuming=saved is not None)
@@ -278,6 +298,8 @@ class _Run:
         # load_state_dict() (a schedule, an augmentation stream), before the restore below
         self.registry = checkpoint.Registry()
         self.registry.register("optimizer", opt)
+        if schedule is not None:
+            self.registry.register("lr_scheduler", schedule)
         for i, layer in enumerate(net.layers):   # a layer with state of its own (a dropout RNG counter)
             if callable(getattr(layer, "state_dict", None)) and callable(getattr(layer, "load_state_dict", None)):
                 self.registry.register(f"layers.{i}", layer)
@@ -292,6 +314,7 @@ class _Run:
             checkpoint.write_run(self.out, asdict(cfg), command)
         self.trainer = Trainer(model, opt, train_set, cfg.batch_size, progress, log, self.save if lead else None,
                                cfg.checkpoint_every)
+        self.trainer.schedule = schedule
 
     def _restore(self, saved: dict, command) -> None:
         """Continue ``saved``: weights, registered state, shuffle, metrics so far, the epoch in progress."""
