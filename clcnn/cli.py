@@ -73,7 +73,8 @@ def devices(as_json, check):
               help="folder: resize every image to H x W  [default: the first training image's].")
 @click.option("--channels", default=None, type=int,
               help="folder: 1 (grey) or 3 (RGB)  [default: the first training image's].")
-@click.option("--model", default="lenet5", show_default=True)
+@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them), a spec "
+              "string (c32k3p1-bn-relu-mp2-fc) or a JSON file.")
 @click.option("--device", default=None, help="auto | cpu | cl:N, or several (cl:0,cpu) to split each mini-batch "
               "across them  [default: $CLCNN_DEVICE or auto]")
 @click.option("--split", default="auto", show_default=True,
@@ -109,6 +110,8 @@ def devices(as_json, check):
               help="Cross-entropy label smoothing in [0, 1], as torch.nn.CrossEntropyLoss.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit-train", default=None, type=int, help="Train on the first N training images only.")
+@click.option("--augment", default="", help="Augment the training images on the loader thread: crop[:padding] "
+              "(4), flip[:p] (0.5), erase[:p] (0.5), comma-separated, e.g. crop,flip,erase  [default: none]")
 @click.option("--out", default=None, help="Output folder [default: runs/<timestamp>].")
 @click.option("--checkpoint-every", default=None, type=int,
               help="Also checkpoint every N steps (OUT/checkpoint.safetensors is written every epoch anyway).")

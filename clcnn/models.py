@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .model import Sequential
-from .specs import load_json, parse_spec
+from .specs import PATTERNS, load_json, parse_spec
 
 _BLOCK = "res(c{0}k3{1}p1-bn-relu-c{0}k3p1-bn)-relu"   # ResNet's basic block (He et al. 2016), ReLU after the sum
 
@@ -64,6 +64,9 @@ def get_model(name: str, input_shape=None, num_classes: int = 10, seed: int | No
         layers = parse_spec(preset[0], shape, int(num_classes))
     elif is_json(name):
         layers, loss = load_json(name, shape, int(num_classes))
+    elif "-" not in name and "(" not in name and not any(r.fullmatch(name.lower()) for r, _ in PATTERNS):
+        raise ConfigError(f"unknown model {name!r} (presets: {', '.join(PRESETS)}; or a spec string such as "
+                          f"c32k3p1-bn-relu-mp2-fc, or a JSON file)")
     else:
         layers = parse_spec(name, shape, int(num_classes))
     return Sequential(layers, loss=loss, seed=seed, input_shape=shape)

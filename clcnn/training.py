@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, io
+from . import checkpoint, data, io, loader
 from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
 from .progress import Progress
@@ -51,6 +51,7 @@ class TrainConfig:
     parallel: str = "auto"   # with several devices: "threads" (one process), "mpi" (ranks) or "auto" (clcnn.launch)
     checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (one is written every epoch anyway)
     resume: str | None = None   # a run folder to continue (clcnn.checkpoint.resume_config gives its settings)
+    augment: str = ""   # --augment crop[:padding],flip[:p],erase[:p] (clcnn.augment); "" or "none": none
     download: bool = True   # fetch a known data set's official files when they are nowhere to be found
     val_fraction: float = 0.0   # share of the training images held out (seeded) as a validation split; 0: none
     test_fraction: float = 0.1   # folder:PATH without test/: the share cut as the test split
@@ -84,6 +85,8 @@ class TrainConfig:
         data.folder.parse_size(self.image_size)   # ConfigError naming --image-size
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be a positive number of steps (got {self.checkpoint_every})")
+        from .augment import parse_augment
+        parse_augment(self.augment)   # ConfigError naming the bad --augment item
         if len(self.devices()) == 1 and str(self.split).strip().lower() != "auto":
             raise ConfigError(f"--split {self.split} needs several devices (--device a,b); one device takes "
                               "every image")
@@ -132,6 +135,16 @@ def _restore_loss(model, state: EpochState) -> None:
         state.loss_sum, state.pending = state.loss_sum + state.pending_loss * state.size, 0
 
 
+def make_augment(cfg: TrainConfig, info):
+    """The run's clcnn.augment.Augment (None without --augment): seeded with --seed, padding with the
+    normalised value of a black pixel (-mean/std per channel)."""
+    from .augment import Augment, parse_augment
+    spec = parse_augment(cfg.augment)
+    if not spec.active:
+        return None
+    return Augment(spec, cfg.seed, fill=[-m / s for m, s in zip(info.mean, info.std)])
+
+
 class Trainer:
     """The steps of a run's epochs, with the checkpoints and the stop on a signal (clcnn.checkpoint).
 
@@ -142,6 +155,8 @@ class Trainer:
         checkpoint_every: steps between mid-epoch checkpoints (None: at epoch ends only).
         stop: a checkpoint.StopRequest (None: signals are not watched here).
     """
+
+    augment = None   # a clcnn.augment.Augment applied to every batch on the loader's thread (set by _Run)
 
     def __init__(self, model, opt, split, batch_size, progress="bar", log=print, save=None, checkpoint_every=None,
                  stop=None, epochs=1):
@@ -161,7 +176,8 @@ class Trainer:
         bar = Progress(total, state.step, desc, self.progress, self.log)
         t0 = time.perf_counter() - state.seconds
         try:
-            for x, y in epoch_batches(self.split, order, self.batch_size, state.step):
+            for x, y in loader.batches(self.split, self.batch_size, augment=self.augment, order=order,
+                                       start=state.step):   # prepared (and augmented) on a thread
                 if state.pending and len(y) != state.size:   # the device total sums batch means: read it out
                     state.loss_sum, state.pending = state.loss_sum + model.read_loss() * state.size, 0
                 model.train_step(x, y, self.opt, sync=False)
@@ -305,6 +321,9 @@ class _Run:
                 self.registry.register(f"layers.{i}", layer)
         if getattr(model, "policy", None) is not None:   # a group's split and measured times
             self.registry.register("split", model.policy)
+        self.augment = make_augment(cfg, info)
+        if self.augment is not None:   # the augmentation stream: where it stands goes in the checkpoint
+            self.registry.register("augment", self.augment)
         self.rng = np.random.default_rng(cfg.seed)   # the shuffle
         self.meta, self.history = save_meta(cfg, net, info), []
         self.state = EpochState(epoch=1, shuffle=self.rng.bit_generator.state)
@@ -314,6 +333,7 @@ class _Run:
             checkpoint.write_run(self.out, asdict(cfg), command)
         self.trainer = Trainer(model, opt, train_set, cfg.batch_size, progress, log, self.save if lead else None,
                                cfg.checkpoint_every)
+        self.trainer.augment = self.augment
         self.trainer.schedule = schedule
 
     def _restore(self, saved: dict, command) -> None:

@@ -172,3 +172,37 @@ def test_loader_shuts_down_on_errors(images):
     with pytest.raises(ValueError, match="in the thread"):
         list(batches(split, 4, augment=broken))
     assert threading.active_count() == before
+
+
+def test_training_with_augment_resumes_exactly(tmp_path, monkeypatch):
+    """--augment in a run stopped mid-epoch (the loader ahead of the loop) and resumed: the same weights as the
+    uninterrupted run, and not those of a run without augmentation."""
+    import signal
+
+    from clcnn import checkpoint, io
+    from clcnn.training import TrainConfig, resume_config, train
+    from test_checkpoint import quiet, tiny_dataset
+    data = tiny_dataset(tmp_path, n_train=80, n_test=16)
+
+    def run(name, augment="crop:2,flip,erase", **kw):
+        cfg = TrainConfig(data_dir=str(data), model="c4k3-relu-mp2-fc", device="cpu", epochs=2, batch_size=16,
+                          momentum=0.9, augment=augment, out=str(tmp_path / name), **kw)
+        train(cfg, log=quiet, show_progress=False)
+        return io.load_safetensors(tmp_path / name / "model.safetensors")[0]
+
+    whole, plain = run("whole"), run("plain", augment="")
+    asked = {"n": 0}
+
+    def stop_at_the_seventh_step(self, model=None):
+        asked["n"] += 1
+        self.signum = signal.SIGINT if asked["n"] == 6 else self.signum   # epoch 2, step 2 (5 steps an epoch)
+        return bool(self.signum)
+    monkeypatch.setattr(checkpoint.StopRequest, "requested", stop_at_the_seventh_step)
+    with pytest.raises(checkpoint.Interrupted):
+        run("resumed")
+    monkeypatch.undo()
+    train(resume_config(TrainConfig(resume=str(tmp_path / "resumed")), given=["resume"]), log=quiet,
+          show_progress=False)
+    resumed = io.load_safetensors(tmp_path / "resumed" / "model.safetensors")[0]
+    assert all(np.array_equal(resumed[k], whole[k]) for k in whole)
+    assert not all(np.array_equal(plain[k], whole[k]) for k in whole)
