@@ -289,3 +289,115 @@ def test_label_smoothing_is_range_checked():
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="label_smoothing"):
             clcnn.losses.CrossEntropyLoss(label_smoothing=bad)
+
+
+# ---- Oclgrind: the new kernel code under its memory, race and API checkers -----------------------------------
+OCLGRIND_SCRIPT = r'''
+import math, sys
+import numpy as np
+import clcnn
+sys.path.insert(0, sys.argv[1])
+import reference as ref
+dev = clcnn.get_backend(next(d.id for d in clcnn.list_devices() if "oclgrind" in d.platform.lower()))
+rng, size, bad = np.random.default_rng(0), 300, []
+def close(name, got, want, tol=1e-4):
+    err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+    print(name, err, flush=True)
+    if not err <= tol: bad.append(name)
+p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+dp, dg, dv = dev.upload(p), dev.upload(g), dev.zeros((size,))
+hyper = dev.upload(np.array([0.1, 0.9, 1e-3], np.float32))
+wp, wv = p, np.zeros(size)
+for _ in range(2):
+    dev.sgd_update(dp, dg, dv, hyper, size, nesterov=True)
+    wp, wv = ref.sgd_update(wp, g, wv, 0.1, 0.9, 1e-3, nesterov=True)
+close("sgd_update nesterov", dev.download(dp), wp)
+for decoupled in (False, True):
+    dp, m, v = dev.upload(p), dev.zeros((size,)), dev.zeros((size,))
+    wp, wm, wv, hs = p, np.zeros(size), np.zeros(size), []
+    for t in (1, 2):
+        hs.append(dev.upload(np.array([1e-2, 0.9, 0.999, 1e-8, 0.1, t, 1e-2 / (1 - 0.9 ** t),
+                                       math.sqrt(1 - 0.999 ** t), 0.1, 0.001], np.float32)))
+        dev.adam_update(dp, dg, m, v, hs[-1], size, decoupled=decoupled)
+        wp, wm, wv = ref.adam_update(wp, g, wm, wv, t, 1e-2, 0.9, 0.999, 1e-8, 0.1, decoupled=decoupled)
+    close(f"adam_update decoupled={decoupled}", dev.download(dp), wp)
+n, c = 5, 7
+z, y = rng.standard_normal((n, c)).astype(np.float32), rng.integers(0, c, n).astype(np.int32)
+probs, loss, dl, dy = dev.zeros((n, c)), dev.zeros((1,)), dev.zeros((n, c)), dev.upload(y)
+dev.softmax_xent_forward(dev.upload(z), dy, probs, loss, n, c, label_smoothing=0.2)
+dev.softmax_xent_backward(probs, dy, dl, n, c, label_smoothing=0.2)
+wprobs, wloss = ref.softmax_xent_forward(z, y, n, c, label_smoothing=0.2)
+close("softmax_xent_forward smoothed", dev.download(loss), np.array([wloss]))
+close("softmax_xent_backward smoothed", dev.download(dl), ref.softmax_xent_backward(wprobs, y, n, c, 0.2))
+print("FAILED " + ", ".join(bad) if bad else "ALL OK")
+'''
+
+
+@pytest.mark.oclgrind
+def test_new_kernels_clean_under_oclgrind(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from test_oclgrind import _require_oclgrind, oclgrind_env, oclgrind_reports
+    _require_oclgrind()
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", OCLGRIND_SCRIPT, here], env=oclgrind_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "ALL OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = oclgrind_reports(proc.stderr)
+    assert not reports, f"{len(reports)} Oclgrind report(s):\n\n" + "\n\n".join(reports[:5])
+
+
+# ---- a training run: the flags end to end, and an exact resume of the schedule and Adam's state ----------------
+@pytest.mark.parametrize("flags", [
+    dict(optimizer="adamw", lr=0.01, momentum=0.0, lr_schedule="onecycle", label_smoothing=0.1),
+    pytest.param(dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=True, lr_schedule="cosine",
+                      warmup_epochs=0.5), marks=pytest.mark.deep),   # the same path again (~7 s)
+])
+def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, flags):
+    # SIGTERM at epoch 2 step 7 (12 steps an epoch), then --resume: the weights, the optimizer's state and the
+    # schedule's step equal those of the run never stopped, bit for bit (cpu)
+    import os
+    import signal
+    from clcnn import checkpoint
+    from clcnn.training import train
+    from test_resume import _cfg, _resume, _stop_at, quiet, tiny_dataset
+    data = tiny_dataset(tmp_path / "data", n_train=200, n_test=32)
+    results = []
+    for name in ("whole", "stopped"):
+        out = tmp_path / name
+        if name == "stopped":
+            undo = _stop_at(12 + 7, lambda: os.kill(os.getpid(), signal.SIGTERM))
+            try:
+                with pytest.raises(checkpoint.Interrupted):
+                    train(_cfg(data, out, **flags), log=quiet, show_progress=False)
+            finally:
+                undo()
+            _resume(out)
+        else:
+            train(_cfg(data, out, **flags), log=quiet, show_progress=False)
+        saved = checkpoint.load(out / "checkpoint.safetensors")
+        results.append((clcnn.io.load_safetensors(out / "model.safetensors")[0], saved["objects"]))
+    (w1, o1), (w2, o2) = results
+    for k in w1:
+        assert np.array_equal(w1[k], w2[k]), k
+    for k, state in o1["optimizer"]["state"].items():
+        for s, v in state.items():
+            assert np.array_equal(np.asarray(v), np.asarray(o2["optimizer"]["state"][k][s])), (k, s)
+    assert o1["lr_scheduler"] == o2["lr_scheduler"] and o1["lr_scheduler"]["last_epoch"] == 24
+
+
+def test_training_flags_are_range_checked():
+    from clcnn.training import TrainConfig
+    bad = [({"optimizer": "rmsprop"}, "--optimizer"), ({"betas": "0.9,1.0"}, "--betas"), ({"eps": -1}, "--eps"),
+           ({"lr_schedule": "exp"}, "--lr-schedule"), ({"lr_schedule": "step", "lr_gamma": 0}, "--lr-gamma"),
+           ({"lr_step_size": 0}, "--lr-step-size"), ({"warmup_epochs": -1}, "--warmup-epochs"),
+           ({"warmup_start_factor": 0}, "--warmup-start-factor"), ({"label_smoothing": 1.5}, "--label-smoothing"),
+           ({"nesterov": True}, "--nesterov"), ({"optimizer": "adam", "momentum": 0.9}, "--momentum"),
+           ({"lr_schedule": "onecycle", "warmup_epochs": 1}, "--warmup-epochs"), ({"lr_min": 1.0}, "--lr-min")]
+    for kw, flag in bad:
+        with pytest.raises(ConfigError, match=flag):
+            TrainConfig(**kw).validate()
+    cfg = TrainConfig(optimizer="adamw")
+    cfg.validate()
+    assert (cfg.lr, cfg.weight_decay) == (1e-3, 1e-2)

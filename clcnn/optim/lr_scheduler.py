@@ -57,15 +57,17 @@ class LRScheduler:
         return list(self._last_lr)
 
     def state_dict(self) -> dict:
-        """Everything but the optimizer (PyTorch's layout: the attributes), JSON-able."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
+        """The progress: {"last_epoch": t, "base_lrs": [...]} (PyTorch's names), JSON-able. The settings are
+        the constructor's: a resumed run builds its schedule from its flags again (with a changed --epochs the
+        schedule then follows the new length from step t), then loads this."""
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore ``state_dict()``'s values and set the optimizer's lr for the restored step."""
-        unknown = set(state) - set(self.state_dict())
-        if unknown:
-            raise ConfigError(f"not a {type(self).__name__} state_dict (unexpected {sorted(unknown)})")
-        self.__dict__.update(state)
+        """Restore ``state_dict()``'s progress and set the optimizer's lr (and momentum) for that step."""
+        try:
+            self.last_epoch, self.base_lrs = int(state["last_epoch"]), [float(v) for v in state["base_lrs"]]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"not a {type(self).__name__} state_dict (needs last_epoch and base_lrs)") from None
         self._apply()
 
 
@@ -195,12 +197,3 @@ class SequentialLR(LRScheduler):
     def momentum_at(self, t):
         sched, local = self._current(t)
         return sched.momentum_at(local)
-
-    def state_dict(self):
-        return super().state_dict() | {"_schedulers": [s.state_dict() for s in self.schedulers]}
-
-    def load_state_dict(self, state):
-        state = dict(state)
-        for s, sd in zip(self.schedulers, state.pop("_schedulers", [])):
-            s.__dict__.update(sd)
-        super().load_state_dict(state)

@@ -33,10 +33,12 @@ def parse_betas(text) -> tuple[float, float]:
 
 
 def fill_defaults(cfg) -> None:
-    """Set cfg.lr and cfg.weight_decay where None to the chosen optimizer's default."""
-    if cfg.optimizer in DEFAULT_LR:
-        cfg.lr = DEFAULT_LR[cfg.optimizer] if cfg.lr is None else cfg.lr
-        cfg.weight_decay = DEFAULT_WEIGHT_DECAY[cfg.optimizer] if cfg.weight_decay is None else cfg.weight_decay
+    """Set cfg.lr and cfg.weight_decay where None to the chosen optimizer's default (ConfigError naming
+    --optimizer for an unknown one)."""
+    if cfg.optimizer not in OPTIMIZER_NAMES:
+        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZER_NAMES)} (got {cfg.optimizer!r})")
+    cfg.lr = DEFAULT_LR[cfg.optimizer] if cfg.lr is None else cfg.lr
+    cfg.weight_decay = DEFAULT_WEIGHT_DECAY[cfg.optimizer] if cfg.weight_decay is None else cfg.weight_decay
 
 
 def _range(flag, value, low, high=math.inf, low_open=False, high_open=True):
@@ -47,9 +49,8 @@ def _range(flag, value, low, high=math.inf, low_open=False, high_open=True):
 
 
 def check_options(cfg) -> None:
-    """ConfigError naming the first bad optimizer, schedule or label-smoothing flag (call after fill_defaults)."""
-    if cfg.optimizer not in OPTIMIZER_NAMES:
-        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZER_NAMES)} (got {cfg.optimizer!r})")
+    """ConfigError naming the first bad optimizer, schedule or label-smoothing flag."""
+    fill_defaults(cfg)
     if cfg.lr_schedule not in SCHEDULES:
         raise ConfigError(f"--lr-schedule must be one of {', '.join(SCHEDULES)} (got {cfg.lr_schedule!r})")
     parse_betas(cfg.betas)
