@@ -73,7 +73,7 @@ def devices(as_json, check):
               help="folder: resize every image to H x W  [default: the first training image's].")
 @click.option("--channels", default=None, type=int,
               help="folder: 1 (grey) or 3 (RGB)  [default: the first training image's].")
-@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them), a spec "
+@click.option("--model", default="fashion", show_default=True, help="A preset (`clcnn models` lists them), a spec "
               "string (c32k3p1-bn-relu-mp2-fc) or a JSON file.")
 @click.option("--device", default=None, help="auto | cpu | cl:N, or several (cl:0,cpu) to split each mini-batch "
               "across them  [default: $CLCNN_DEVICE or auto]")

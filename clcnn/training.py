@@ -26,7 +26,7 @@ class TrainConfig:
     """Everything one training run depends on (the CLI fills it from its flags)."""
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    model: str = "lenet5"
+    model: str = "fashion"   # a preset (clcnn.models.PRESETS), a spec string or a JSON file
     device: str = "auto"
     epochs: int = 1
     batch_size: int = 64

@@ -25,6 +25,12 @@ def clcnn(*args, env=None, timeout=600):
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def train_lenet5(*args, **kwargs):
+    """`clcnn train --model lenet5 ...`: the tests of flags, data and devices train LeNet-5 (the default model,
+    fashion, costs ~25x more per image)."""
+    return clcnn("train", "--model", "lenet5", *args, **kwargs)
+
+
 def write_idx(path: Path, array: np.ndarray, gz=True, magic_type=0x08):
     header = bytes([0, 0, magic_type, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(np.uint8).tobytes()
@@ -86,7 +92,7 @@ def test_devices_check_reports_each_device():
 def test_train_then_eval_on_synthetic_idx(tmp_path):
     data = make_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    res = clcnn("train", "--dataset", "fashion-mnist", "--data-dir", data, "--device", "cpu", "--epochs", 2,
+    res = train_lenet5("--dataset", "fashion-mnist", "--data-dir", data, "--device", "cpu", "--epochs", 2,
                 "--batch-size", 32, "--lr", 0.05, "--momentum", 0.9, "--out", out)
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -121,7 +127,7 @@ def test_cifar_shaped_100_classes_train_and_eval(tmp_path):
 def test_mismatched_train_and_test_shapes_give_one_line(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=32, n_test=16)
     write_idx(data / "t10k-images-idx3-ubyte.gz", np.zeros((16, 32, 32)))
-    assert_one_line_error(clcnn("train", "--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
+    assert_one_line_error(train_lenet5("--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
                           "training images are (1, 28, 28)", "(1, 32, 32)")
 
 
@@ -129,14 +135,14 @@ def test_empty_training_set_gives_one_line(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=32, n_test=16)
     write_idx(data / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
     write_idx(data / "train-labels-idx1-ubyte.gz", np.zeros(0))
-    assert_one_line_error(clcnn("train", "--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
+    assert_one_line_error(train_lenet5("--data-dir", data, "--device", "cpu", "--out", tmp_path / "run"),
                           "train-images-idx3-ubyte.gz", "empty")
 
 
 def test_mnist_uncompressed_via_clcnn_data(tmp_path):
     """--dataset mnist, plain (not gzipped) IDX files, found through $CLCNN_DATA/<name>."""
     make_dataset(tmp_path / "data", n_train=64, n_test=32, name="mnist", gz=False)
-    res = clcnn("train", "--dataset", "mnist", "--device", "cpu", "--out", tmp_path / "run",
+    res = train_lenet5("--dataset", "mnist", "--device", "cpu", "--out", tmp_path / "run",
                 env={"CLCNN_DATA": str(tmp_path / "data")})
     assert res.returncode == 0, res.stderr
     assert str(tmp_path / "data" / "mnist") in res.stdout
@@ -146,7 +152,7 @@ def test_mnist_uncompressed_via_clcnn_data(tmp_path):
 def test_train_on_pocl_synthetic(tmp_path, dev):
     open_device(dev)
     data = make_dataset(tmp_path / "data", n_train=128, n_test=64)
-    res = clcnn("train", "--data-dir", data, "--device", dev, "--epochs", 1, "--batch-size", 32, "--out",
+    res = train_lenet5("--data-dir", data, "--device", dev, "--epochs", 1, "--batch-size", 32, "--out",
                 tmp_path / "run")
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["device"] == dev
@@ -177,7 +183,7 @@ def _corrupt(kind, d: Path):
 def test_bad_dataset_files_give_one_line(tmp_path, kind, needle):
     d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
     _corrupt(kind, d)
-    res = clcnn("train", "--data-dir", d, "--device", "cpu", "--out", tmp_path / "run")
+    res = train_lenet5("--data-dir", d, "--device", "cpu", "--out", tmp_path / "run")
     assert_one_line_error(res, needle)
 
 
@@ -194,7 +200,7 @@ def test_bad_dataset_files_give_one_line(tmp_path, kind, needle):
                                            (["--out", "/proc/clcnn-run"], "--out")])
 def test_bad_flags_give_one_line(tmp_path, flags, needle):
     d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
-    res = clcnn("train", "--data-dir", d, "--out", tmp_path / "run", *flags)
+    res = train_lenet5("--data-dir", d, "--out", tmp_path / "run", *flags)
     assert_one_line_error(res, needle)
 
 
@@ -228,7 +234,7 @@ def test_train_real_fashion_mnist_on_pocl(tmp_path, dev):
     """The same recipe on PoCL over a 6k-image subset (PoCL is ~20x slower than numba here): well above chance."""
     _require_fashion()
     open_device(dev)
-    res = clcnn("train", "--dataset", "fashion-mnist", "--device", dev, "--epochs", 1, "--batch-size", 64,
+    res = train_lenet5("--dataset", "fashion-mnist", "--device", dev, "--epochs", 1, "--batch-size", 64,
                 "--lr", 0.05, "--momentum", 0.9, "--seed", 0, "--limit-train", 6000, "--out", tmp_path / "run")
     assert res.returncode == 0, res.stderr
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
@@ -256,4 +262,4 @@ UNUSABLE = [d["id"] for d in json.loads(clcnn("devices", "--json").stdout or "[]
 def test_unusable_device_gives_one_line(tmp_path, dev):
     """A device whose driver cannot build the kernels (here: the wheel's PoCL on a CPU its LLVM does not know)."""
     d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
-    assert_one_line_error(clcnn("train", "--data-dir", d, "--device", dev, "--out", tmp_path / "run"), dev)
+    assert_one_line_error(train_lenet5("--data-dir", d, "--device", dev, "--out", tmp_path / "run"), dev)

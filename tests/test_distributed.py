@@ -19,7 +19,7 @@ from test_cli import assert_one_line_error, clcnn as run_cli, make_dataset
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'clcnn[mpi]')")
 ENV = {"NUMBA_NUM_THREADS": "1"}
-COMMON = ["--epochs", 1, "--batch-size", 32, "--lr", 0.05, "--momentum", 0.9, "--seed", 0, "--no-progress"]
+COMMON = ["--model", "lenet5", "--epochs", 1, "--batch-size", 32, "--lr", 0.05, "--momentum", 0.9, "--seed", 0, "--no-progress"]
 
 
 def weights_diff(a: Path, b: Path) -> float:

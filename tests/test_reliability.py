@@ -101,7 +101,8 @@ def test_case6_strict_json_spells_non_finite_values():
 def test_case6_diverging_run_writes_strict_metrics(tmp_path):
     # `clcnn train --lr 1e10` wrote {"train_loss": NaN, ...} before: not JSON for JavaScript, Go or strict Python
     d = make_dataset(tmp_path / "data", n_train=32, n_test=16)
-    cfg = TrainConfig(data_dir=str(d), device="cpu", lr=1e10, batch_size=16, out=str(tmp_path / "run"))
+    cfg = TrainConfig(data_dir=str(d), device="cpu", lr=1e10, batch_size=16, out=str(tmp_path / "run"),
+                      model="lenet5")
     train(cfg, log=lambda *a, **k: None, show_progress=False)
     rows = [strict_loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows and rows[0]["train_loss"] == "NaN", rows   # the run diverged, and says so in standard JSON
