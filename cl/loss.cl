@@ -31,7 +31,8 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
         for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; sz += z[j] - mx; }
         const float inv = 1.0f / se;
         for (int j = 0; j < c; ++j) p[j] *= inv;
-        s += log(se) - (1.0f - smoothing) * (z[labels[row]] - mx) - smoothing * (sz / (float)c);
+        s += log(se) - (1.0f - smoothing) * (z[labels[row]] - mx)
+             - (smoothing != 0.0f ? smoothing * (sz / (float)c) : 0.0f);   // 0 * -inf logit would be NaN
     }
     part[lid] = s;
     tree_sum(part, lid);

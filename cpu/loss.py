@@ -28,7 +28,8 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, eps):
         inv = 1.0 / s
         for j in range(c):
             probs[base + j] = math.exp(logits[base + j] - m) * inv
-        rows[r] = math.log(s) - (1.0 - eps) * (logits[base + labels[r]] - m) - eps * (sz / c)
+        # the smoothing term only when eps != 0: 0 * (a -inf logit) would be NaN
+        rows[r] = math.log(s) - (1.0 - eps) * (logits[base + labels[r]] - m) - (eps * (sz / c) if eps != 0.0 else 0.0)
     total = 0.0
     for r in range(n):  # fixed order: the same loss for any thread count
         total += rows[r]

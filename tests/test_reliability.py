@@ -27,6 +27,8 @@ from clcnn.training import TrainConfig, train, train_epoch
 ROOT = Path(__file__).resolve().parent.parent
 FAST = [p for p in _device_params() if not p.id.endswith("-oclgrind")]   # numba and PoCL: cheap, every one
 POCL = [p.values[0] for p in FAST if p.id.endswith("-pocl")]
+# cpu and the first PoCL device; the other PoCL devices (the same check again, cold builds of a whole model) deep
+FIRST = [p if i < 2 else pytest.param(*p.values, id=p.id, marks=pytest.mark.deep) for i, p in enumerate(FAST)]
 NAN, INF = float("nan"), float("inf")
 
 
@@ -205,3 +207,81 @@ def test_kernel_cache_entry_checks():
     assert "checksum" in P._unpack(entry[:-1] + b"X", key)[1]
     assert "not a clcnn cache entry" in P._unpack(binary, key)[1]   # a bare driver binary
     assert P._unpack(b"", key) == (None, "empty")
+
+
+# ---- case 3 and the kind: special values as in PyTorch, identically on every device (the rule: base.py) ----
+SPECIAL = np.array([NAN, -1.0, 2.0, INF, -INF, -0.0, 3.4e38, -3.4e38, 1e-45], np.float32)
+
+
+@pytest.mark.parametrize("dev", FAST)
+def test_case3_relu_keeps_nan_and_negative_zero(dev):
+    # before: [nan, 0, 2, inf, 0] on cpu but [0, 0, 2, inf, 0] on PoCL (OpenCL's fmax drops NaN)
+    from clcnn.backends import get_backend
+    be = get_backend(dev)
+    y = be.zeros(SPECIAL.shape)
+    be.relu_forward(be.upload(SPECIAL), y, SPECIAL.size)
+    out = be.download(y)
+    want = np.array([NAN, 0, 2, INF, 0, -0.0, 3.4e38, 0, 1e-45], np.float32)   # torch.relu on the CPU
+    np.testing.assert_array_equal(out, want)
+    assert np.signbit(out[5]) and not np.signbit(out[1])
+    dx = be.zeros(SPECIAL.shape)
+    be.relu_backward(y, be.upload(np.ones_like(SPECIAL)), dx, SPECIAL.size)
+    np.testing.assert_array_equal(be.download(dx), [1, 0, 1, 1, 0, 0, 1, 0, 1])   # a NaN output passes dy
+
+
+@pytest.mark.parametrize("dev", FAST)
+def test_case3_maxpool_picks_nan_as_torch(dev):
+    from clcnn.backends import get_backend
+    be = get_backend(dev)
+    x = np.array([[1, NAN, 2, 3], [5, 6, -INF, -INF], [NAN, NAN, 0, 0], [0, 0, 0, 0]], np.float32)
+    # 2x2 windows: a NaN wins (index 1), -inf loses (3 at 3), the last NaN of a window wins (9), first of ties (10)
+    for k, stride, want_y, want_arg in ((2, 2, [[NAN, 3], [NAN, 0]], [[1, 3], [9, 10]]), (3, 1, None, None)):
+        ho = (4 - k) // stride + 1
+        y, arg = be.zeros((1, 1, ho, ho)), be.zeros((1, 1, ho, ho), np.int32)
+        be.maxpool_forward(be.upload(x.reshape(1, 1, 4, 4)), y, arg, 1, 1, 4, 4, k, stride)
+        ref_y, ref_arg = ref.maxpool_forward(x, 1, 1, 4, 4, k, stride)
+        if want_y is not None:
+            np.testing.assert_array_equal(ref_y.reshape(ho, ho), want_y)
+            np.testing.assert_array_equal(ref_arg.reshape(ho, ho), want_arg)
+        np.testing.assert_array_equal(be.download(y).reshape(ho, ho), ref_y.reshape(ho, ho).astype(np.float32))
+        np.testing.assert_array_equal(be.download(arg).reshape(ho, ho), ref_arg.reshape(ho, ho))
+        try:
+            import torch
+        except ImportError:
+            continue
+        ty, targ = torch.nn.functional.max_pool2d(torch.from_numpy(x).view(1, 1, 4, 4), k, stride,
+                                                  return_indices=True)
+        np.testing.assert_array_equal(ref_arg.reshape(ho, ho), targ.numpy().reshape(ho, ho))
+
+
+@pytest.mark.parametrize("dev", FAST)
+def test_case3_cross_entropy_of_special_logits(dev):
+    m = Sequential([Flatten()], input_shape=(3,)).to(dev)
+    z = np.array([[NAN, 1, 2], [INF, 1, 2], [-INF, 1, 2], [0, 1, 2]], np.float32)
+    rows = [m.gradients(z[i:i + 1], np.array([1]))[0] for i in range(4)]
+    # torch.nn.functional.cross_entropy: nan, nan, 1.3133, 1.4076
+    assert math.isnan(rows[0]) and math.isnan(rows[1])
+    assert rows[2] == pytest.approx(1.3133, abs=1e-4) and rows[3] == pytest.approx(1.4076, abs=1e-4)
+    assert rows[0] != rows[0] and math.isnan(m.gradients(z, np.array([1, 1, 1, 1]))[0])   # one NaN row: NaN mean
+
+
+@pytest.mark.parametrize("dev", FIRST)
+def test_case3_lenet_nan_pixel_gives_nan_logits_as_torch(dev):
+    # before: NaN logits on cpu but finite ones and a finite loss (8.406) on PoCL, with NaN in the gradients
+    m = models.lenet5(seed=0).to(dev)
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    x[0, 0, 3, 3] = NAN
+    logits = m.predict(x)
+    assert np.isnan(logits[0]).all() and np.isfinite(logits[1]).all(), logits
+    loss, grads = m.gradients(x, np.array([1, 2]))
+    assert math.isnan(loss) and np.isnan(grads["0.weight"]).any()
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(),
+                              torch.nn.Linear(84, 10))
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()})
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(np.isnan(logits), np.isnan(want))
+    np.testing.assert_allclose(logits[1], want[1], rtol=1e-4, atol=1e-5)
