@@ -20,6 +20,7 @@ import numpy as np
 
 from .backends.base import Mark
 from .errors import ConfigError
+from .parallel import set_buffers
 from .split import Group, GroupInfo, SplitPolicy, global_batch
 
 CHUNK_MIN = 32768   # gradient elements: a layer's gradients travel with the next layer's until a chunk has this many
@@ -211,9 +212,19 @@ class DistributedDataParallel(Group):
         if optimizer is not None:
             _step(optimizer, hyper)
             be.flush()
+        self._broadcast_buffers()
         if not sync:
             self._local_loss += local
         return local
+
+    def _broadcast_buffers(self) -> None:
+        """DDP's broadcast_buffers: after each step every rank takes rank 0's buffers (batch-norm running
+        statistics, which each rank updated from its own shard), so they stay identical on every rank."""
+        buffers = list(self.model.named_buffers())
+        if buffers and self.world_size > 1:
+            values = self.comm.bcast({k: b.current() for k, b in buffers} if self.rank == 0 else None, root=0)
+            if self.rank:
+                set_buffers(self.model, values)
 
 
 def _step(optimizer, hyper: np.ndarray) -> None:

@@ -110,11 +110,21 @@ class DataParallel(Group):
                     flat = np.zeros(r.flat_grad.shape, np.float32)
                     flat[r.flat_index()] = total
                     r.backend.upload_into(r.flat_grad, flat)
+        self._broadcast_buffers()
         if self.policy.measurable:
             ms = [1e3 * done[i][0] / (shards[i][1] - shards[i][0]) if i in done else None
                   for i in range(len(self.replicas))]
             self.policy.update(ms, n, 1e3 * (time.perf_counter() - t0))
         return loss
+
+    def _broadcast_buffers(self) -> None:
+        """DDP's broadcast_buffers: after each step every replica takes the lead's buffers (batch-norm running
+        statistics, which each replica updated from its own shard), so they stay identical everywhere."""
+        values = {k: b.current() for k, b in self.lead.named_buffers()}
+        if values:
+            for r in self.replicas:
+                if r is not self.lead:
+                    set_buffers(r, values)
 
     def _run_shards(self, x, y, shards) -> dict:
         """Every non-empty shard at once: OpenCL replicas are enqueued first and waited on by the pool's threads
@@ -144,6 +154,21 @@ class DataParallel(Group):
     def __repr__(self) -> str:
         split = "auto" if self.policy.auto else [round(float(f), 4) for f in self.policy.fractions]
         return f"DataParallel({self.device.id}, split={split})"
+
+
+def set_buffers(model, values: dict) -> None:
+    """Write ``values`` (name -> NumPy array, as ``named_buffers`` names them) into ``model``'s buffers: the
+    device copy where the buffer has one (asynchronously: the arrays are kept on the model until its next
+    write), else the host value."""
+    keep = []
+    for k, b in model.named_buffers():
+        v = np.ascontiguousarray(values[k], dtype=b.host.dtype)
+        if b.data is None:
+            b.host[...] = v
+        else:
+            model.backend.upload_into(b.data, v)
+            keep.append(v)
+    model._buffer_uploads = keep
 
 
 def _finish(t0, grad, loss, index) -> tuple[float, float, np.ndarray]:

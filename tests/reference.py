@@ -247,3 +247,86 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
     v = beta2 * f64(exp_avg_sq) + (1.0 - beta2) * g * g
     m_hat, v_hat = m / (1.0 - beta1 ** step), v / (1.0 - beta2 ** step)
     return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+# ---- issue 13 layers: batch-norm, dropout (Philox-4x32-10), average pooling, tanh, add ----------------------
+def batchnorm_forward(x, weight, bias, running_mean, running_var, eps, momentum, training):
+    """x: (N, C, inner) -> (y, new running_mean, new running_var, mean, invstd) as torch.nn.BatchNorm: the batch's
+    mean and biased variance normalise in training, the running ones update with the unbiased variance."""
+    x = f64(x)
+    if training:
+        m = x.shape[0] * x.shape[2]
+        mean, var = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+        rm = (1 - momentum) * f64(running_mean) + momentum * mean
+        rv = (1 - momentum) * f64(running_var) + momentum * var * m / (m - 1)
+    else:
+        mean, var, rm, rv = f64(running_mean), f64(running_var), f64(running_mean), f64(running_var)
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = (x - mean[None, :, None]) * (invstd * f64(weight))[None, :, None] + f64(bias)[None, :, None]
+    return y, rm, rv, mean, invstd
+
+
+def batchnorm_backward(x, dy, weight, mean, invstd, training):
+    """-> (dx, dweight, dbias): the gradient of batchnorm_forward (x: (N, C, inner)); in training the batch
+    statistics are functions of x, in eval they are constants."""
+    x, dy = f64(x), f64(dy)
+    xhat = (x - f64(mean)[None, :, None]) * f64(invstd)[None, :, None]
+    db, dw = dy.sum(axis=(0, 2)), (dy * xhat).sum(axis=(0, 2))
+    k = (f64(weight) * f64(invstd))[None, :, None]
+    if not training:
+        return k * dy, dw, db
+    m = x.shape[0] * x.shape[2]
+    return k * (dy - (db[None, :, None] + xhat * dw[None, :, None]) / m), dw, db
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def philox4x32_10(ctr, key):
+    """Philox-4x32-10 (Salmon et al., SC 2011) on Python ints: counter (4 words), key (2 words) -> 4 words."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & _MASK32, p1 & _MASK32, ((p0 >> 32) ^ c3 ^ k1) & _MASK32, p0 & _MASK32
+        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
+    return c0, c1, c2, c3
+
+
+def dropout_mask(size, key, step, stream, p):
+    """The keep mask (bool (size,)) of Backend.dropout_forward: element i kept when
+    philox((i >> 2, step, stream, 0), key)[i & 3] >> 8 >= round(p * 2^24)."""
+    threshold = int(round(p * (1 << 24)))
+    words = [w for blk in range((size + 3) // 4) for w in philox4x32_10((blk, step, stream, 0), key)]
+    return np.array([(w >> 8) >= threshold for w in words[:size]], dtype=bool)
+
+
+def avgpool_forward(x, kh, kw, stride):
+    """x: (N, C, H, W) -> window means (N, C, Ho, Wo), no padding."""
+    x = f64(x)
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    y = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            y[:, :, i, j] = x[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].mean(axis=(2, 3))
+    return y
+
+
+def avgpool_backward(dy, h, w, kh, kw, stride):
+    """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W), each window's dy/(kh*kw) spread over it."""
+    dy = f64(dy)
+    n, c, ho, wo = dy.shape
+    dx = np.zeros((n, c, h, w))
+    for i in range(ho):
+        for j in range(wo):
+            dx[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += dy[:, :, i:i + 1, j:j + 1] / (kh * kw)
+    return dx
+
+
+def tanh_forward(x) -> np.ndarray:
+    return np.tanh(f64(x))
+
+
+def tanh_backward(y, dy) -> np.ndarray:
+    return f64(dy) * (1.0 - f64(y) ** 2)

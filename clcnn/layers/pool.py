@@ -54,8 +54,9 @@ class AvgPool2D(Layer):
 
 
 class GlobalAvgPool2D(AvgPool2D):
-    """The mean of each channel over the image (Keras's GlobalAveragePooling2D; in PyTorch
-    ``nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())``, i.e. ``x.mean((2, 3))``).
+    """The mean of each channel over the image (Keras's GlobalAveragePooling2D; in PyTorch the one module
+    ``nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())``, i.e. ``x.mean((2, 3))``: one entry, so the
+    indices of the layers after it match an nn.Sequential's).
 
     Shape: x: (N, C, H, W) -> y: (N, C). No arguments.
     """
