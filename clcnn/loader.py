@@ -65,7 +65,8 @@ class Loader:
             (a resumed epoch skips the steps it has done).
     Shape: x float32 (n, C, H, W), y int32 (n,), n <= batch_size.
     Stats (``stats``): ``wait_seconds``, the time the loop spent waiting for a batch (0 when the thread keeps
-    ahead: the device never stalls on the host), ``produce_seconds`` (the thread's work), ``batches``.
+    ahead: the device never stalls on the host; ``first_wait_seconds`` of it for the first batch, which nothing
+    can overlap), ``produce_seconds`` (the thread's work), ``batches`` (taken by the loop).
     """
 
     def __init__(self, split, batch_size: int, rng: np.random.Generator | None = None, augment=None,
@@ -74,7 +75,7 @@ class Loader:
         if order is None:
             order = rng.permutation(n) if rng is not None else np.arange(n)
         self.order, self.augment = np.asarray(order), augment
-        self.stats = {"wait_seconds": 0.0, "produce_seconds": 0.0, "batches": 0}
+        self.stats = {"wait_seconds": 0.0, "first_wait_seconds": 0.0, "produce_seconds": 0.0, "batches": 0}
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=_produce, name="clcnn-loader", daemon=True,
@@ -95,7 +96,10 @@ class Loader:
         except BaseException:   # KeyboardInterrupt while waiting
             self.close()
             raise
-        self.stats["wait_seconds"] += time.perf_counter() - t0
+        waited = time.perf_counter() - t0
+        self.stats["wait_seconds"] += waited
+        if self.stats["batches"] == 0:
+            self.stats["first_wait_seconds"] = waited
         if item is _DONE:
             self.close()
             raise StopIteration

@@ -176,8 +176,10 @@ class Trainer:
         bar = Progress(total, state.step, desc, self.progress, self.log)
         t0 = time.perf_counter() - state.seconds
         try:
-            for x, y in loader.batches(self.split, self.batch_size, augment=self.augment, order=order,
-                                       start=state.step):   # prepared (and augmented) on a thread
+            batches = loader.batches(self.split, self.batch_size, augment=self.augment, order=order,
+                                     start=state.step)   # prepared (and augmented) on a thread
+            self.loader_stats = batches.stats   # its wait (the device idle for the host) and work, in seconds
+            for x, y in batches:
                 if state.pending and len(y) != state.size:   # the device total sums batch means: read it out
                     state.loss_sum, state.pending = state.loss_sum + model.read_loss() * state.size, 0
                 model.train_step(x, y, self.opt, sync=False)
