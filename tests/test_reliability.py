@@ -285,3 +285,34 @@ def test_case3_lenet_nan_pixel_gives_nan_logits_as_torch(dev):
         want = net(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(np.isnan(logits), np.isnan(want))
     np.testing.assert_allclose(logits[1], want[1], rtol=1e-4, atol=1e-5)
+
+
+# ---- the tuning cache is read back untrusted -------------------------------------------------------------
+def test_tuning_file_hand_edited_or_damaged_is_ignored_with_one_warning(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pyopencl")
+    from clcnn.backends import opencl_tune as T
+    from clcnn.backends.base import DeviceInfo
+    monkeypatch.setenv("CLCNN_TUNING_DIR", str(tmp_path))
+    monkeypatch.setattr(T, "_warned", set())
+    info = DeviceInfo("cl:9", "Test Device", "opencl", "cpu", "Test Platform", "OpenCL 3.0 test")
+    gemm = {"64x64x64:NN:b1": {"variant": "tiled", "TM": 16}}
+    path = T.save_tuning(info, gemm, 128, 1.5)
+    assert T.load_tuning(info) == {"gemm": gemm, "eltwise_wg": 128}
+    good = path.read_text()
+    cases = [good.replace('"eltwise_wg": 128', '"eltwise_wg": 100000'),   # hand-edited: the checksum fails
+             good[:len(good) // 2], "<html>not json</html>", "[1, 2]"]
+    for text in cases:
+        T._warned.clear()
+        path.write_text(text)
+        assert T.load_tuning(info) == {}
+        T.load_tuning(info)   # the second read of the same file in one process says nothing more
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("clcnn: warning: tuning file"), (text[:40], err)
+    doc = json.loads(good)   # a valid checksum but a value of the wrong kind is refused too
+    doc["eltwise_wg"] = 3
+    doc["checksum"] = T._checksum(doc)
+    path.write_text(json.dumps(doc))
+    T._warned.clear()
+    assert T.load_tuning(info) == {} and "eltwise_wg" in capsys.readouterr().err
+    path.unlink()
+    assert T.load_tuning(info) == {} and capsys.readouterr().err == ""   # untuned: no word

@@ -6,6 +6,10 @@ the GEMM configs (``gemm_candidates``) of every GEMM shape some training steps u
 work-group size, and saves the winners. Each candidate must reproduce the default config's result before it may
 win; times are device times from OpenCL profiling events, medians over repeats.
 
+The file is read back untrusted: it carries the SHA-256 of its own content ("checksum"); a file that is not JSON,
+fails its checksum (hand-edited, cut short) or holds values of the wrong kind is ignored with one warning line on
+stderr (the defaults are used), and each config in it is still checked by the backend before use.
+
 This module knows nothing of models: the caller (``clcnn tune``) hands it steps, callables that each run one
 training step on the backend without recording it (so every GEMM goes through ``backend.gemm``).
 """
@@ -15,6 +19,7 @@ import hashlib
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -42,23 +47,64 @@ def tuning_path(info) -> Path:
     return tuning_dir() / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
+def _checksum(doc: dict) -> str:
+    """SHA-256 of ``doc`` without its "checksum" entry, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _problem(doc, info) -> str:
+    """What is wrong with a tuning document read from disk ("" when nothing)."""
+    if not isinstance(doc, dict):
+        return "is not a JSON object"
+    if doc.get("checksum") != _checksum(doc):
+        return "fails its checksum (edited by hand, cut short, or written by an older clcnn)"
+    if doc.get("device") != _device_doc(info):
+        return "belongs to another device or driver"
+    gemm, wg = doc.get("gemm", {}), doc.get("eltwise_wg", 1)
+    if not isinstance(gemm, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in gemm.items()):
+        return "has a malformed gemm table"
+    if isinstance(wg, bool) or not isinstance(wg, int) or wg < 1 or wg & (wg - 1):
+        return f"has a bad eltwise_wg {wg!r} (a power of two)"
+    return ""
+
+
+_warned: set[str] = set()   # tuning files this process has already warned about
+
+
 def load_tuning(info) -> dict:
     """The saved winners of a device: {"gemm": {gemm_key: config}, "eltwise_wg": int}; {} when the device is
-    untuned, or its file is unreadable or belongs to another device or driver (the defaults are used then)."""
+    untuned, or (with one warning line per file and process) when its file is not JSON, fails its checksum,
+    belongs to another device or driver, or holds values of the wrong kind: the defaults are used then."""
+    path = tuning_path(info)
     try:
-        doc = json.loads(tuning_path(info).read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
-    same = isinstance(doc, dict) and doc.get("device") == _device_doc(info)
-    return {k: doc[k] for k in ("gemm", "eltwise_wg") if k in doc} if same else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        doc, why = None, f"cannot be read ({exc})"
+    else:
+        try:
+            doc = json.loads(text)
+            why = _problem(doc, info)
+        except ValueError:
+            doc, why = None, "is not valid JSON"
+    if why:
+        if str(path) not in _warned:
+            _warned.add(str(path))
+            print(f"clcnn: warning: tuning file {path} {why}: ignored, the default kernel configs are used "
+                  "(clcnn tune writes a new one)", file=sys.stderr, flush=True)
+        return {}
+    return {k: doc[k] for k in ("gemm", "eltwise_wg") if k in doc}
 
 
 def save_tuning(info, gemm: dict, eltwise_wg: int, seconds: float) -> Path:
     """Write a device's winners (atomically) and return the file's path; OSError if it cannot be written."""
     path = tuning_path(info)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"device": _device_doc(info), "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      "seconds": seconds, "gemm": gemm, "eltwise_wg": eltwise_wg})
+    doc = json.loads(json.dumps({"device": _device_doc(info), "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 "seconds": float(seconds), "gemm": gemm, "eltwise_wg": int(eltwise_wg)}))
+    write_json(path, {**doc, "checksum": _checksum(doc)})   # the checksum of what a later load will parse
     return path
 
 
