@@ -7,6 +7,7 @@ from __future__ import annotations
 import io as _bytes
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,11 @@ def _series(rows: list[dict], key: str):
     return (epochs, values) if np.isfinite(values).any() else None
 
 
-def _figure(width: float, height: float, ncols: int = 1):
-    from matplotlib.figure import Figure   # no pyplot: no global state, no GUI backend, safe in threads
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+def _figure(width: float, height: float, ncols: int = 1, layout: str | None = "constrained"):
+    """A Figure (no pyplot: no global state, no GUI backend, safe in threads) and its row of axes. ``layout``
+    None: fixed margins (drawn once; the constrained layout draws twice, twice the time)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=110, layout=layout)
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
@@ -88,34 +91,46 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
-def _run_title(run_dir: Path, rows: list[dict]) -> str:
-    last = rows[-1]
-    where = f" on {last['device']}" if "device" in last else ""
-    return f"{run_dir.resolve().name}: {len(rows)} epoch{'s' * (len(rows) != 1)}{where}"
+def _run_title(run_dir: Path, rows: list[dict], title: str | None) -> str:
+    """"TITLE - FOLDER (N epochs, DEVICE)"."""
+    where = f", {rows[-1]['device']}" if "device" in rows[-1] else ""
+    heading = f"{run_dir.resolve().name} ({len(rows)} epoch{'s' * (len(rows) != 1)}{where})"
+    return f"{title} \u2014 {heading}" if title else heading
 
 
 def save_curves(run_dir, path=None, title: str | None = None) -> Path:
     """Loss and accuracy per epoch of one run (train, and val and test where the rows have them) as a PNG:
-    ``path`` (default RUN_DIR/curves.png). Returns the path; DataError when there are no metrics."""
+    ``path`` (default RUN_DIR/curves.png), headed "TITLE - FOLDER (N epochs, DEVICE)". Returns the path;
+    DataError when there are no metrics."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
-    fig, (loss_ax, acc_ax) = _figure(11, 4.2, ncols=2)
-    for ax, metric, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "accuracy", "accuracy")):
+    fig, (loss_ax, acc_ax) = _figure(11, 4.2, ncols=2, layout=None)   # drawn after every epoch: the cheap way
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.85, wspace=0.2)
+    marker = "o" if len(rows) <= 40 else None
+    for ax, metric, label in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
         for split, _ in SPLITS:
             series = _series(rows, f"{split}_{metric}")
             if series is None:
                 continue
             last = series[1][np.isfinite(series[1])][-1]
             shown = f"{last:.1%}" if metric == "accuracy" else f"{last:.4f}"
-            ax.plot(*series, marker="o", markersize=4, linewidth=2, color=COLOURS[split],
+            ax.plot(*series, marker=marker, markersize=4, linewidth=2, color=COLOURS[split],
                     label=f"{split} (last {shown})")
         _style_axes(ax, metric.capitalize(), label, percent=metric == "accuracy")
         if ax.get_lines():
             ax.legend(loc="best", frameon=False)
         else:
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(title or _run_title(run_dir, rows), fontsize=13)
+    fig.suptitle(_run_title(run_dir, rows, title), fontsize=13)
     return _save(fig, path or run_dir / CURVES)
+
+
+def after_epoch(run_dir, title: str | None = None) -> Path | None:
+    """What training calls after each epoch: ``save_curves(run_dir, title=title)`` (RUN_DIR/curves.png), unless
+    $CLCNN_CURVES is "0" (a test suite that trains many short runs can skip matplotlib's ~1 s per process)."""
+    if os.environ.get("CLCNN_CURVES", "1").strip() == "0":
+        return None
+    return save_curves(run_dir, title=title)
 
 
 def save_overlay(run_dirs, path, labels=None) -> Path:
@@ -136,8 +151,7 @@ def save_overlay(run_dirs, path, labels=None) -> Path:
                 if series is not None:
                     ax.plot(*series, linestyle=style, marker="o", markersize=3, linewidth=1.8, color=colour)
                     used.add(split)
-        _style_axes(ax, metric.capitalize(), "cross-entropy loss" if metric == "loss" else "accuracy",
-                    percent=metric == "accuracy")
+        _style_axes(ax, metric.capitalize(), metric, percent=metric == "accuracy")
         handles = [Line2D([], [], color="0.3", linestyle=style, label=split) for split, style in SPLITS
                    if split in used]
         if handles:
@@ -154,7 +168,7 @@ def save_confusion(matrix, class_names, path, title: str = "Confusion matrix") -
     cm = np.asarray(matrix, np.int64)
     k = len(cm)
     shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    side = min(4.0 + 0.45 * k, 16.0)
+    side = min(4.0 + 0.45 * k, 12.0)
     fig, (ax,) = _figure(side + 1.2, side)
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")

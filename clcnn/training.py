@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, io, loader
+from . import checkpoint, data, io, loader, plots
 from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
 from .progress import Progress
@@ -419,3 +419,4 @@ class _Run:
                                              for d, v in row["split"].items()))
         io.append_jsonl(self.out / "metrics.jsonl", row)
         io.save_safetensors(self.out / "model.safetensors", model.state_dict(), self.meta)
+        plots.after_epoch(self.out, title=f"{cfg.model} on {cfg.dataset}")   # OUT/curves.png, atomically

@@ -13,6 +13,7 @@ from clcnn.model import Sequential
 from clcnn.models import get_model
 from clcnn.training import TrainConfig, save_meta
 from test_cli import assert_one_line_error, clcnn
+from test_predict import cli_error
 
 RTOL = 1e-5   # float32 logits of two implementations, relative to the largest logit
 
@@ -127,16 +128,6 @@ def test_cli_writes_both(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "m.onnx").stat().st_size > 100_000 and "def build()" in (tmp_path / "m.py").read_text()
     assert not list(tmp_path.glob(".*tmp"))
-
-
-def cli_error(*args) -> str:
-    """The user error `clcnn ARGS` stops with, in-process (cli.run prints it as one line; test_cli checks that)."""
-    from click.testing import CliRunner
-    from clcnn.cli import main
-    from clcnn.errors import ClcnnError
-    res = CliRunner().invoke(main, [str(a) for a in args])
-    assert isinstance(res.exception, ClcnnError), (res.exception, res.output)
-    return str(res.exception)
 
 
 def test_cli_errors(tmp_path):
