@@ -217,3 +217,24 @@ def test_cli_folder_with_validation_and_bad_image(tmp_path):
     res = clcnn("datasets", env=env)
     assert res.returncode == 0, res.stderr
     assert all(n in res.stdout for n in ("mnist", "fashion-mnist", "cifar10", "cifar100", "folder:"))
+
+
+def test_parallel_decode_matches_and_names_a_bad_file(tmp_path):
+    """The worker processes fill the shared .npy exactly as a serial decode does; a file no worker can read is
+    one DataError naming it."""
+    from clcnn.data import decode
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (30, 3, 9, 7), dtype=np.uint8)
+    export_png(tmp_path / "f", "train", x, np.arange(30) % 3, ["a", "b", "c"])
+    _, files, _ = image_folder.list_split(tmp_path / "f" / "train")
+    out = {}
+    for workers in (1, 2):
+        npy = tmp_path / f"w{workers}.npy"
+        np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(30, 3, 9, 7)).flush()
+        decode.decode_all(files, (9, 7), 3, npy, workers=workers, min_parallel=0)
+        out[workers] = np.load(npy)
+    np.testing.assert_array_equal(out[2], out[1])
+    np.testing.assert_array_equal(out[1], _by_class(x, np.arange(30) % 3)[0])
+    Path(files[25]).write_bytes(b"GIF89a broken")
+    with pytest.raises(DataError, match=f"{files[25]}: not an image Pillow can read"):
+        decode.decode_all(files, (9, 7), 3, tmp_path / "w2.npy", workers=2, min_parallel=0)

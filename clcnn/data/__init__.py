@@ -58,15 +58,17 @@ class DatasetInfo:
 
 
 def channel_stats(images: np.ndarray, block: int = 8192) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of the [0, 1]-scaled pixels of uint8 ``images`` (N, C, H, W) (std 0 -> 1),
-    summed in float64 over blocks of images (a memory-mapped array is never copied whole)."""
-    s = sq = 0.0
+    """Per-channel mean and std of the [0, 1]-scaled pixels of uint8 ``images`` (N, C, H, W) (std 0 -> 1): the
+    pixel sums and sums of squares are exact integers, taken over blocks of images (a memory-mapped array is
+    never copied whole), then mean = S / (255 n), var = Q / (255^2 n) - mean^2 in float64."""
+    s = q = np.zeros(images.shape[1], np.uint64)
     for i in range(0, len(images), block):
-        x = np.asarray(images[i:i + block], np.float64) / 255.0
-        s, sq = s + x.sum(axis=(0, 2, 3)), sq + (x * x).sum(axis=(0, 2, 3))
-    count = len(images) * images.shape[2] * images.shape[3]
-    mean = s / count
-    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+        x = np.asarray(images[i:i + block])
+        s = s + x.sum(axis=(0, 2, 3), dtype=np.uint64)
+        q = q + np.square(x, dtype=np.uint32).sum(axis=(0, 2, 3), dtype=np.uint64)
+    count = float(len(images) * images.shape[2] * images.shape[3])
+    mean = s.astype(np.float64) / (255.0 * count)
+    std = np.sqrt(np.maximum(q.astype(np.float64) / (255.0 * 255.0 * count) - mean * mean, 0.0))
     return tuple(float(m) for m in mean), tuple(float(v) if v > 1e-12 else 1.0 for v in std)
 
 

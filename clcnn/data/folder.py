@@ -2,7 +2,7 @@
 (with no ``test/``, the test split is cut from the training images). Images are read with Pillow, converted to
 one channel count (1: "L", 3: "RGB") and resized (bilinear) to one (H, W).
 
-Decoding is done once, in parallel (worker processes, each decoding a run of files), into a memory-mapped
+Decoding is done once, in parallel (clcnn.data.decode: worker processes), into a memory-mapped
 ``.npy`` under $CLCNN_DATA/decoded (else ~/.cache/clcnn/decoded) named by a SHA-256 of every image's relative
 path, size and modification time plus the requested shape: a changed, added or removed file means a new decode,
 an unchanged folder is read back with no decoding at all.
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .decode import decode_all, first_shape
 from .registry import cache_root
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-PARALLEL_FROM = 2000   # images: fewer are decoded in this process (starting workers costs more)
 CACHE_VERSION = "1"    # bumped when the decoded layout or the conversion changes
 
 
@@ -39,10 +37,11 @@ def parse_size(text) -> tuple[int, int] | None:
     return h, w
 
 
-def list_split(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[Path], np.ndarray]:
-    """(class names, image files, labels (N,) int64) of one split folder: one sub-folder per class, sorted by
-    name (torchvision's order), the images of each found recursively and sorted. With ``classes`` (the training
-    split's), the split's class folders must be among them. DataError for no classes or no images."""
+def list_split(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """(class names, image files as str paths, labels (N,) int64) of one split folder: one sub-folder per class,
+    sorted by name (torchvision's order), the images of each found recursively and sorted. With ``classes``
+    (the training split's), the split's class folders must be among them. DataError for no classes or no
+    images. (Plain strings, not Paths: 60,000 Path objects cost seconds.)"""
     names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not names:
         raise DataError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
@@ -53,7 +52,7 @@ def list_split(root: Path, classes: list[str] | None = None) -> tuple[list[str],
     index = {n: i for i, n in enumerate(classes or names)}
     files, labels = [], []
     for name in names:
-        found = sorted(Path(dp) / f for dp, _, fs in os.walk(root / name) for f in fs
+        found = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(root, name)) for f in fs
                        if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
         files += found
         labels += [index[name]] * len(found)
@@ -62,62 +61,15 @@ def list_split(root: Path, classes: list[str] | None = None) -> tuple[list[str],
     return classes or names, files, np.asarray(labels, np.int64)
 
 
-def fingerprint(files: list[Path], base: Path, size, channels: int) -> str:
+def fingerprint(files: list[str], base: Path, size, channels: int) -> str:
     """SHA-256 (hex, first 32 digits) of the decode's inputs: each file's path relative to ``base``, byte size
     and mtime in ns, and the target (H, W) and channel count."""
     h = hashlib.sha256(f"{CACHE_VERSION}|{size}|{channels}\n".encode())
+    cut = len(os.path.join(str(base), ""))
     for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(base)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        st = os.stat(f)
+        h.update(f"{f[cut:]}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
-
-
-def decode(path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file -> uint8 (channels, H, W). DataError naming the file when Pillow cannot read it."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
-    return a[None] if channels == 1 else a.transpose(2, 0, 1)
-
-
-def _decode_run(args) -> np.ndarray:
-    """Worker: a run of files -> uint8 (n, C, H, W)."""
-    paths, size, channels = args
-    out = np.empty((len(paths), channels, *size), np.uint8)
-    for i, p in enumerate(paths):
-        out[i] = decode(p, size, channels)
-    return out
-
-
-def first_shape(path: Path) -> tuple[tuple[int, int], int]:
-    """((H, W), channels) of one image: 1 channel for grey modes (1, L, LA, I, F), else 3."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            return (im.height, im.width), 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
-
-
-def decode_all(files: list[Path], size, channels: int, out: np.ndarray, workers: int | None = None) -> None:
-    """Decode ``files`` into ``out`` (uint8 (N, C, H, W), e.g. a memmap), in ``workers`` processes (default:
-    the CPU count; 1, or fewer than PARALLEL_FROM files: in this process)."""
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(files) < PARALLEL_FROM:
-        for i, f in enumerate(files):
-            out[i] = decode(f, size, channels)
-        return
-    step = max(64, -(-len(files) // (workers * 8)))
-    runs = [(files[i:i + step], size, channels) for i in range(0, len(files), step)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:   # spawn: no forked threads
-        for i, chunk in zip(range(0, len(files), step), pool.map(_decode_run, runs)):
-            out[i:i + len(chunk)] = chunk
 
 
 def cached_decode(files: list[Path], base: Path, size, channels: int, log=None) -> np.ndarray:
@@ -142,9 +94,8 @@ def cached_decode(files: list[Path], base: Path, size, channels: int, log=None) 
     try:
         if log:
             log(f"decoding {len(files)} images of {base} into {path}")
-        decode_all(files, size, channels, arr)
-        arr.flush()
-        del arr
+        del arr   # the header is written; the workers fill the images in place
+        decode_all(files, size, channels, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
