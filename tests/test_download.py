@@ -154,3 +154,14 @@ def test_offline_cli_names_the_files_and_the_folder(tmp_path):
     res = clcnn("train", "--dataset", "mnist", "--no-download", "--device", "cpu", "--out", tmp_path / "run",
                 env=env)
     assert_one_line_error(res, "pass --download", "train-images-idx3-ubyte.gz", str(tmp_path / "data" / "mnist"))
+
+
+def test_a_set_of_files_is_downloaded_all_or_nothing(tmp_path, server):
+    """MNIST's four files: the third one missing on the server (404) removes the two already fetched."""
+    remotes = SPECS["mnist"].remotes
+    for r in remotes[:2] + remotes[3:]:
+        server.files[f"/{r.filename}"] = b"x"
+    digests = {r.filename: _sha(b"x") for r in remotes}
+    with pytest.raises(dl.DownloadError, match=f"{remotes[2].filename} failed: HTTP 404"):
+        dl.ensure(remotes, tmp_path / "d", base_url=server.base, digests=digests, progress=False)
+    assert _leftovers(tmp_path / "d") == [] and server.hits == {f"/{r.filename}": 1 for r in remotes[:2]}

@@ -126,16 +126,23 @@ def fetch(url: str, dest, sha256: str, *, retries: int = 3, wait: float = 1.0, t
 
 def ensure(remotes, folder, *, base_url: str | None = None, digests: dict | None = None, progress: bool = True,
            log=None, **fetch_args) -> list[Path]:
-    """Fetch each of ``remotes`` (registry.Remote) that ``folder`` lacks; returns their paths. ``base_url``
+    """Fetch each of ``remotes`` (registry.Remote) that ``folder`` lacks; returns their paths. When one fails, the
+    files this call fetched before it are removed again (the error is raised). ``base_url``
     replaces the official host (else $CLCNN_MIRROR, else the official URL); ``digests`` (file name -> SHA-256)
     replaces the pinned digests (for tests serving their own files). Other keywords go to fetch."""
-    folder, paths = Path(folder), []
-    for remote in remotes:
-        dest = folder / remote.filename
-        if not dest.is_file():
-            sha = (digests or {}).get(remote.filename, remote.sha256)
-            fetch(mirrored(remote, base_url), dest, sha, progress=progress, log=log, **fetch_args)
-        paths.append(dest)
+    folder, paths, fetched = Path(folder), [], []
+    try:
+        for remote in remotes:
+            dest = folder / remote.filename
+            if not dest.is_file():
+                sha = (digests or {}).get(remote.filename, remote.sha256)
+                fetched.append(fetch(mirrored(remote, base_url), dest, sha, progress=progress, log=log,
+                                     **fetch_args))
+            paths.append(dest)
+    except BaseException:   # all or nothing: a data set half downloaded would be found, and fail, next time
+        for path in fetched:
+            path.unlink(missing_ok=True)
+        raise
     return paths
 
 
