@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends.base import Mark
 from .errors import ConfigError
-from .parallel import set_buffers
+from .parallel import set_buffers, set_dropout_stream
 from .split import Group, GroupInfo, SplitPolicy, global_batch
 
 CHUNK_MIN = 32768   # gradient elements: a layer's gradients travel with the next layer's until a chunk has this many
@@ -103,6 +103,7 @@ class DistributedDataParallel(Group):
     def __init__(self, model, comm, split="auto"):
         self.model, self.comm, self.rank, self.world_size = model, comm, comm.rank, comm.size
         model.load_state_dict(comm.bcast(model.state_dict(), root=0))
+        set_dropout_stream(model, self.rank)
         self.devices = comm.allgather(model.device.id)
         self.policy = SplitPolicy(split, [f"rank {r} ({d})" for r, d in enumerate(self.devices)])
         self.chunks = grad_chunks(model)

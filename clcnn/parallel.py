@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .errors import ConfigError, DeviceError
+from .layers import Dropout, walk
 from .split import Group, GroupInfo, SplitPolicy, global_batch
 
 
@@ -41,6 +42,8 @@ class DataParallel(Group):
         if not ids or len(set(ids)) != len(ids):
             raise ConfigError(f"DataParallel needs at least one device, each at most once (got {','.join(ids)})")
         self.replicas = [model.to(ids[0])] + [model.clone().to(d) for d in ids[1:]]
+        for i, r in enumerate(self.replicas):
+            set_dropout_stream(r, i)
         self.policy = SplitPolicy(split, [f"{r.device.id} ({r.device.name})" for r in self.replicas])
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(ids))   # waits on the devices
         self._loss_sum = 0.0   # host total of the sync=False steps' losses since read_loss
@@ -154,6 +157,14 @@ class DataParallel(Group):
     def __repr__(self) -> str:
         split = "auto" if self.policy.auto else [round(float(f), 4) for f in self.policy.fractions]
         return f"DataParallel({self.device.id}, split={split})"
+
+
+def set_dropout_stream(model, stream: int) -> None:
+    """Every Dropout layer of ``model`` draws from Philox stream ``stream`` (a replica's or rank's index), so
+    the shards of one step get independent masks."""
+    for layer in walk(model.layers):
+        if isinstance(layer, Dropout):
+            layer.stream = int(stream)
 
 
 def set_buffers(model, values: dict) -> None:

@@ -284,8 +284,10 @@ def test_data_parallel_keeps_running_stats_identical():
     ids = [d for d in usable_device_ids(simulators=False)][:2]
     if len(ids) < 2:
         pytest.skip("needs two devices")
-    m = Sequential([Conv2D(1, 3, 3), BatchNorm2D(3), ReLU(), Flatten(), Dense(12, 2)], input_shape=(1, 4, 4))
+    m = Sequential([Conv2D(1, 3, 3), BatchNorm2D(3), ReLU(), Flatten(), Dropout(0.2), Dense(12, 2)],
+                   input_shape=(1, 4, 4))
     net = DataParallel(m, ids, split=[0.5, 0.5])
+    assert [r.layers[4].stream for r in net.replicas] == [0, 1]   # independent masks for the two shards
     opt = _sgd(net)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -423,3 +425,40 @@ def test_new_ops_clean_under_oclgrind(tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--oclgrind"]:
     sys.exit(_oclgrind_main())
+
+
+MPI_BN = r'''
+import json, sys
+import numpy as np
+from clcnn.distributed import DistributedDataParallel, mpi_world
+from clcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, ReLU
+from clcnn.model import Sequential
+from clcnn.optim import SGD
+comm = mpi_world()
+m = Sequential([Conv2D(1, 3, 3), BatchNorm2D(3), ReLU(), Flatten(), Dense(12, 2)], input_shape=(1, 4, 4),
+               seed=comm.rank).to("cpu")   # different seeds: the constructor must broadcast rank 0's state
+net = DistributedDataParallel(m, comm, split=[0.25, 0.75])
+opt, rng = SGD(net, lr=0.1), np.random.default_rng(0)
+for _ in range(3):
+    net.train_step((rng.standard_normal((8, 1, 4, 4)) + 1).astype(np.float32), rng.integers(0, 2, 8), opt)
+sd = m.state_dict()
+print(json.dumps({k: sd[k].tolist() for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked")}))
+'''
+
+
+@pytest.mark.deep
+def test_mpi_ranks_keep_running_stats_identical(tmp_path):
+    # two ranks normalise shards of 2 and 6 images each with their own statistics; rank 0's buffers win
+    import shutil
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install 'clcnn[mpi]')")
+    script = tmp_path / "bn.py"
+    script.write_text(MPI_BN)
+    res = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, "NUMBA_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 2 and rows[0] == rows[1], rows
+    got = __import__("json").loads(rows[0])
+    assert got["1.num_batches_tracked"] == 3 and got["1.running_mean"] != [0.0, 0.0, 0.0]

@@ -12,14 +12,14 @@ from .dense import Dense, Flatten
 from .dropout import Dropout
 from .norm import BatchNorm1D, BatchNorm2D
 from .pool import AvgPool2D, GlobalAvgPool2D
-from .residual import Residual, fuse_chain
+from .residual import Residual, fuse_chain, walk
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, BatchNorm1D,
                                         BatchNorm2D, Dropout, AvgPool2D, GlobalAvgPool2D, Residual)}
 
 __all__ = ["LAYERS", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Buffer", "Conv2D", "Dense", "Dropout", "Flatten",
            "GlobalAvgPool2D", "Layer", "MaxPool2D", "Parameter", "ReLU", "Residual", "Sigmoid", "Tanh", "from_config",
-           "fuse_chain", "layer_config"]
+           "fuse_chain", "layer_config", "walk"]
 
 
 def layer_config(layer: Layer) -> dict:

@@ -20,6 +20,14 @@ def fuse_chain(layers: list) -> None:
             prev.backward_in_next, nxt.relu_mask = True, True
 
 
+def walk(layers):
+    """Every layer of a chain, each Residual followed by its sub-layers (depth first, main branch first)."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from walk(x for _, x in layer._named())
+
+
 def _chain(items, what: str) -> list:
     from . import from_config   # the registry (clcnn.layers) imports this module
     if not isinstance(items, (list, tuple)) or not items:
