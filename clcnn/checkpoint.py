@@ -253,9 +253,9 @@ def quote(path) -> str:
     return shlex.quote(str(path))
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(Exception):
     """The run stopped on SIGINT or SIGTERM after saving its checkpoint; ``exit_code`` is 128 + the signal
-    (130, 143), the shell's convention."""
+    (130, 143), the shell's convention. (Not a KeyboardInterrupt: click would turn that into its "Aborted!".)"""
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)

@@ -10,6 +10,7 @@ import click
 
 from . import data, io
 from .backends import list_devices
+from .checkpoint import Interrupted
 from .errors import ClcnnError, ConfigError, DeviceError
 from .launch import exit_process
 
@@ -255,6 +256,9 @@ def run():
     except click.ClickException as exc:
         click.echo(f"clcnn: error: {exc.format_message()}", err=True)
         exit_process(exc.exit_code)
+    except Interrupted as exc:   # SIGINT/SIGTERM in training: a checkpoint is saved; exit 128 + the signal
+        click.echo(f"clcnn: {exc}", err=True)
+        exit_process(exc.exit_code)
     except ClcnnError as exc:
         click.echo(f"clcnn: error: {_one_line(exc)}", err=True)
         exit_process(2)
@@ -263,10 +267,9 @@ def run():
             raise
         click.echo(f"clcnn: error: {_one_line(DeviceError(f'the device failed: {exc}'))}", err=True)
         exit_process(2)
-    except KeyboardInterrupt as exc:   # training.Interrupted: a checkpoint is saved, exit 128 + the signal
-        click.echo(f"clcnn: {exc or 'interrupted'}", err=True)
-        exit_process(getattr(exc, "exit_code", 130))
-
+    except KeyboardInterrupt:
+        click.echo("clcnn: interrupted", err=True)
+        exit_process(130)
 
 
 if __name__ == "__main__":

@@ -159,13 +159,13 @@ class Trainer:
     augment = None   # a clcnn.augment.Augment applied to every batch on the loader's thread (set by _Run)
 
     def __init__(self, model, opt, split, batch_size, progress="bar", log=print, save=None, checkpoint_every=None,
-                 stop=None, epochs=1):
+                 stop=None):
         self.model, self.opt, self.split, self.batch_size = model, opt, split, batch_size
         self.progress, self.log, self.save, self.every, self.stop = progress, log, save, checkpoint_every, stop
-        self.epochs = epochs
         self.schedule = None   # an optim.lr_scheduler schedule stepped after every step, or None
 
     def steps_per_epoch(self) -> int:
+        """Steps in one epoch: ceil(training images / batch size)."""
         return -(-len(self.split) // self.batch_size)
 
     def run_epoch(self, state: EpochState, order: np.ndarray, desc: str = "") -> bool:
@@ -335,8 +335,8 @@ class _Run:
             checkpoint.write_run(self.out, asdict(cfg), command)
         self.trainer = Trainer(model, opt, train_set, cfg.batch_size, progress, log, self.save if lead else None,
                                cfg.checkpoint_every)
-        self.trainer.augment = self.augment
         self.trainer.schedule = schedule
+        self.trainer.augment = self.augment
 
     def _restore(self, saved: dict, command) -> None:
         """Continue ``saved``: weights, registered state, shuffle, metrics so far, the epoch in progress."""
@@ -365,12 +365,12 @@ class _Run:
         """The epochs from the saved point (or the first) to cfg.epochs; returns the per-epoch metrics."""
         cfg, dev, st = self.cfg, self.model.device, self.state
         info, n = self.info, self.trainer.steps_per_epoch()
-        self.log(f"training {cfg.model} on {cfg.dataset} ({len(self.train_set)} train / {len(self.test_set)} test "
-                 f"images {'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from {info.dir}) on "
-                 f"{dev.id}: {dev.name} -> {self.out}")
-        if cfg.resume:
-            self.log(f"resuming {self.out} at epoch {st.epoch} step {st.step}/{n}")
-        with checkpoint.StopRequest() as stop:
+        with checkpoint.StopRequest() as stop:   # from here a signal stops the run at a step, with a checkpoint
+            self.log(f"training {cfg.model} on {cfg.dataset} ({len(self.train_set)} train / {len(self.test_set)} "
+                     f"test images {'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from "
+                     f"{info.dir}) on {dev.id}: {dev.name} -> {self.out}")
+            if cfg.resume:
+                self.log(f"resuming {self.out} at epoch {st.epoch} step {st.step}/{n}")
             self.trainer.stop = stop
             while self.state.epoch <= cfg.epochs:
                 st = self.state
