@@ -96,10 +96,11 @@ def erase_boxes(rng: np.random.Generator, n: int, h: int, w: int, p: float) -> n
     first = np.argmax(fits, axis=1)
     ok = erase & fits[np.arange(n), first]
     u = rng.random((n, 2))   # one pair per image, used where a box is placed
-    for i in np.flatnonzero(ok):
-        eh, ew = bh[i, first[i]], bw[i, first[i]]
-        top, left = int(u[i, 0] * (h - eh + 1)), int(u[i, 1] * (w - ew + 1))
-        boxes[i] = (top, left, eh, ew)
+    rows = np.flatnonzero(ok)
+    eh, ew = bh[rows, first[rows]], bw[rows, first[rows]]
+    boxes[rows, 0] = (u[rows, 0] * (h - eh + 1)).astype(np.int64)   # uniform in [0, h - eh]
+    boxes[rows, 1] = (u[rows, 1] * (w - ew + 1)).astype(np.int64)
+    boxes[rows, 2], boxes[rows, 3] = eh, ew
     return boxes
 
 
