@@ -78,7 +78,7 @@ def _split(obj, key: str, tensors: dict):
     if isinstance(obj, np.ndarray):
         if key in tensors:
             raise ValueError(f"checkpoint: two arrays at {key!r}")
-        tensors[key] = np.ascontiguousarray(obj)
+        tensors[key] = obj if obj.flags.c_contiguous else obj.copy(order="C")   # (ascontiguousarray makes 0-d 1-d)
         return {"__tensor__": key}
     if isinstance(obj, dict):
         if not all(isinstance(k, str) for k in obj):

@@ -14,6 +14,7 @@ import numpy as np
 from . import checkpoint, data, io, loader, plots
 from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
+from .layers import walk
 from .progress import Progress
 from .models import get_model
 from .optim import recipe
@@ -318,9 +319,9 @@ class _Run:
         self.registry.register("optimizer", opt)
         if schedule is not None:
             self.registry.register("lr_scheduler", schedule)
-        for i, layer in enumerate(net.layers):   # a layer with state of its own (a dropout RNG counter)
+        for i, layer in enumerate(walk(net.layers)):   # a layer with state of its own (a dropout RNG counter)
             if callable(getattr(layer, "state_dict", None)) and callable(getattr(layer, "load_state_dict", None)):
-                self.registry.register(f"layers.{i}", layer)
+                self.registry.register(f"layers.{i}", layer)   # i: its place in layers.walk order
         if getattr(model, "policy", None) is not None:   # a group's split and measured times
             self.registry.register("split", model.policy)
         self.augment = make_augment(cfg, info)
