@@ -6,7 +6,8 @@ Formulas (Ioffe & Szegedy 2015; PyTorch's nn.BatchNorm semantics), M = N*inner v
               running_var  = (1-momentum)*running_var  + momentum*var*M/(M-1)   (unbiased)
     eval:     mean = running_mean, invstd = 1/sqrt(running_var + eps)
     y = (x - mean)*invstd*weight + bias; mean and invstd are saved for backward.
-Channel sums are accumulated in float64 in a fixed order (the same result for any thread count).
+Channel sums: float32 per (n, c) row, the row sums in float64 in a fixed order (the same result for any
+thread count).
 """
 from __future__ import annotations
 
@@ -18,24 +19,30 @@ from numba import njit, prange
 from ._arrays import flat
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
 def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum, training):
-    # x, y: (N, C, inner); w, b, rmean, rvar, smean, sinv: (C,); one channel per iteration
+    # x, y: (N, C, inner); w, b, rmean, rvar, smean, sinv: (C,); one channel per iteration. Each (n, c) row is
+    # summed in float32 lanes (reassoc lets it vectorise; a row is short), the row sums in float64 in order.
     count = n * inner
     for ci in prange(c):
         if training:
             s = 0.0
             for nn in range(n):
                 base = (nn * c + ci) * inner
+                r = np.float32(0.0)
                 for t in range(inner):
-                    s += x[np.uint64(base + t)]
+                    r += x[np.uint64(base + t)]
+                s += r
             mean = s / count
+            m32 = np.float32(mean)
             q = 0.0
             for nn in range(n):
                 base = (nn * c + ci) * inner
+                r = np.float32(0.0)
                 for t in range(inner):
-                    d = x[np.uint64(base + t)] - mean
-                    q += d * d
+                    d = x[np.uint64(base + t)] - m32
+                    r += d * d
+                q += r
             var = q / count
             rmean[ci] = (1.0 - momentum) * rmean[ci] + momentum * mean
             rvar[ci] = (1.0 - momentum) * rvar[ci] + momentum * (q / (count - 1) if count > 1 else var)
@@ -52,33 +59,35 @@ def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum
                 y[np.uint64(base + t)] = (x[np.uint64(base + t)] - m32) * scale + shift
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+@njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
 def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta, need_dx):
     # x, dy, dx: (N, C, inner); dw, db: (C,) = beta*(.) + sum(dy*xhat), sum(dy);
-    # dx = w*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) in training, w*invstd*dy in eval
+    # dx = w*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) in training, w*invstd*dy in eval (rows as forward's)
     count = n * inner
     for ci in prange(c):
-        mean, inv = float(smean[ci]), float(sinv[ci])
+        mean, inv = smean[ci], sinv[ci]
         sdy, sdyx = 0.0, 0.0
         for nn in range(n):
             base = (nn * c + ci) * inner
+            ra, rb = np.float32(0.0), np.float32(0.0)
             for t in range(inner):
-                g = float(dy[np.uint64(base + t)])
-                sdy += g
-                sdyx += g * (x[np.uint64(base + t)] - mean) * inv
+                g = dy[np.uint64(base + t)]
+                ra += g
+                rb += g * (x[np.uint64(base + t)] - mean)
+            sdy += ra
+            sdyx += rb
+        sdyx *= float(inv)
         dw[ci] = sdyx if beta == 0.0 else beta * dw[ci] + sdyx
         db[ci] = sdy if beta == 0.0 else beta * db[ci] + sdy
         if need_dx:
             k = w[ci] * inv
+            a = np.float32(sdy / count) if training else np.float32(0.0)
+            bb = np.float32(sdyx / count * inv) if training else np.float32(0.0)
             for nn in range(n):
                 base = (nn * c + ci) * inner
                 for t in range(inner):
                     i = np.uint64(base + t)
-                    g = float(dy[i])
-                    if training:
-                        xhat = (x[i] - mean) * inv
-                        g = g - (sdy + xhat * sdyx) / count
-                    dx[i] = k * g
+                    dx[i] = k * (dy[i] - a - (x[i] - mean) * bb)
 
 
 def batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner, eps,
