@@ -53,6 +53,14 @@ class Dropout(Layer):
             return self._start
         return int(np.uint32(self.backend.download(self.counter)[0].view(np.uint32)))
 
+    @step.setter
+    def step(self, value: int) -> None:
+        """Set the step counter (a resumed run puts its checkpoint's back, so it draws the masks it would have)."""
+        self._start = int(value) & 0xFFFFFFFF
+        if getattr(self, "counter", None) is not None:
+            self.backend.upload_into(self.counter, np.array([np.uint32(self._start).view(np.int32)], np.int32))
+            self.backend.synchronize()
+
     def clone(self):
         twin = super().clone()
         twin.key, twin.stream, twin._start = self.key, self.stream, self.step
