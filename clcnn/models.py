@@ -7,11 +7,12 @@ input shape and class count; the layers are indexed like the equivalent PyTorch 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import ConfigError
 from .model import Sequential
-from .specs import PATTERNS, load_json, parse_spec
+from .specs import load_json, parse_spec
 
 _BLOCK = "res(c{0}k3{1}p1-bn-relu-c{0}k3p1-bn)-relu"   # ResNet's basic block (He et al. 2016), ReLU after the sum
 
@@ -30,6 +31,7 @@ PRESETS = {   # name -> (spec, the (C, H, W) it is built for by default, what it
                 "ResNet-8 for 32x32 images (He et al.'s CIFAR ResNet, n=1, projection shortcuts)"),
 }
 INPUT_SHAPES = {name: shape for name, (_, shape, _) in PRESETS.items()}   # (C, H, W) of each preset by default
+_TOKEN_START = r"c\d|mp\d|ap\d|gap|flat|fc|bn|relu|sigmoid|tanh|drop|res\("   # how a spec string starts
 DEFAULT_INPUT_SHAPE = (1, 28, 28)   # a spec string or JSON file built without a data set
 
 
@@ -64,7 +66,7 @@ def get_model(name: str, input_shape=None, num_classes: int = 10, seed: int | No
         layers = parse_spec(preset[0], shape, int(num_classes))
     elif is_json(name):
         layers, loss = load_json(name, shape, int(num_classes))
-    elif "-" not in name and "(" not in name and not any(r.fullmatch(name.lower()) for r, _ in PATTERNS):
+    elif "-" not in name and not re.match(_TOKEN_START, name.lower()):   # a word, not a spec: a name mistyped
         raise ConfigError(f"unknown model {name!r} (presets: {', '.join(PRESETS)}; or a spec string such as "
                           f"c32k3p1-bn-relu-mp2-fc, or a JSON file)")
     else:

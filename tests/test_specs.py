@@ -72,6 +72,8 @@ def test_round_trip_new_layers():
     ("c8k3)", r"unbalanced '\)'"),
     ("res(c8k3p1|c4k1|c4k1)", r"token 1 .*more than one '\|'"),
     ("res(c8k3p1-bx)", r"token 2 of the res\(\.\.\.\) 'bx'"),
+    ("vgg99", r"unknown model 'vgg99' \(presets: lenet5, cifar, fashion"),
+    ("resnet", "unknown model"),
 ])
 def test_errors_name_the_token(spec, match):
     with pytest.raises(ConfigError, match=match) as info:
