@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from . import io
 from .errors import ConfigError, ShapeError
 
 
@@ -57,7 +58,7 @@ def evaluate(run_dir, weights, model, dataset, data_dir, device, batch_size, con
     save_confusion(result["confusion"], run.info.class_names, png,
                    title=f"{dataset} test: accuracy {result['accuracy']:.1%} ({result['images']} images)")
     if as_json:
-        click.echo(json.dumps({"dataset": dataset, "split": "test", **result, "confusion_png": str(png)}, indent=1))
+        click.echo(io.dumps({"dataset": dataset, "split": "test", **result, "confusion_png": str(png)}, indent=1))
         return
     click.echo(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}  ({result['images']} "
                f"images, {result['device']})")

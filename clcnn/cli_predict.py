@@ -1,10 +1,9 @@
 """`clcnn predict DIR IMAGE...`: the most probable classes of image files under a trained run's model."""
 from __future__ import annotations
 
-import json
-
 import click
 
+from . import io
 from .errors import ConfigError
 
 DEVICE_HELP = "auto | cpu | cl:N  [default: $CLCNN_DEVICE or auto]"
@@ -35,7 +34,7 @@ def predict(run_dir, images, top, as_json, device, batch_size):
     run = load_run(run_dir)
     rows = predict_files(run, list(images), top=top, device=device, batch_size=batch_size)
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(io.dumps(rows, indent=1))
         return
     width = max(len(r["file"]) for r in rows)
     name_width = max(len(p["class"]) for r in rows for p in r["predictions"])

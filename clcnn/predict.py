@@ -115,9 +115,9 @@ def load_run(path, preset: str | None = None, input_shape=None, num_classes: int
 
 def load_image(path, input_shape) -> np.ndarray:
     """uint8 (C, H, W) pixels of image file ``path``, read as the image-folder data sets read theirs
-    (clcnn.data.folder.decode): converted to grey (C = 1) or RGB (C = 3), resized to (H, W) with bilinear
+    (clcnn.data.decode.decode): converted to grey (C = 1) or RGB (C = 3), resized to (H, W) with bilinear
     filtering when its size differs. DataError naming the file when Pillow cannot read it."""
-    from .data.folder import decode
+    from .data.decode import decode
     c, h, w = input_shape
     if c not in (1, 3):
         raise ConfigError(f"the model takes {c}-channel images; image files give 1 (grey) or 3 (RGB) channels")

@@ -43,8 +43,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     folder = make_dataset(root / "data", n_train=256, n_test=128)
     out = root / "run"
-    res = clcnn("train", "--dataset", "fashion-mnist", "--data-dir", folder, "--device", "cpu", "--epochs", 2,
-                "--batch-size", 32, "--momentum", 0.9, "--out", out, "--no-progress", env={"CLCNN_CURVES": "1"})
+    res = clcnn("train", "--dataset", "fashion-mnist", "--data-dir", folder, "--model", "lenet5", "--device", "cpu",
+                "--epochs", 2, "--batch-size", 32, "--momentum", 0.9, "--out", out, "--no-progress",
+                env={"CLCNN_CURVES": "1"})
     assert res.returncode == 0, res.stderr
     return folder, out
 
