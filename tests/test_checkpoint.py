@@ -134,12 +134,13 @@ def test_write_is_atomic_the_previous_checkpoint_survives_a_failed_write(tmp_pat
 
 
 def _cfg(tmp_path, data, **kw):
-    base = dict(data_dir=str(data), model="lenet5", device="cpu", epochs=1, batch_size=32, limit_train=64,
+    base = dict(data_dir=str(data), model="c4k5-relu-mp2-flat-fc", device="cpu", epochs=1, batch_size=32, limit_train=64,
                 lr=0.05, out=str(tmp_path / "run"))
     return TrainConfig(**{**base, **kw})
 
 
-def test_resume_refusals_name_what_differs(tmp_path):
+def test_resume_refusals_name_what_differs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCNN_CURVES", "0")   # no matplotlib: not what this tests
     data = tiny_dataset(tmp_path)
     train(_cfg(tmp_path, data), log=quiet, show_progress=False)
     run = tmp_path / "run"
@@ -161,7 +162,7 @@ def test_resume_refusals_name_what_differs(tmp_path):
         train(resume_config(TrainConfig(resume=str(run)), given=["resume"]), log=quiet, show_progress=False)
     # another model behind the same name, other data behind the same folder
     cfg = resume_config(TrainConfig(resume=str(run), epochs=2), given=["resume", "epochs"])
-    cfg.model = "c4k5-relu-mp2-flat-fc"
+    cfg.model = "c6k5-relu-mp2-flat-fc"
     with pytest.raises(ConfigError, match="another model"):
         train(cfg, log=quiet, show_progress=False)
     tiny_dataset(tmp_path, seed=1)   # the files change under the run

@@ -21,10 +21,11 @@ from test_checkpoint import quiet, tiny_dataset
 
 POCL = [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
 TIMING = ("seconds", "images_per_second")
+SMALL = "c4k5-relu-mp2-flat-fc"   # conv, ReLU, pool, dense at a fifth of LeNet-5's step time
 
 
 def _cfg(data, out, device="cpu", **kw):
-    base = dict(data_dir=str(data), model="lenet5", device=device, epochs=2, batch_size=8, limit_train=96,
+    base = dict(data_dir=str(data), model=SMALL, device=device, epochs=2, batch_size=8, limit_train=96,
                 lr=0.02, momentum=0.9, out=str(out))   # 12 steps an epoch: loss reads at steps 5 and 10 (see read_often) and at the end
     return TrainConfig(**{**base, **kw})
 
@@ -142,23 +143,31 @@ def test_crash_after_a_step_checkpoint_resumes_bit_identical(data, reference, tm
     _assert_same(_result(out), reference)
 
 
-@pytest.mark.parametrize("spec", [
-    "c4k3p1-bn-relu-res(c4k3p1-bn)-relu-mp2-flat-fc",   # buffers: running stats, num_batches_tracked (0-d)
-    pytest.param("c4k5-relu-mp2-drop0.3-flat-fc", marks=pytest.mark.xfail(
+RECIPE = dict(optimizer="adamw", momentum=0.0, lr=0.003, lr_schedule="cosine", warmup_epochs=0.5,
+              augment="crop:2,flip,erase:0.3", val_fraction=0.2, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("spec, flags", [
+    ("c4k3p1-bn-relu-res(c4k3p1-bn)-relu-mp2-flat-fc", {}),   # buffers: running stats, num_batches_tracked (0-d)
+    (SMALL, RECIPE),   # registered state: Adam's moments and step, the schedule, the augmentation stream; val split
+    pytest.param("c4k5-relu-mp2-drop0.3-flat-fc", {}, marks=pytest.mark.xfail(
         strict=True, reason="Dropout has no state_dict() yet: its Philox step counter is not in the checkpoint")),
-])
-def test_resume_mid_epoch_with_layer_state_is_bit_identical(data, tmp_path, spec):
+], ids=["bn-residual", "adamw-cosine-augment-val", "dropout"])
+def test_resume_mid_epoch_with_more_state_is_bit_identical(data, tmp_path, spec, flags):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    train(_cfg(data, ref, model=spec, epochs=1, limit_train=48), log=quiet, show_progress=False)
-    undo = _stop_at(4, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    cfg = dict(model=spec, limit_train=48, **flags)   # 6 steps an epoch (5 with the val split)
+    train(_cfg(data, ref, **cfg), log=quiet, show_progress=False)
+    undo = _stop_at(5 + 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
         with pytest.raises(checkpoint.Interrupted):
-            train(_cfg(data, out, model=spec, epochs=1, limit_train=48), log=quiet, show_progress=False)
+            train(_cfg(data, out, **cfg), log=quiet, show_progress=False)
     finally:
         undo()
+    assert checkpoint.load(out / CHECKPOINT)["epoch_state"]["epoch"] == 2
     _resume(out)
-    (w, _, rows), (w_ref, _, rows_ref) = _result(out), _result(ref)
+    (w, opt, rows), (w_ref, opt_ref, rows_ref) = _result(out), _result(ref)
     assert rows == rows_ref and all(np.array_equal(w[k], w_ref[k]) for k in w_ref), spec
+    assert all(np.array_equal(opt[k][n], opt_ref[k][n]) for k in opt_ref for n in opt_ref[k])
 
 
 @pytest.mark.deep   # ~10 s of PoCL builds cold (batch 8's shapes are build constants); ~2 s warm
@@ -184,13 +193,13 @@ def test_sigint_to_a_real_clcnn_train_saves_prints_the_resume_command_and_resume
     exe = Path(sys.executable).with_name("clcnn")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "clcnn"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["train", "--data-dir", data, "--model", "lenet5", "--device", "cpu", "--epochs", 30, "--batch-size", 8,
+    args = ["train", "--data-dir", data, "--model", SMALL, "--device", "cpu", "--epochs", 30, "--batch-size", 8,
             "--limit-train", 200, "--out", out]
     proc = subprocess.Popen(cmd + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
         first = proc.stdout.readline()   # printed once the signal handlers are in place, before the first step
-        assert first.startswith("training lenet5"), first + proc.stderr.read()
+        assert first.startswith(f"training {SMALL}"), first + proc.stderr.read()
         os.kill(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
