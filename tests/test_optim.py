@@ -350,9 +350,9 @@ def test_new_kernels_clean_under_oclgrind(tmp_path):
 
 # ---- a training run: the flags end to end, and an exact resume of the schedule and Adam's state ----------------
 @pytest.mark.parametrize("flags", [
-    dict(optimizer="adamw", lr=0.01, momentum=0.0, lr_schedule="onecycle", label_smoothing=0.1),
+    dict(optimizer="adamw", lr=0.01, momentum=0.0, lr_schedule="onecycle", label_smoothing=0.1, model="lenet5"),
     pytest.param(dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=True, lr_schedule="cosine",
-                      warmup_epochs=0.5), marks=pytest.mark.deep),   # the same path again (~7 s)
+                      warmup_epochs=0.5, model="lenet5"), marks=pytest.mark.deep),   # the same path again
 ])
 def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, flags):
     # SIGTERM at epoch 2 step 7 (12 steps an epoch), then --resume: the weights, the optimizer's state and the
@@ -401,3 +401,47 @@ def test_training_flags_are_range_checked():
     cfg = TrainConfig(optimizer="adamw")
     cfg.validate()
     assert (cfg.lr, cfg.weight_decay) == (1e-3, 1e-2)
+
+
+ONE_RANK_ADAM = r'''
+import json, sys, warnings
+import numpy as np
+from mpi4py import MPI
+sys.path.insert(0, sys.argv[1])
+from clcnn.distributed import DistributedDataParallel
+from clcnn.optim import AdamW, lr_scheduler
+from test_optim import tiny_net
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+single = tiny_net(seed=3).to("cpu")
+m = DistributedDataParallel(tiny_net(seed=3).to("cpu"), MPI.COMM_WORLD)
+o1, o2 = AdamW(single, lr=1e-2), AdamW(m, lr=1e-2)
+s1, s2 = lr_scheduler.CosineAnnealingLR(o1, T_max=6), lr_scheduler.CosineAnnealingLR(o2, T_max=6)
+for i, n in enumerate([8, 8, 3, 8, 8, 5]):
+    x, y = rng.standard_normal((n, 6)).astype(np.float32), rng.integers(0, 3, n)
+    single.train_step(x, y, o1, sync=i < 2)
+    m.train_step(x, y, o2, sync=i < 2)   # sync=False: the update runs at the next call, with this step's values
+    s1.step(); s2.step()
+d1, d2 = o1.state_dict(), o2.state_dict()   # the pending update is finished first
+want, got = single.state_dict(), m.state_dict()
+err = max(float(np.abs(want[k] - got[k]).max()) for k in want)
+state_err = max(float(np.abs(d1["state"][k][s] - d2["state"][k][s]).max()) for k in d1["state"] for s in d1["state"][k])
+print(json.dumps({"err": err, "state_err": state_err, "steps": [o1.step_count, o2.step_count]}))
+'''
+
+
+@pytest.mark.deep   # ~4 s of a subprocess with MPI; the lean grid covers DataParallel's replicas
+def test_adam_under_one_mpi_rank_steps_like_one_process():
+    # DistributedDataParallel defers a sync=False step's update to the next call: the step count (bias
+    # correction) and the scheduled lr it runs with are still that step's.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("mpi4py")
+    res = subprocess.run([sys.executable, "-c", ONE_RANK_ADAM, str(Path(__file__).resolve().parent)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "NUMBA_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["err"] <= 1e-6 and out["state_err"] <= 1e-6 and out["steps"] == [6, 6], out
