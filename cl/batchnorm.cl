@@ -54,6 +54,60 @@ void batchnorm_stats(__global const float* restrict x, __global float* restrict 
     }
 }
 
+// The split form of batchnorm_stats for big batches (GPUs): work-group (s, ch) reduces the flattened (n, i) range
+// [s*chunk, min((s+1)*chunk, M)) of channel ch to part[(ch*S + s)*3 ..] = (count, mean, M2) (two passes over its
+// chunk: the mean, then the sum of squared deviations from it). Grid (S*WG, C).
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void batchnorm_stats_partial(__global const float* restrict x, __global float* restrict part, const int n,
+                             const int c, const int inner, const int chunk)
+{
+    __local float red[WG];
+    const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
+    const int start = s * chunk, end = min(start + chunk, n * inner);
+    float acc = 0.0f;
+    for (int idx = start + lid; idx < end; idx += WG)
+        acc += x[((idx / inner) * c + ch) * inner + idx % inner];
+    const float cnt = (float)max(end - start, 0);
+    const float mean = cnt > 0.0f ? wg_sum(red, acc) / cnt : wg_sum(red, 0.0f);
+    acc = 0.0f;
+    for (int idx = start + lid; idx < end; idx += WG) {
+        const float d = x[((idx / inner) * c + ch) * inner + idx % inner] - mean;
+        acc += d * d;
+    }
+    const float m2 = wg_sum(red, acc);
+    if (lid == 0) {
+        part[(ch * S + s) * 3] = cnt;
+        part[(ch * S + s) * 3 + 1] = mean;
+        part[(ch * S + s) * 3 + 2] = m2;
+    }
+}
+
+// part: (C, S, 3) -> smean, sinv and the running statistics as batchnorm_stats (training); the S partial
+// (count, mean, M2) combined in order by Chan, Golub & LeVeque's pairwise update ("Updating formulae and a
+// pairwise algorithm for computing sample variances", 1979). One work-item per channel.
+__kernel void batchnorm_stats_final(__global const float* restrict part, __global float* restrict rmean,
+                                    __global float* restrict rvar, __global float* restrict smean,
+                                    __global float* restrict sinv, const int c, const int S, const float eps,
+                                    const float momentum)
+{
+    const int ch = get_global_id(0);
+    if (ch >= c) return;
+    float na = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int s = 0; s < S; ++s) {
+        const float nb = part[(ch * S + s) * 3];
+        if (nb == 0.0f) continue;
+        const float delta = part[(ch * S + s) * 3 + 1] - mean, nab = na + nb;
+        mean += delta * (nb / nab);
+        m2 += part[(ch * S + s) * 3 + 2] + delta * delta * (na * nb / nab);
+        na = nab;
+    }
+    const float var = m2 / na;
+    smean[ch] = mean;
+    sinv[ch] = 1.0f / sqrt(var + eps);
+    rmean[ch] = (1.0f - momentum) * rmean[ch] + momentum * mean;
+    rvar[ch] = (1.0f - momentum) * rvar[ch] + momentum * (na > 1.0f ? m2 / (na - 1.0f) : var);
+}
+
 // x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c]; total = N*C*inner work-items
 __kernel void batchnorm_apply(__global const float* restrict x, __global float* restrict y,
                               __global const float* restrict w, __global const float* restrict b,
@@ -92,6 +146,50 @@ void batchnorm_backward_reduce(__global const float* restrict x, __global const 
         dw[ch] = (beta != 0.0f ? beta * dw[ch] : 0.0f) + sdyx;
         db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + sdy;
     }
+}
+
+// The split form of batchnorm_backward_reduce (GPUs): work-group (s, ch) sums its chunk of channel ch to
+// part[(ch*S + s)*2 ..] = (sum(dy), sum(dy*xhat)); grid (S*WG, C). batchnorm_backward_final adds them in order.
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void batchnorm_backward_partial(__global const float* restrict x, __global const float* restrict dy,
+                                __global const float* restrict smean, __global const float* restrict sinv,
+                                __global float* restrict part, const int n, const int c, const int inner,
+                                const int chunk)
+{
+    __local float red[WG];
+    const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
+    const int end = min((s + 1) * chunk, n * inner);
+    const float mean = smean[ch], inv = sinv[ch];
+    float a = 0.0f, bx = 0.0f;
+    for (int idx = s * chunk + lid; idx < end; idx += WG) {
+        const int i = ((idx / inner) * c + ch) * inner + idx % inner;
+        a += dy[i];
+        bx += dy[i] * ((x[i] - mean) * inv);
+    }
+    const float sa = wg_sum(red, a);
+    const float sb = wg_sum(red, bx);
+    if (lid == 0) {
+        part[(ch * S + s) * 2] = sa;
+        part[(ch * S + s) * 2 + 1] = sb;
+    }
+}
+
+// part: (C, S, 2) -> sums (2, C), dw, db as batchnorm_backward_reduce; one work-item per channel
+__kernel void batchnorm_backward_final(__global const float* restrict part, __global float* restrict sums,
+                                       __global float* restrict dw, __global float* restrict db, const int c,
+                                       const int S, const float beta)
+{
+    const int ch = get_global_id(0);
+    if (ch >= c) return;
+    float sdy = 0.0f, sdyx = 0.0f;
+    for (int s = 0; s < S; ++s) {
+        sdy += part[(ch * S + s) * 2];
+        sdyx += part[(ch * S + s) * 2 + 1];
+    }
+    sums[ch] = sdy;
+    sums[c + ch] = sdyx;
+    dw[ch] = (beta != 0.0f ? beta * dw[ch] : 0.0f) + sdyx;
+    db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + sdy;
 }
 
 // dx = w*sinv*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when training, else w*sinv*dy; total = N*C*inner

@@ -81,6 +81,23 @@ def test_batchnorm_ops(dev, case):
         check(got, want, tol, f"batchnorm {what}")
 
 
+@pytest.fixture(scope="module", params=[p for p in _lean_params() if p.id != "cpu"])
+def cl_dev(request):
+    from conftest import open_device
+    return open_device(request.param)
+
+
+@pytest.mark.parametrize("splits", [2, 3])
+def test_batchnorm_split_reductions(cl_dev, splits, monkeypatch):
+    # the OpenCL kernels' form for GPUs: S work-groups per channel (Chan's pairwise combination of (count, mean,
+    # M2) partials in the forward, ordered partial sums in the backward), forced here on any OpenCL device
+    dev = cl_dev
+    monkeypatch.setattr(dev, "batchnorm_splits", splits)
+    for case in [(3, 2, 7, True, 1.0), (2, 3, 5, True, 0.0)]:
+        for what, got, want, tol in run_batchnorm(dev, np.random.default_rng(splits), *case):
+            check(got, want, tol, f"batchnorm {what} (S={splits}, case {case})")
+
+
 def run_avgpool(be, rng, n, c, h, w, kh, kw, stride):
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     x, dy = randn(rng, n, c, h, w), randn(rng, n, c, ho, wo)
@@ -401,6 +418,9 @@ def _oclgrind_main() -> int:
         return 2
     be, rng, fails = clcnn.get_backend(devs[0].id), np.random.default_rng(0), []
     results = run_batchnorm(be, rng, 3, 2, 5, True, 1.0) + run_batchnorm(be, rng, 2, 2, 1, False, 0.0)
+    be.batchnorm_splits = 3
+    results += run_batchnorm(be, rng, 3, 2, 5, True, 0.0)
+    be.batchnorm_splits = None
     results += run_avgpool(be, rng, 1, 2, 5, 5, 3, 3, 2) + run_avgpool(be, rng, 2, 1, 3, 2, 3, 2, 1)
     results += run_eltwise(be, rng, 37)
     for what, got, want, tol in results:

@@ -20,18 +20,36 @@ def _f(v) -> np.float32:
 
 class OpenCLOpsNorm:
     """Mixin of OpenCLOps (so of OpenCLBackend): relies on the backend's ``kernel``, ``_run``, ``_eltwise``,
-    ``scratch`` and ``reduce_wg``."""
+    ``scratch``, ``reduce_wg`` and ``compute_units``."""
 
     # ---- batch normalisation ----------------------------------------------------------------------------
+    # Per-channel reductions: one work-group per channel, or, where that leaves the device idle (few channels
+    # over a big batch, as on GPUs), S work-groups per channel whose partials a second launch combines in order.
+    batchnorm_splits: int | None = None   # S forced (tests); None: ~4 work-groups per compute unit in all
+
+    def _bn_splits(self, count: int, c: int) -> tuple[int, int]:
+        """(S, chunk): S work-groups per channel, each over ``chunk`` of the channel's ``count`` values."""
+        wg = self.reduce_wg
+        S = self.batchnorm_splits or max(1, min(-(-count // (4 * wg)), -(-4 * self.compute_units // c), 1024))
+        chunk = -(-count // S)
+        return max(1, -(-count // chunk)), chunk
+
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
                           eps, momentum, training):
-        # one work-group per channel for the statistics, then one elementwise pass
         wg = self.reduce_wg
         if c <= 0:
             return
-        self._run(self.kernel("batchnorm.cl", "batchnorm_stats", {"WG": wg}), (c * wg,), (wg,), x.buf,
-                  running_mean.buf, running_var.buf, save_mean.buf, save_invstd.buf, _i(n), _i(c), _i(inner),
-                  _f(eps), _f(momentum), _i(bool(training)))
+        S, chunk = self._bn_splits(n * inner, c) if training else (1, 0)
+        if S == 1:
+            self._run(self.kernel("batchnorm.cl", "batchnorm_stats", {"WG": wg}), (c * wg,), (wg,), x.buf,
+                      running_mean.buf, running_var.buf, save_mean.buf, save_invstd.buf, _i(n), _i(c), _i(inner),
+                      _f(eps), _f(momentum), _i(bool(training)))
+        else:
+            part = self.scratch("batchnorm_part", 3 * c * S)
+            self._run(self.kernel("batchnorm.cl", "batchnorm_stats_partial", {"WG": wg}), (S * wg, c), (wg, 1),
+                      x.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
+            self._eltwise("batchnorm.cl", "batchnorm_stats_final", c, part.buf, running_mean.buf, running_var.buf,
+                          save_mean.buf, save_invstd.buf, _i(c), _i(S), _f(eps), _f(momentum), defines={"WG": wg})
         total = n * c * inner
         self._eltwise("batchnorm.cl", "batchnorm_apply", total, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
                       save_invstd.buf, _i(c), _i(inner), _i(total), defines={"WG": wg})
@@ -42,9 +60,17 @@ class OpenCLOpsNorm:
         if c <= 0:
             return
         sums = self.scratch("batchnorm_sums", 2 * c)
-        self._run(self.kernel("batchnorm.cl", "batchnorm_backward_reduce", {"WG": wg}), (c * wg,), (wg,), x.buf,
-                  dy.buf, save_mean.buf, save_invstd.buf, sums.buf, dweight.buf, dbias.buf, _i(n), _i(c),
-                  _i(inner), _f(beta))
+        S, chunk = self._bn_splits(n * inner, c)
+        if S == 1:
+            self._run(self.kernel("batchnorm.cl", "batchnorm_backward_reduce", {"WG": wg}), (c * wg,), (wg,),
+                      x.buf, dy.buf, save_mean.buf, save_invstd.buf, sums.buf, dweight.buf, dbias.buf, _i(n), _i(c),
+                      _i(inner), _f(beta))
+        else:
+            part = self.scratch("batchnorm_part", 2 * c * S)
+            self._run(self.kernel("batchnorm.cl", "batchnorm_backward_partial", {"WG": wg}), (S * wg, c), (wg, 1),
+                      x.buf, dy.buf, save_mean.buf, save_invstd.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
+            self._eltwise("batchnorm.cl", "batchnorm_backward_final", c, part.buf, sums.buf, dweight.buf,
+                          dbias.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
         if dx is not None:
             total = n * c * inner
             self._eltwise("batchnorm.cl", "batchnorm_backward_data", total, x.buf, dy.buf, dx.buf, weight.buf,
