@@ -37,6 +37,8 @@ def evaluate(run_dir, weights, model, dataset, data_dir, device, batch_size, con
         raise ConfigError("eval takes a run folder DIR or --weights FILE (one of them)")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be positive (got {batch_size})")
+    if confusion and not Path(confusion).parent.is_dir():
+        raise ConfigError(f"--confusion {confusion}: the folder {Path(confusion).parent} does not exist")
     source = run_dir or weights
     meta = read_metadata(source)
     config = json.loads(meta.get("config", "{}") or "{}")

@@ -122,3 +122,5 @@ def test_one_line_errors(trained, tmp_path):
     assert "--top" in cli_error("predict", out, bad, "--top", 0)
     assert "run folder DIR or --weights" in cli_error("eval")
     assert "does not exist" in cli_error("eval", tmp_path / "nope")
+    assert "--confusion" in cli_error("eval", out, "--confusion", tmp_path / "no" / "cm.png")
+    assert "one of them" in cli_error("eval", out, "--weights", out / "model.safetensors")
