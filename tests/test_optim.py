@@ -1,8 +1,8 @@
-"""Optimizers (SGD with Nesterov, Adam, AdamW), learning-rate schedules and label smoothing: the update ops on
-every device against float64 NumPy, the optimizers against torch.optim over several steps (<= 1e-5 relative),
-the schedules against torch.optim.lr_scheduler step by step, the smoothed loss against torch and finite
-differences, state on the device through state_dict, .to() and data-parallel replicas, and recorded steps that
-keep replaying while the learning rate and step count change."""
+"""Optimizers (SGD with Nesterov, Adam, AdamW): the update ops on every device against float64 NumPy and under
+Oclgrind, the optimizers against torch.optim over several steps (<= 1e-5 relative), state on the device through
+state_dict, .to(), data-parallel replicas and an MPI rank, and recorded steps that keep replaying while the
+learning rate and the step count change (schedules: test_lr_scheduler.py; label smoothing:
+test_label_smoothing.py)."""
 import math
 
 import numpy as np
@@ -13,7 +13,7 @@ from clcnn import Dense, Flatten, ReLU, Sequential
 from clcnn.errors import ConfigError
 from clcnn.optim import SGD, Adam, AdamW, lr_scheduler
 from conftest import _device_params, is_simulator, open_device
-from opcheck import GRAD_TOL, check, check_scalar, randn, up
+from opcheck import GRAD_TOL, check, randn, up
 import reference as ref
 
 TORCH_TOL = 1e-5   # max|clcnn - torch| / max|torch| over the parameters after several steps
@@ -188,109 +188,6 @@ def test_schedule_and_bias_correction_keep_replaying():
     assert opt.step_count == 7
 
 
-# ---- schedules against torch.optim.lr_scheduler ------------------------------------------------------------------
-SCHEDULES = {
-    "step": (lambda o: lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
-             lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
-    "cosine": (lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-3),
-               lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-3)),
-    "linear": (lambda o: lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
-               lambda t, o: t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4)),
-    "onecycle": (lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12),
-                 lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12)),
-    "onecycle-linear": (lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12, pct_start=0.25,
-                                                          anneal_strategy="linear"),
-                        lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=12,
-                                                                     pct_start=0.25, anneal_strategy="linear")),
-    "warmup-cosine": (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.2, total_iters=3),
-                                                              lr_scheduler.CosineAnnealingLR(o, T_max=8)], [3]),
-                      lambda t, o: t.optim.lr_scheduler.SequentialLR(
-                          o, [t.optim.lr_scheduler.LinearLR(o, 0.2, total_iters=3),
-                              t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8)], [3])),
-}
-
-
-@pytest.mark.parametrize("kind", list(SCHEDULES))
-@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
-def test_schedule_matches_torch_step_by_step(kind, opt_name):
-    torch = pytest.importorskip("torch")
-    import warnings
-    model = tiny_net().to("cpu")
-    opt = SGD(model, lr=0.1, momentum=0.9) if opt_name == "sgd" else Adam(model, lr=0.1)
-    w = torch.nn.Parameter(torch.zeros(2))
-    topt = torch.optim.SGD([w], lr=0.1, momentum=0.9) if opt_name == "sgd" else torch.optim.Adam([w], lr=0.1)
-    make, make_torch = SCHEDULES[kind]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch's warnings about the step order and the epoch argument
-        sched, tsched = make(opt), make_torch(torch, topt)
-        for step in range(12):
-            g = topt.param_groups[0]
-            want_m = g["momentum"] if opt_name == "sgd" else g["betas"][0]
-            got_m = opt.momentum if opt_name == "sgd" else opt.beta1
-            assert math.isclose(opt.lr, g["lr"], rel_tol=1e-9, abs_tol=1e-12), (step, opt.lr, g["lr"])
-            assert math.isclose(got_m, want_m, rel_tol=1e-9), (step, got_m, want_m)
-            assert sched.get_last_lr() == [opt.lr]
-            topt.step()
-            tsched.step()
-            sched.step()
-    # resumed from its state_dict, a schedule continues where it was
-    sd = sched.state_dict()
-    again = make(opt)
-    again.load_state_dict(sd)
-    assert again.last_epoch == 12 and again.get_last_lr() == sched.get_last_lr()
-
-
-def test_onecycle_past_total_steps_is_an_error():
-    opt = SGD(tiny_net(), lr=0.1)
-    sched = lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=2)
-    sched.step()
-    sched.step()
-    with pytest.raises(ConfigError, match="total_steps"):
-        sched.step()
-
-
-# ---- label smoothing ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,c,eps", [(4, 5, 0.1), (3, 2, 1.0)])
-def test_label_smoothing_matches_torch_and_finite_differences(device, n, c, eps):
-    rng = np.random.default_rng(72)
-    logits, labels = randn(rng, n, c, scale=2.0), rng.integers(0, c, n).astype(np.int32)
-    dlab, probs, loss = up(device, labels), device.zeros((n, c)), device.zeros((1,))
-
-    def device_loss(z):
-        device.softmax_xent_forward(up(device, z), dlab, probs, loss, n, c, label_smoothing=eps)
-        return float(device.download(loss)[0])
-
-    value = device_loss(logits)
-    dl = up(device, np.full((n, c), np.nan, np.float32))
-    device.softmax_xent_backward(probs, dlab, dl, n, c, label_smoothing=eps)
-    grad = device.download(dl)
-    want_p, want_loss = ref.softmax_xent_forward(logits, labels, n, c, label_smoothing=eps)
-    check_scalar(value, want_loss, 1e-5, "smoothed loss vs float64")
-    check(grad, ref.softmax_xent_backward(want_p, labels, n, c, label_smoothing=eps), GRAD_TOL, "smoothed grad")
-    fd, h = np.zeros((n, c)), 1e-2   # central differences of the device's own float32 loss
-    for i in range(n):
-        for j in range(c):
-            zp, zm = logits.copy(), logits.copy()
-            zp[i, j] += h
-            zm[i, j] -= h
-            fd[i, j] = (device_loss(zp) - device_loss(zm)) / (2 * h)
-    check(grad, fd, 2e-3, "smoothed grad vs finite differences")
-    model_loss = clcnn.losses.CrossEntropyLoss(label_smoothing=eps).evaluate(logits, labels)[0]
-    check_scalar(model_loss, want_loss, 1e-9, "CrossEntropyLoss.evaluate")
-    torch = pytest.importorskip("torch")
-    z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
-    tl = torch.nn.CrossEntropyLoss(label_smoothing=eps)(z, torch.from_numpy(labels).long())
-    tl.backward()
-    check_scalar(value, float(tl.detach()), 1e-5, "smoothed loss vs torch")
-    check(grad, z.grad.numpy(), GRAD_TOL, "smoothed grad vs torch")
-
-
-def test_label_smoothing_is_range_checked():
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ConfigError, match="label_smoothing"):
-            clcnn.losses.CrossEntropyLoss(label_smoothing=bad)
-
-
 # ---- Oclgrind: the new kernel code under its memory, race and API checkers -----------------------------------
 OCLGRIND_SCRIPT = r'''
 import math, sys
@@ -346,61 +243,6 @@ def test_new_kernels_clean_under_oclgrind(tmp_path):
     assert proc.returncode == 0 and "ALL OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = oclgrind_reports(proc.stderr)
     assert not reports, f"{len(reports)} Oclgrind report(s):\n\n" + "\n\n".join(reports[:5])
-
-
-# ---- a training run: the flags end to end, and an exact resume of the schedule and Adam's state ----------------
-@pytest.mark.parametrize("flags", [
-    dict(optimizer="adamw", lr=0.01, momentum=0.0, lr_schedule="onecycle", label_smoothing=0.1, model="lenet5"),
-    pytest.param(dict(optimizer="sgd", lr=0.02, momentum=0.9, nesterov=True, lr_schedule="cosine",
-                      warmup_epochs=0.5, model="lenet5"), marks=pytest.mark.deep),   # the same path again
-])
-def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, flags):
-    # SIGTERM at epoch 2 step 7 (12 steps an epoch), then --resume: the weights, the optimizer's state and the
-    # schedule's step equal those of the run never stopped, bit for bit (cpu)
-    import os
-    import signal
-    from clcnn import checkpoint
-    from clcnn.training import train
-    from test_resume import _cfg, _resume, _stop_at, quiet, tiny_dataset
-    data = tiny_dataset(tmp_path / "data", n_train=200, n_test=32)
-    results = []
-    for name in ("whole", "stopped"):
-        out = tmp_path / name
-        if name == "stopped":
-            undo = _stop_at(12 + 7, lambda: os.kill(os.getpid(), signal.SIGTERM))
-            try:
-                with pytest.raises(checkpoint.Interrupted):
-                    train(_cfg(data, out, **flags), log=quiet, show_progress=False)
-            finally:
-                undo()
-            _resume(out)
-        else:
-            train(_cfg(data, out, **flags), log=quiet, show_progress=False)
-        saved = checkpoint.load(out / "checkpoint.safetensors")
-        results.append((clcnn.io.load_safetensors(out / "model.safetensors")[0], saved["objects"]))
-    (w1, o1), (w2, o2) = results
-    for k in w1:
-        assert np.array_equal(w1[k], w2[k]), k
-    for k, state in o1["optimizer"]["state"].items():
-        for s, v in state.items():
-            assert np.array_equal(np.asarray(v), np.asarray(o2["optimizer"]["state"][k][s])), (k, s)
-    assert o1["lr_scheduler"] == o2["lr_scheduler"] and o1["lr_scheduler"]["last_epoch"] == 24
-
-
-def test_training_flags_are_range_checked():
-    from clcnn.training import TrainConfig
-    bad = [({"optimizer": "rmsprop"}, "--optimizer"), ({"betas": "0.9,1.0"}, "--betas"), ({"eps": -1}, "--eps"),
-           ({"lr_schedule": "exp"}, "--lr-schedule"), ({"lr_schedule": "step", "lr_gamma": 0}, "--lr-gamma"),
-           ({"lr_step_size": 0}, "--lr-step-size"), ({"warmup_epochs": -1}, "--warmup-epochs"),
-           ({"warmup_start_factor": 0}, "--warmup-start-factor"), ({"label_smoothing": 1.5}, "--label-smoothing"),
-           ({"nesterov": True}, "--nesterov"), ({"optimizer": "adam", "momentum": 0.9}, "--momentum"),
-           ({"lr_schedule": "onecycle", "warmup_epochs": 1}, "--warmup-epochs"), ({"lr_min": 1.0}, "--lr-min")]
-    for kw, flag in bad:
-        with pytest.raises(ConfigError, match=flag):
-            TrainConfig(**kw).validate()
-    cfg = TrainConfig(optimizer="adamw")
-    cfg.validate()
-    assert (cfg.lr, cfg.weight_decay) == (1e-3, 1e-2)
 
 
 ONE_RANK_ADAM = r'''
