@@ -177,8 +177,9 @@ def _layer_types(configs: list[dict]) -> set[str]:
 
 def _checked(model) -> dict:
     spec = model.config()
-    if spec.get("input_shape") is None:
-        raise ConfigError("export needs a model built for an input_shape (C, H, W)")
+    if spec.get("input_shape") is None or len(spec["input_shape"]) != 3:
+        raise ConfigError(f"export needs a model built for images, input_shape (C, H, W) (got "
+                          f"{spec.get('input_shape')})")
     for c in spec["layers"]:
         _entry(c)
     return spec

@@ -118,6 +118,8 @@ def load_image(path, input_shape) -> np.ndarray:
     (clcnn.data.decode.decode): converted to grey (C = 1) or RGB (C = 3), resized to (H, W) with bilinear
     filtering when its size differs. DataError naming the file when Pillow cannot read it."""
     from .data.decode import decode
+    if len(input_shape) != 3:
+        raise ConfigError(f"the model takes inputs of shape {tuple(input_shape)}, not images (C, H, W)")
     c, h, w = input_shape
     if c not in (1, 3):
         raise ConfigError(f"the model takes {c}-channel images; image files give 1 (grey) or 3 (RGB) channels")
