@@ -10,7 +10,8 @@ and both are fed by the same host pipeline: clcnn.loader's thread, the same perm
 default_rng(seed), the same clcnn.augment stream, so the images and their order are identical. PyTorch runs the
 equivalent torch module of clcnn.export (the same state_dict names) from clcnn's initial weights, with
 torch.optim and torch.optim.lr_scheduler's equivalents of clcnn.optim.recipe's choice; on CUDA when the clcnn
-device is an NVIDIA GPU and torch sees CUDA (TF32 off, as `clcnn bench`), else PyTorch CPU.
+device is an NVIDIA GPU and torch sees CUDA (TF32 off, as `clcnn bench`; cudnn.benchmark on), else
+PyTorch CPU.
 The wall time counts the epochs and the per-epoch test evaluations up to the first epoch at or above the target;
 the set-up (data, kernel builds, one warm-up step) is not counted. Prints a table and writes --json.
 """
@@ -86,6 +87,7 @@ def torch_side(cfg, target: float, log, clcnn_device: str) -> dict:
     train_set, test_set, info = load(cfg)
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
     device, name = torch_device(resolve_device(clcnn_device))
+    torch.backends.cudnn.benchmark = True   # PyTorch at its fastest: cuDNN picks its kernels per shape
     ns: dict = {}
     exec(compile(export.torch_source(net, info), "<clcnn.export>", "exec"), ns)
     module = ns["build"]()
