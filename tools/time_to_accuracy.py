@@ -107,8 +107,9 @@ def torch_side(cfg, target: float, log, clcnn_device: str) -> dict:
         if sched is not None:
             sched.step()
         return loss.detach()
-    step(torch.from_numpy(train_set.images[:2]).to(device),
-         torch.from_numpy(train_set.labels[:2].astype(np.int64)).to(device))   # warm-up (cuDNN, allocator)
+    b = cfg.batch_size
+    step(torch.from_numpy(train_set.images[:b]).to(device),
+         torch.from_numpy(train_set.labels[:b].astype(np.int64)).to(device))   # warm-up (cuDNN's choice, allocator)
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()})
     opt, sched = torch_recipe(torch, module, cfg, -(-len(train_set) // cfg.batch_size))   # afresh after it
 
