@@ -114,13 +114,19 @@ class Augment:
     Shape:
         images: float32 (S, C, H, W) -> the batch float32 (N, C, H, W), N = len(index).
     State: ``state_dict()`` = {"seed", "batches"} (batches drawn so far); ``load_state_dict`` resumes there.
-    Raises: ConfigError for a padding larger than the image (at the first batch).
+    Raises: ConfigError without Numba (the kernel's), or for a padding larger than the image (at the first
+    batch).
     """
 
     def __init__(self, spec: AugmentSpec | str, seed: int = 0, fill=None):
         self.spec = parse_augment(spec) if isinstance(spec, str) or spec is None else spec
         self.seed, self.batches = int(seed), 0
         self.fill = None if fill is None else np.asarray(fill, np.float32).reshape(-1)
+        try:
+            from .cpu import augment as _kernel   # noqa: F401  (Numba: a clear error now, not in the loader)
+        except ImportError as exc:
+            raise ConfigError(f"--augment needs Numba, which cannot be imported here ({exc}): pip install numba") \
+                from None
 
     parse = classmethod(lambda cls, text, seed=0, fill=None: cls(parse_augment(text), seed, fill))
 
