@@ -138,6 +138,8 @@ def test_adam_state_round_trips_and_follows_to():
     opt2 = AdamW(twin, lr=1.0, weight_decay=0.0)
     opt2.load_state_dict(sd)
     assert opt2.step_count == 2 and opt2.param_group() == opt.param_group()
+    with pytest.raises(ConfigError, match="does not keep"):
+        SGD(twin, lr=0.1, momentum=0.9).load_state_dict(sd)
     target = _opencl_id() or "cpu"
     twin.to(target)   # the state follows the parameters to another device
     for x, y in data[2:]:
@@ -186,6 +188,27 @@ def test_schedule_and_bias_correction_keep_replaying():
     for k in states[0]:
         assert np.array_equal(states[0][k], states[1][k]), k
     assert opt.step_count == 7
+
+
+def test_bare_step_after_a_replayed_step_uses_the_new_lr():
+    # train_step replayed, then a hand-written step with a new learning rate: the value reaches the device
+    dev = _opencl_id()
+    if dev is None:
+        pytest.skip("no usable OpenCL device")
+    data, states = _batches(4, seed=4), []
+    for capture in (False, True):
+        model = tiny_net(seed=8).to(dev)
+        model.capture_steps = capture
+        opt = SGD(model, lr=0.1, momentum=0.9)
+        for x, y in data[:3]:
+            model.train_step(x, y, opt)
+        opt.lr = 0.5
+        model.gradients(*data[3])
+        opt.step()
+        states.append(model.state_dict())
+    assert model._steps.recordings == 1
+    for k in states[0]:
+        assert np.array_equal(states[0][k], states[1][k]), k
 
 
 # ---- Oclgrind: the new kernel code under its memory, race and API checkers -----------------------------------

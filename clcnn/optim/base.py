@@ -35,7 +35,10 @@ class Optimizer(ABC):
     Steps are counted on the host (``step_count``): ``prepare()`` announces the next step (Sequential.train_step
     calls it before running or replaying a recorded step: the replay calls no optimizer code) and ``step()``
     without an announced step announces one itself (data-parallel groups, a hand-written loop). So a replayed
-    step sees its own step number in the device buffer.
+    step sees its own step number in the device buffer. (A bare ``step()`` right after a *replayed*
+    ``train_step`` of an OpenCL model takes that step's announcement over: its step number is one short, which
+    only Adam's bias correction reads (hyper-parameters set since are written); call ``prepare()`` before such a
+    step.)
 
     Args:
         model: a Sequential (placed, or placed on the CPU now) or a data-parallel group: every buffer of
@@ -59,12 +62,20 @@ class Optimizer(ABC):
         return []
 
     def hyper_values(self) -> np.ndarray:
-        """The device buffer's contents for the coming step as float32: ``hyper`` in order, then ``_derived``."""
-        return np.array([getattr(self, k) for k in self.hyper] + self._derived(self.step_count + 1), np.float32)
+        """The device buffer's contents for the step to run next (the announced one, else the one after the last)
+        as float32: ``hyper`` in order, then ``_derived``."""
+        step = self.step_count + (0 if self._announced else 1)
+        return np.array([getattr(self, k) for k in self.hyper] + self._derived(step), np.float32)
 
     def prepare(self) -> None:
-        """Announce the next step: write changed hyper-parameters (and the step's derived values) to each
-        device's buffer before the step is run or replayed, and count it."""
+        """Announce the next step: count it and write changed hyper-parameters (and the step's derived values)
+        to each device's buffer, before the step is run or replayed."""
+        self.step_count += 1
+        self._announced = True
+        self._write()
+
+    def _write(self) -> None:
+        """Upload ``hyper_values()`` to each device's buffer where they differ from what it holds."""
         values = self.hyper_values()
         for pb in self.model.parameter_buffers():
             entry = self._hyper_bufs.get(id(pb.backend))
@@ -73,8 +84,6 @@ class Optimizer(ABC):
             if entry[2] is None or not np.array_equal(entry[2], values):
                 pb.backend.upload_into(entry[1], values)
                 entry[2] = values
-        self.step_count += 1
-        self._announced = True
 
     def active_state(self) -> tuple[str, ...]:
         """The state names this optimizer keeps with its current settings (SGD without momentum keeps none)."""
@@ -84,7 +93,9 @@ class Optimizer(ABC):
     def step(self) -> None:
         """Apply the accumulated gradients: one fused update op per flat parameter buffer (enqueued; does not
         wait), with the announced step's values (announced now if none is)."""
-        if not self._announced:
+        if self._announced:
+            self._write()   # values set since the announcement (nothing, inside a train_step)
+        else:
             self.prepare()
         self._announced = False
         for pb in self._buffers():
@@ -169,9 +180,13 @@ class Optimizer(ABC):
         names = [(k, p.shape) for k, p in self.model.named_parameters()]
         if list(group.get("params", [])) != [n for n, _ in names]:
             raise ConfigError("optimizer state_dict is for other parameters than this model's")
+        names_in = {s for v in state.values() for s in v} - {"step"}
+        if names_in - set(self.state_names):
+            raise ConfigError(f"optimizer state_dict holds {sorted(names_in - set(self.state_names))}, which "
+                              f"{type(self).__name__} does not keep (a state_dict of another optimizer?)")
         self.load_param_group(group)
         host = {}
-        for s in {s for v in state.values() for s in v} - {"step"}:
+        for s in names_in:
             parts = []
             for name, shape in names:
                 v = np.asarray(state.get(name, {}).get(s, np.zeros(shape)), np.float32)
