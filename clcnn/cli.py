@@ -99,7 +99,8 @@ def devices(as_json, check):
 @click.option("--lr-schedule", default="none", show_default=True,
               type=click.Choice(["none", "step", "cosine", "onecycle"]),
               help="Learning rate per step: step (x --lr-gamma every --lr-step-size epochs), cosine (to --lr-min at "
-              "the end), onecycle (PyTorch's 1cycle with --lr as max_lr).")
+              "the end), onecycle (PyTorch's 1cycle with --lr as max_lr; it also cycles sgd's momentum or adam's "
+              "beta1 between 0.95 and 0.85, except for sgd with --momentum 0).")
 @click.option("--lr-step-size", default=1.0, show_default=True, type=float, help="step: epochs between decays.")
 @click.option("--lr-gamma", default=0.1, show_default=True, type=float, help="step: the decay factor.")
 @click.option("--lr-min", default=0.0, show_default=True, type=float, help="cosine: the final learning rate.")
