@@ -238,3 +238,44 @@ def test_parallel_decode_matches_and_names_a_bad_file(tmp_path):
     Path(files[25]).write_bytes(b"GIF89a broken")
     with pytest.raises(DataError, match=f"{files[25]}: not an image Pillow can read"):
         decode.decode_all(files, (9, 7), 3, tmp_path / "w2.npy", workers=2, min_parallel=0)
+
+
+@pytest.fixture(scope="module")
+def fashion_png(tmp_path_factory):
+    """All of Fashion-MNIST (60,000 + 10,000 images) exported as PNG class folders (root/train, root/test), and
+    the same images as IDX files in the order and with the labels the folder gives them (root/idx: class by
+    class, classes numbered in sorted-name order)."""
+    from test_cli import write_idx
+    _fashion_subset()
+    info, (x, y), (tx, ty) = data.describe("fashion-mnist")
+    root = tmp_path_factory.mktemp("fashion-png")
+    export_png(root, "train", x, y, info.class_names)
+    export_png(root, "test", tx, ty, info.class_names)
+    names = [n.replace("/", "-") for n in info.class_names]
+    relabel = np.argsort(np.argsort(names))   # Fashion-MNIST label -> the folder's (sorted names) label
+    (root / "idx").mkdir()
+    for stem, (images, labels) in (("train", (x, y)), ("t10k", (tx, ty))):
+        images, labels = _by_class(images, relabel[labels])
+        write_idx(root / "idx" / f"{stem}-images-idx3-ubyte.gz", images[:, 0])
+        write_idx(root / "idx" / f"{stem}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.mark.deep
+def test_one_epoch_from_the_folder_reaches_the_idx_accuracy(tmp_path, fashion_png):
+    """The issue's recipe (LeNet-5, 1 epoch, batch 64, lr 0.05, seed 0, numba) from the PNG folder and from IDX
+    files of the same images: test accuracies within 0.5 points, and the recipe's bar (0.84) reached.
+
+    The IDX files hold the images in the folder's order (class by class) with the folder's label numbers: the
+    same seed then draws the same batches. Against the original IDX order the same seed is another shuffle:
+    measured 0.8518 (IDX order) vs 0.8411 (folder order) on 2026-12-02, a 1.07-point gap of two shuffles."""
+    acc = {}
+    for name, flags in (("idx", ["--dataset", "fashion-mnist", "--data-dir", fashion_png / "idx"]),
+                        ("folder", ["--dataset", f"folder:{fashion_png}"])):
+        res = clcnn("train", *flags, "--model", "lenet5", "--device", "cpu", "--epochs", 1, "--batch-size", 64,
+                    "--lr", 0.05, "--seed", 0, "--out", tmp_path / name,
+                    env={**ENV, "CLCNN_DATA": str(tmp_path / "cache")})
+        assert res.returncode == 0, res.stderr
+        acc[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text())["test_accuracy"]
+    assert abs(acc["folder"] - acc["idx"]) <= 0.005, acc
+    assert acc["folder"] >= 0.84, acc
