@@ -39,6 +39,7 @@ class AugmentSpec:
 
     @property
     def active(self) -> bool:
+        """Whether any augmentation is asked for."""
         return bool(self.crop or self.flip or self.erase)
 
 
@@ -123,12 +124,16 @@ class Augment:
         self.seed, self.batches = int(seed), 0
         self.fill = None if fill is None else np.asarray(fill, np.float32).reshape(-1)
         try:
-            from .cpu import augment as _kernel   # noqa: F401  (Numba: a clear error now, not in the loader)
+            import importlib
+            importlib.import_module(".cpu.augment", __package__)   # Numba: a clear error now, not in the loader
         except ImportError as exc:
             raise ConfigError(f"--augment needs Numba, which cannot be imported here ({exc}): pip install numba") \
                 from None
 
-    parse = classmethod(lambda cls, text, seed=0, fill=None: cls(parse_augment(text), seed, fill))
+    @classmethod
+    def parse(cls, text: str, seed: int = 0, fill=None) -> "Augment":
+        """The pipeline of an ``--augment`` text (ConfigError naming a bad item)."""
+        return cls(parse_augment(text), seed, fill)
 
     def __repr__(self) -> str:
         return f"Augment({str(self.spec)!r}, seed={self.seed}, batches={self.batches})"
