@@ -215,7 +215,8 @@ def default_out_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-RESUME_MAY_CHANGE = ("epochs", "device", "split", "parallel", "checkpoint_every", "data_dir", "resume", "out")
+RESUME_MAY_CHANGE = ("epochs", "device", "split", "parallel", "checkpoint_every", "data_dir", "download", "resume",
+                     "out")
 
 
 def resume_config(cfg: TrainConfig, given=()) -> TrainConfig:
