@@ -108,16 +108,18 @@ __kernel void batchnorm_stats_final(__global const float* restrict part, __globa
     rvar[ch] = (1.0f - momentum) * rvar[ch] + momentum * (na > 1.0f ? m2 / (na - 1.0f) : var);
 }
 
-// x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c]; total = N*C*inner work-items
+// x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c], then with relu != 0 max(y, 0) keeping NaN
+// and -0.0 (relu_forward's rule); total = N*C*inner work-items
 __kernel void batchnorm_apply(__global const float* restrict x, __global float* restrict y,
                               __global const float* restrict w, __global const float* restrict b,
                               __global const float* restrict smean, __global const float* restrict sinv,
-                              const int c, const int inner, const int total)
+                              const int c, const int inner, const int relu, const int total)
 {
     const int gid = get_global_id(0);
     if (gid >= total) return;
     const int ch = (gid / inner) % c;
-    y[gid] = (x[gid] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
+    const float v = (x[gid] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
+    y[gid] = (relu && v < 0.0f) ? 0.0f : v;
 }
 
 // x, dy: (N, C, inner) -> sums: (2, C) = [sum(dy), sum(dy * xhat)] per channel, xhat = (x - smean)*sinv;

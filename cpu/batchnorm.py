@@ -20,7 +20,7 @@ from ._arrays import flat
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
-def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum, training):
+def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum, training, relu):
     # x, y: (N, C, inner); w, b, rmean, rvar, smean, sinv: (C,); one channel per iteration. Each (n, c) row is
     # summed in float32 lanes (reassoc lets it vectorise; a row is short), the row sums in float64 in order.
     count = n * inner
@@ -55,8 +55,13 @@ def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum
         m32, scale, shift = np.float32(mean), np.float32(inv * w[ci]), b[ci]
         for nn in range(n):
             base = (nn * c + ci) * inner
-            for t in range(inner):
-                y[np.uint64(base + t)] = (x[np.uint64(base + t)] - m32) * scale + shift
+            if relu:   # max(v, 0) keeping NaN and -0.0, as relu_forward
+                for t in range(inner):
+                    v = (x[np.uint64(base + t)] - m32) * scale + shift
+                    y[np.uint64(base + t)] = np.float32(0.0) if v < 0.0 else v
+            else:
+                for t in range(inner):
+                    y[np.uint64(base + t)] = (x[np.uint64(base + t)] - m32) * scale + shift
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
@@ -91,14 +96,14 @@ def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta,
 
 
 def batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner, eps,
-                      momentum, training) -> None:
-    """See ``Backend.batchnorm_forward`` (the module docstring has the formulas)."""
+                      momentum, training, relu=False) -> None:
+    """See ``Backend.batchnorm_forward`` (the module docstring has the formulas); relu: then max(y, 0)."""
     size = n * c * inner
     _bn_forward(flat(x, size, "batchnorm x"), flat(y, size, "batchnorm y"), flat(weight, c, "batchnorm weight"),
                 flat(bias, c, "batchnorm bias"), flat(running_mean, c, "batchnorm running_mean"),
                 flat(running_var, c, "batchnorm running_var"), flat(save_mean, c, "batchnorm save_mean"),
                 flat(save_invstd, c, "batchnorm save_invstd"), int(n), int(c), int(inner), float(eps),
-                float(momentum), bool(training))
+                float(momentum), bool(training), bool(relu))
 
 
 def batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,

@@ -46,7 +46,7 @@ def dev(request):
 
 
 # ---- ops against the float64 references --------------------------------------------------------------------
-def run_batchnorm(be, rng, n, c, inner, training, beta, with_dx=True):
+def run_batchnorm(be, rng, n, c, inner, training, beta, with_dx=True, relu=False):
     """batchnorm_forward + batchnorm_backward on ``be`` vs the reference; returns a list of (what, err) fails."""
     x = randn(rng, n, c, inner, scale=2.0) + 0.5
     w, b = randn(rng, c) + 1.0, randn(rng, c)
@@ -54,12 +54,14 @@ def run_batchnorm(be, rng, n, c, inner, training, beta, with_dx=True):
     dy, dw0, db0 = randn(rng, n, c, inner), randn(rng, c), randn(rng, c)
     d = {k: be.upload(v) for k, v in dict(x=x, w=w, b=b, rm=rm, rv=rv, dy=dy, dw=dw0, db=db0).items()}
     y, sm, si, dx = be.zeros((n, c, inner)), be.zeros((c,)), be.zeros((c,)), be.zeros((n, c, inner))
-    be.batchnorm_forward(d["x"], y, d["w"], d["b"], d["rm"], d["rv"], sm, si, n, c, inner, 1e-5, 0.1, training)
+    be.batchnorm_forward(d["x"], y, d["w"], d["b"], d["rm"], d["rv"], sm, si, n, c, inner, 1e-5, 0.1, training,
+                         relu=relu)
     be.batchnorm_backward(d["x"], d["dy"], dx if with_dx else None, d["w"], sm, si, d["dw"], d["db"], n, c, inner,
                           training, beta=beta)
     wy, wrm, wrv, wmean, winv = ref.batchnorm_forward(x, w, b, rm, rv, 1e-5, 0.1, training)
     wdx, wdw, wdb = ref.batchnorm_backward(x, dy, w, wmean, winv, training)
-    out = [("y", be.download(y), wy, FWD_TOL), ("running_mean", be.download(d["rm"]), wrm, FWD_TOL),
+    out = [("y", be.download(y), np.maximum(wy, 0) if relu else wy, FWD_TOL),
+           ("running_mean", be.download(d["rm"]), wrm, FWD_TOL),
            ("running_var", be.download(d["rv"]), wrv, FWD_TOL), ("save_invstd", be.download(si), winv, FWD_TOL),
            ("dweight", be.download(d["dw"]), beta * dw0 + wdw, GRAD_TOL),
            ("dbias", be.download(d["db"]), beta * db0 + wdb, GRAD_TOL)]
@@ -77,7 +79,7 @@ BN_CASES = [(4, 3, 6, True, 0.0), (5, 4, 1, True, 1.0), (3, 2, 5, False, 0.0), (
 def test_batchnorm_ops(dev, case):
     n, c, inner, training, beta = case
     for what, got, want, tol in run_batchnorm(dev, np.random.default_rng(n + inner), n, c, inner, training, beta,
-                                              with_dx=case != BN_CASES[1]):
+                                              with_dx=case != BN_CASES[1], relu=case == BN_CASES[2]):
         check(got, want, tol, f"batchnorm {what}")
 
 
@@ -336,7 +338,8 @@ def _close(got, want, rtol, what):
     on both sides), so a small absolute floor."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     err = float(np.abs(got - want).max())
-    assert err <= rtol * float(np.abs(want).max()) + 1e-6, f"{what}: max err {err:.3g} (max|want| {np.abs(want).max():.3g})"
+    scale = float(np.abs(want).max())
+    assert err <= rtol * scale + 1e-6, f"{what}: max err {err:.3g} (max|want| {scale:.3g})"
 
 
 def _pair(torch):
@@ -419,7 +422,7 @@ def _oclgrind_main() -> int:
     be, rng, fails = clcnn.get_backend(devs[0].id), np.random.default_rng(0), []
     results = run_batchnorm(be, rng, 3, 2, 5, True, 1.0) + run_batchnorm(be, rng, 2, 2, 1, False, 0.0)
     be.batchnorm_splits = 3
-    results += run_batchnorm(be, rng, 3, 2, 5, True, 0.0)
+    results += run_batchnorm(be, rng, 3, 2, 5, True, 0.0, relu=True)
     be.batchnorm_splits = None
     results += run_avgpool(be, rng, 1, 2, 5, 5, 3, 3, 2) + run_avgpool(be, rng, 2, 1, 3, 2, 3, 2, 1)
     results += run_eltwise(be, rng, 37)

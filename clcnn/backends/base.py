@@ -204,11 +204,13 @@ class Backend(Capabilities, ABC):
     # ---- normalisation, dropout, average pooling (cpu/batchnorm.py, cpu/dropout.py have the formulas) -------
     @abstractmethod
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n: int,
-                          c: int, inner: int, eps: float, momentum: float, training: bool) -> None:
-        """x: (N, C, inner) -> y = (x - mean)/sqrt(var + eps) * weight + bias per channel (PyTorch's BatchNorm).
+                          c: int, inner: int, eps: float, momentum: float, training: bool, relu: bool = False) -> None:
+        """x: (N, C, inner) -> y = (x - mean)/sqrt(var + eps) * weight + bias per channel (PyTorch's BatchNorm),
+        then max(y, 0) with ``relu`` (a following ReLU fused, relu_forward's NaN rule).
         training: mean/var of the batch (biased var, M = N*inner >= 2 values) and running_mean/running_var
         (C,) updated in place as (1-momentum)*r + momentum*batch (the var unbiased, *M/(M-1)); else the running
-        statistics. save_mean, save_invstd: (C,) outputs, the mean and 1/sqrt(var + eps) used (for backward)."""
+        statistics. save_mean, save_invstd: (C,) outputs, the mean and 1/sqrt(var + eps) used (for backward).
+        y may not be x."""
 
     @abstractmethod
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n: int, c: int,

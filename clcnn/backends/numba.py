@@ -125,9 +125,9 @@ class NumbaBackend(Backend):
         _act.add(a, b, y, size)
 
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
-                          eps, momentum, training):
+                          eps, momentum, training, relu=False):
         _bn.batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
-                              eps, momentum, training)
+                              eps, momentum, training, relu)
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
                            beta=0.0):

@@ -35,7 +35,7 @@ class OpenCLOpsNorm:
         return max(1, -(-count // chunk)), chunk
 
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
-                          eps, momentum, training):
+                          eps, momentum, training, relu=False):
         wg = self.reduce_wg
         if c <= 0:
             return
@@ -52,7 +52,7 @@ class OpenCLOpsNorm:
                           save_mean.buf, save_invstd.buf, _i(c), _i(S), _f(eps), _f(momentum), defines={"WG": wg})
         total = n * c * inner
         self._eltwise("batchnorm.cl", "batchnorm_apply", total, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
-                      save_invstd.buf, _i(c), _i(inner), _i(total), defines={"WG": wg})
+                      save_invstd.buf, _i(c), _i(inner), _i(bool(relu)), _i(total), defines={"WG": wg})
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
                            beta=0.0):

@@ -60,7 +60,7 @@ class _BatchNorm(Layer):
         self.save_mean, self.save_invstd = self._buffer("save_mean", (c,)), self._buffer("save_invstd", (c,))
         be.batchnorm_forward(x, y, self.params["weight"].data, self.params["bias"].data, b["running_mean"].data,
                              b["running_var"].data, self.save_mean, self.save_invstd, n, c, inner, self.eps,
-                             self.momentum, self.training)
+                             self.momentum, self.training, relu=self.fuse_relu)
         if self.training:
             self.host_step()
         self.x, self.used_batch_stats = x, self.training

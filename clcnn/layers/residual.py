@@ -8,13 +8,14 @@ from .activation import ReLU
 from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
+from .norm import _BatchNorm
 
 
 def fuse_chain(layers: list) -> None:
-    """Mark the fusions of a chain: a ReLU after a Conv2D/Dense is applied in that layer's GEMM write-out; a
-    ReLU before a MaxPool2D has its backward done by the pool's."""
+    """Mark the fusions of a chain: a ReLU after a Conv2D/Dense is applied in that layer's GEMM write-out, after a
+    batch-norm in its normalising pass; a ReLU before a MaxPool2D has its backward done by the pool's."""
     for prev, nxt in zip(layers, layers[1:]):
-        if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense)):   # bias + ReLU in the GEMM write-out
+        if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense, _BatchNorm)):   # in prev's write-out
             prev.fuse_relu, nxt.fused = True, True
         if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
             prev.backward_in_next, nxt.relu_mask = True, True
