@@ -92,6 +92,8 @@ def parse_split(split, world_size: int):
         raise ConfigError(f"--split must be 'auto' or comma-separated fractions (got {split!r})") from None
     if len(parts) != world_size or min(parts) < 0 or sum(parts) <= 0 or not all(np.isfinite(parts)):
         raise ConfigError(f"--split needs {world_size} non-negative fractions, not all zero (got {split!r})")
+    if not np.isfinite(sum(parts)):   # each finite, but their sum overflows: every shard would be cut empty
+        raise ConfigError(f"--split fractions must add up to a finite number (got {split!r})")
     return parts
 
 
@@ -110,8 +112,9 @@ def cut(n: int, fractions) -> list[tuple[int, int]]:
 def global_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
     """(x as contiguous float32 (N, ...), y as contiguous int32 (N,)) of a batch to cut into shards; ShapeError
     for mismatched lengths or an empty batch."""
+    from .steps import labels_int32
     x = np.ascontiguousarray(x, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+    y = labels_int32(y)
     if y.shape[0] != x.shape[0]:
         raise ShapeError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
     if x.shape[0] == 0:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
+
+
+def labels_int32(y) -> np.ndarray:
+    """Class labels ``y`` as contiguous int32 (N,); ShapeError for values that are not whole numbers or lie outside
+    int32 (a plain cast would truncate 1.5 to 1 and wrap 2**32 + 1 to 1: a wrong label the range check misses)."""
+    a = np.asarray(y)
+    if a.dtype.kind not in "iub":
+        if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or np.any(a != np.floor(a)):
+            raise ShapeError(f"labels must be whole numbers (got {a.dtype} values such as "
+                             f"{a.reshape(-1)[:3].tolist()})")
+    if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+        raise ShapeError(f"labels must be in int32's range (got {a.min()}..{a.max()})")
+    return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
 
 
 class Steps:
@@ -39,7 +52,7 @@ class Steps:
                                  f"got {tuple(x.shape)}")
             out = self._checked_shapes[x.shape] = self.output_shape(x.shape)
         if y is not None:
-            y = np.ascontiguousarray(y, dtype=np.int32).reshape(-1)
+            y = labels_int32(y)
             if y.shape[0] != x.shape[0]:
                 raise ShapeError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
             classes = max(out[1], 2)   # one logit (bce): labels 0 and 1
@@ -60,7 +73,10 @@ class Steps:
         return x
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Logits (N, classes) as float32 NumPy, in evaluation mode, computed in batches of ``batch_size``."""
+        """Logits (N, classes) as float32 NumPy, in evaluation mode, computed in batches of ``batch_size``
+        (ConfigError unless a positive whole number)."""
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ConfigError(f"predict: batch_size must be a positive whole number (got {batch_size!r})")
         self._ensure_device()
         mode, out = self.training, []
         self.train(False)

@@ -316,3 +316,80 @@ def test_tuning_file_hand_edited_or_damaged_is_ignored_with_one_warning(tmp_path
     assert T.load_tuning(info) == {} and "eltwise_wg" in capsys.readouterr().err
     path.unlink()
     assert T.load_tuning(info) == {} and capsys.readouterr().err == ""   # untuned: no word
+
+
+# ---- the kind: every rejected input is refused before any kernel runs (Oclgrind shows no access) -----------
+def rejected_inputs(dev):
+    """[(what, call, error type)] for inputs every public entry point must refuse; the models are placed on
+    ``dev`` first (uploads only), so the calls themselves must not launch anything."""
+    from clcnn.backends import get_backend
+    from clcnn.parallel import DataParallel
+    lenet = models.lenet5(seed=0).to(dev)
+    small = Sequential([Conv2D(1, 1, 3), Flatten(), Dense(9, 2)]).to(dev)
+    conv = Conv2D(1, 2, 3, stride=2, padding=1)
+    conv.init(np.random.default_rng(0))
+    conv.to(get_backend(dev))
+    x28, y2 = np.zeros((2, 1, 28, 28), np.float32), np.array([1, 2])
+    be = get_backend(dev)
+    return [
+        ("lenet 32x32", lambda: lenet.predict(np.zeros((2, 1, 32, 32), np.float32)), ShapeError),
+        ("lenet 27x27", lambda: lenet.predict(np.zeros((2, 1, 27, 27), np.float32)), ShapeError),
+        ("lenet 24x24", lambda: lenet.gradients(np.zeros((2, 1, 24, 24), np.float32), y2), ShapeError),
+        ("dense after conv 4x4", lambda: small.predict(np.ones((1, 1, 4, 4), np.float32)), ShapeError),
+        ("label 10 of 10 classes", lambda: lenet.gradients(x28, np.array([1, 10])), ShapeError),
+        ("label -1", lambda: lenet.gradients(x28, np.array([-1, 0])), ShapeError),
+        ("label 2**32 + 1 (wraps to 1)", lambda: lenet.gradients(x28, np.array([2**32 + 1, 0])), ShapeError),
+        ("label 1.5", lambda: lenet.gradients(x28, np.array([1.5, 0.0])), ShapeError),
+        ("label NaN", lambda: lenet.gradients(x28, np.array([NAN, 0.0])), ShapeError),
+        ("3 labels for 2 images", lambda: lenet.gradients(x28, np.array([1, 2, 3])), ShapeError),
+        ("train_step labels", lambda: lenet.train_step(x28, np.array([0, 99]), SGD(lenet, lr=0.1)), ShapeError),
+        ("predict batch_size 0", lambda: lenet.predict(x28, batch_size=0), ConfigError),
+        ("predict batch_size -5", lambda: lenet.predict(x28, batch_size=-5), ConfigError),
+        ("a conv layer alone, 2 channels", lambda: conv.forward(be.zeros((1, 2, 5, 5))), ShapeError),
+        ("a conv layer alone, 3-D input", lambda: conv.forward(be.zeros((1, 5, 5))), ShapeError),
+        ("a group's split overflows", lambda: DataParallel(models.lenet5(seed=0), [dev, dev],
+                                                            split="1e308,1e308"), ConfigError),
+    ]
+
+
+def run_rejected(dev) -> int:
+    """Call every rejected input on ``dev`` with kernel launches forbidden; returns how many were refused."""
+    from clcnn.backends import get_backend
+    cases = rejected_inputs(dev)
+    be = get_backend(dev)
+    if hasattr(be, "_run"):
+        be.synchronize()
+
+        def forbidden(*a, **k):
+            raise AssertionError("a kernel was launched for a rejected input")
+        be._run = be.replay = forbidden
+    try:
+        for what, call, error in cases:
+            try:
+                call()
+            except error:
+                continue
+            raise AssertionError(f"{dev}: {what} was not refused with {error.__name__}")
+    finally:
+        for name in ("_run", "replay"):
+            be.__dict__.pop(name, None)
+    return len(cases)
+
+
+@pytest.mark.parametrize("dev", FIRST)
+def test_rejected_inputs_launch_no_kernel(dev):
+    assert run_rejected(dev) == 16
+
+
+def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
+    # before: Oclgrind reported invalid reads in `gemm` for 27x27 and 24x24 LeNet-5 inputs
+    from test_oclgrind import oclgrind_env, oclgrind_reports
+    grind = [p.values[0] for p in _device_params() if p.id.endswith("-oclgrind")]
+    if not grind:
+        pytest.skip("no Oclgrind OpenCL platform installed")
+    script = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from test_reliability import run_rejected;"
+              f" print('refused', run_rejected({grind[0]!r}))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env=oclgrind_env(tmp_path), cwd=ROOT)
+    assert proc.returncode == 0 and "refused 16" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert oclgrind_reports(proc.stderr) == [], proc.stderr[-3000:]

@@ -68,8 +68,8 @@ class Conv2D(Layer):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x),
         # y[n] = W @ cols[:, n] + b (then max(., 0) when fuse_relu), bias and ReLU in the GEMM's write-out.
         be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
+        _, m, ho, wo = self.check(x.shape)   # ShapeError before unpacking: a 3-D input is named, not a ValueError
         n, c, h, wd = x.shape
-        _, m, ho, wo = self.check(x.shape)
         ckk, l = c * k * k, ho * wo
         y = self._buffer("y", (n, m, ho, wo))
         nb = self._chunk(n, ckk, l)
@@ -138,8 +138,8 @@ class MaxPool2D(Layer):
 
     def forward(self, x, train=True):
         # x: (N, C, H, W) -> y: (N, C, Ho, Wo); keeps the int32 arg-max (N, C, Ho, Wo) for backward.
+        oshape = self.check(x.shape)   # ShapeError before unpacking
         n, c, h, w = x.shape
-        oshape = self.check(x.shape)
         y, self.argmax = self._buffer("y", oshape), self._buffer("argmax", oshape, np.int32)
         self.backend.maxpool_forward(x, y, self.argmax, n, c, h, w, self.kernel_size, self.stride)
         self.xshape, self.y = x.shape, y
