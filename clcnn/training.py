@@ -323,8 +323,9 @@ class _Run:
         for i, layer in enumerate(walk(net.layers)):   # a layer with state of its own (a dropout RNG counter)
             if callable(getattr(layer, "state_dict", None)) and callable(getattr(layer, "load_state_dict", None)):
                 self.registry.register(f"layers.{i}", layer)   # i: its place in layers.walk order
-        if getattr(model, "policy", None) is not None:   # a group's split and measured times
-            self.registry.register("split", model.policy)
+        policy = getattr(model, "policy", None)   # a group's split and measured times, where it can carry them
+        if callable(getattr(policy, "state_dict", None)) and callable(getattr(policy, "load_state_dict", None)):
+            self.registry.register("split", policy)
         self.augment = make_augment(cfg, info)
         if self.augment is not None:   # the augmentation stream: where it stands goes in the checkpoint
             self.registry.register("augment", self.augment)
