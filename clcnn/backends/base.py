@@ -7,6 +7,19 @@ row-major (C order); labels and arg-max indices are int32. Offsets, leading dime
 counted in elements, never bytes.
 
 Ops only enqueue work; ``download`` and ``synchronize`` are the only calls that wait for the device.
+
+Special values (NaN, +-inf, -0.0, values near the float32 limits) follow PyTorch's CPU ops, identically on every
+device (tests/test_reliability.py, tests/test_hypothesis.py; docs/CHECKS.md):
+- NaN propagates through every op: gemm, bias, sigmoid, pooling and the losses as IEEE arithmetic gives it;
+  a max never drops a NaN (OpenCL's fmax/fmin would: the kernels compare instead).
+- relu_forward: 0 where x < 0, else x, so NaN stays NaN and -0.0 stays -0.0 (torch.relu); relu_backward (and
+  the ReLU fused into gemm's write-out and maxpool_backward's mask): 0 where y <= 0, else dy, so a NaN output
+  passes its gradient (PyTorch's threshold_backward).
+- maxpool_forward: the first maximum of a window in scan order wins; a NaN beats every number, and the last NaN of
+  a window wins over earlier ones (PyTorch's ``v > m || isnan(v)``; its arg-max is that NaN's index).
+- softmax_xent: a NaN or +inf logit makes its row's probabilities and the batch loss NaN; a -inf logit is a
+  probability 0 (the loss +inf when it is the label's). beta == 0 in gemm never reads C (NaN in C is ignored).
+Where PyTorch's devices differ (CUDA's relu(-0.0) is +0.0), the CPU's rule above is the one kept.
 """
 from __future__ import annotations
 
