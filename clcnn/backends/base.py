@@ -19,7 +19,7 @@ device (tests/test_reliability.py, tests/test_hypothesis.py; docs/CHECKS.md):
   a window wins over earlier ones (PyTorch's ``v > m || isnan(v)``; its arg-max is that NaN's index).
 - softmax_xent: a NaN or +inf logit makes its row's probabilities and the batch loss NaN; a -inf logit is a
   probability 0 (the loss +inf when it is the label's). beta == 0 in gemm never reads C (NaN in C is ignored).
-Where PyTorch's devices differ (CUDA's relu(-0.0) is +0.0), the CPU's rule above is the one kept.
+Where PyTorch's own devices may differ (the sign of a zero, which NaN a max returns), its CPU's rule is kept.
 """
 from __future__ import annotations
 
