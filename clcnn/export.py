@@ -188,7 +188,8 @@ def _checked(model) -> dict:
 def onnx_model(model, info):
     """The ONNX ModelProto of ``model`` (a clcnn Sequential with an input_shape) and its data description
     ``info`` (a DatasetInfo: mean, std, class names). Input "input": float32 (N, C, H, W), pixels in [0, 1];
-    outputs "logits" (N, K) and "probabilities" (N, K): softmax (sigmoid for a one-logit model). Checked with
+    outputs "logits" (N, K) and "probabilities" (N, K): softmax (a one-logit bce model: (N, 1), the sigmoid,
+    the probability of class 1). Checked with
     ``onnx.checker`` before it is returned. ConfigError naming a layer type without a mapping."""
     try:
         import onnx
