@@ -393,3 +393,11 @@ def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
                           env=oclgrind_env(tmp_path), cwd=ROOT)
     assert proc.returncode == 0 and "refused 16" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert oclgrind_reports(proc.stderr) == [], proc.stderr[-3000:]
+
+
+def test_sizes_past_32_bit_indices_are_refused_naming_the_layer():
+    # 10**6 images of 28x28: conv 0's output has 4.7e9 elements, past what the kernels' int32 indices reach
+    m = models.lenet5(seed=0)
+    with pytest.raises(ShapeError, match=r"layer 0 .*4,704,000,000 elements.*smaller batch"):
+        m.output_shape((10**6, 1, 28, 28))
+    assert m.output_shape((4000, 1, 28, 28)) == (4000, 10)

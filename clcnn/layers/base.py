@@ -10,6 +10,8 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 
+INDEX_LIMIT = 2**31   # elements an array may hold: every kernel indexes with 32-bit signed ints
+
 
 class Parameter:
     """A trainable float32 tensor: its host initial value, then device ``data`` and accumulated ``grad``.
@@ -126,10 +128,18 @@ class Layer:
     _checked: tuple | None = None
 
     def check(self, shape) -> tuple:
-        """``output_shape(shape)``, computed once per new input shape (forward calls it before any kernel)."""
+        """``output_shape(shape)``, computed once per new input shape (forward calls it before any kernel);
+        ShapeError too when the input or the output has INDEX_LIMIT elements or more (kernels index with int32)."""
         shape = tuple(int(s) for s in shape)
         if self._checked is None or self._checked[0] != shape:
-            self._checked = (shape, self.output_shape(shape))
+            out = self.output_shape(shape)
+            for what, s in (("input", shape), ("output", out)):
+                if int(np.prod(s, dtype=object)) >= INDEX_LIMIT:
+                    label = f"layer {self.name} ({self!r})" if self.name else repr(self)
+                    raise ShapeError(f"{label}: its {what} {tuple(s)} has {int(np.prod(s, dtype=object)):,} elements, "
+                                     f"more than the kernels' 32-bit indices reach ({INDEX_LIMIT - 1:,}): use a "
+                                     "smaller batch")
+            self._checked = (shape, out)
         return self._checked[1]
 
     # ---- placement --------------------------------------------------------------------------------------
