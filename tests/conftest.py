@@ -41,6 +41,10 @@ def _device_params():
     return params
 
 
+# curves.png costs ~1 s per `clcnn train` process (importing matplotlib): off for the suite's many small runs;
+# tests/test_plots.py and test_predict.py switch it back on where the picture is what they test
+os.environ.setdefault("CLCNN_CURVES", "0")
+
 DEEP = os.environ.get("CLCNN_TEST_DEEP") == "1"   # the full grid (.ci/run sets it); a person's `make test` is lean
 
 
