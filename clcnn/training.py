@@ -61,6 +61,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting."""
+        for flag, v in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--seed", self.seed),
+                        ("--limit-train", self.limit_train), ("--checkpoint-every", self.checkpoint_every)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise ConfigError(f"{flag} must be a whole number (got {v!r})")   # 2.5 epochs, "64" from a file
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:

@@ -134,11 +134,13 @@ def test_written_files_follow_the_umask(tmp_path):
     ("seed", -1, "--seed"), ("lr", INF, "--lr"), ("lr", NAN, "--lr"), ("lr", 0.0, "--lr"),
     ("momentum", INF, "--momentum"), ("momentum", -0.1, "--momentum"), ("weight_decay", NAN, "--weight-decay"),
     ("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"), ("limit_train", 0, "--limit-train"),
-    ("split", "0.5", "--split"), ("parallel", "fork", "parallel")])
+    ("split", "0.5", "--split"), ("parallel", "fork", "parallel"), ("epochs", 2.5, "--epochs"),
+    ("batch_size", "64", "--batch-size"), ("seed", True, "--seed"), ("split", "1e308,1e308", "--split")])
 def test_case7_train_config_names_the_option(field, value, needle):
     # before: --seed -1 ended in numpy's "expected non-negative integer"
     with pytest.raises(ConfigError, match=needle):
-        TrainConfig(device="cpu", **{field: value}).validate()
+        TrainConfig(device="cpu,cpu" if field == "split" and value != "0.5" else "cpu",
+                    **{field: value}).validate()
 
 
 @pytest.mark.parametrize("args, needle", [
