@@ -398,6 +398,9 @@ class _Run:
         """Say where the run stopped and how to resume it; raise checkpoint.Interrupted."""
         where = f"after epoch {st.epoch - 1}" if st.step == 0 else f"at epoch {st.epoch} step {st.step}/{n}"
         hint = f"clcnn train --resume {checkpoint.quote(self.out)}"
+        ranks = getattr(self.model, "world_size", 1)
+        if ranks > 1:   # under MPI: the same launcher, where the user started the ranks
+            hint += f" (behind your `mpiexec -n {ranks}` if you started the ranks yourself)"
         self.log(f"stopped by {stop.name()} {where}; checkpoint saved to {self.out / CHECKPOINT}\n"
                  f"resume with: {hint}")
         raise checkpoint.Interrupted(stop.signum, f"stopped by {stop.name()}; resume with: {hint}")

@@ -220,3 +220,32 @@ def test_sigint_to_a_real_clcnn_train_saves_prints_the_resume_command_and_resume
         training.LOSS_READ_EVERY = 5
     assert f"resuming {out} at epoch {st['epoch']} step {st['step']}/25" in lines, lines
     assert len((out / "metrics.jsonl").read_text().splitlines()) == st["epoch"]
+
+
+@pytest.mark.deep   # two MPI ranks: two more processes to start (~10 s)
+def test_sigint_to_mpi_ranks_rank0_saves_and_the_ranks_resume(data, tmp_path):
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install 'clcnn[mpi]')")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_NUM_THREADS": "1", "CLCNN_CURVES": "0"}
+    ranks = [mpiexec, "-n", "2", sys.executable, "-m", "clcnn", "train"]
+    args = ["--data-dir", data, "--model", SMALL, "--device", "cpu", "--epochs", 30, "--batch-size", 8,
+            "--limit-train", 200, "--out", out, "--no-progress"]
+    proc = subprocess.Popen(ranks + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(f"training {SMALL}"), first + proc.stderr.read()
+        os.kill(proc.pid, signal.SIGINT)   # mpiexec passes it to every rank; they agree on the step
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    # (mpiexec may stop passing the ranks' stdout on once it has sent the Ctrl-C: the stderr line is the check)
+    assert proc.returncode == 130 and f"resume with: clcnn train --resume {out}" in stderr, (stdout, stderr)
+    assert stdout.count("resume with:") <= 1   # rank 0 alone logs it
+    st = checkpoint.load(out / CHECKPOINT)["epoch_state"]
+    res = subprocess.run(ranks + ["--resume", str(out), "--epochs", str(st["epoch"]), "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == st["epoch"]
