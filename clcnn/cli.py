@@ -263,6 +263,9 @@ def run():
     except ClcnnError as exc:
         click.echo(f"clcnn: error: {_one_line(exc)}", err=True)
         exit_process(2)
+    except MemoryError:   # a batch or model too big for this host (docs/CHECKS.md): the user's to size
+        click.echo("clcnn: error: out of host memory: use a smaller --batch-size or model", err=True)
+        exit_process(2)
     except Exception as exc:
         if not _is_driver_error(exc):
             raise
