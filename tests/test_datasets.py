@@ -219,6 +219,20 @@ def test_cli_folder_with_validation_and_bad_image(tmp_path):
     assert all(n in res.stdout for n in ("mnist", "fashion-mnist", "cifar10", "cifar100", "folder:"))
 
 
+def test_datasets_json_says_where(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from clcnn.cli_datasets import datasets
+    monkeypatch.setenv("CLCNN_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))   # a CIFAR-10 in the real ~/.cache/clcnn would be found
+    make_cifar(tmp_path / "d", "cifar100", "binary")
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(datasets, ["--data-dir", tmp_path / "d",
+                                                                            "--json"]).output)}
+    assert rows["cifar100"]["found"] and rows["cifar100"]["where"] == str(tmp_path / "d")
+    assert rows["cifar100"]["bytes"] == 2 * 6 * 3074 + sum(f.stat().st_size for f in (tmp_path / "d").rglob("*.txt"))
+    assert not rows["cifar10"]["found"] and rows["cifar10"]["where"] == str(tmp_path / "d")   # downloads go there
+    assert rows["cifar10"]["bytes"] == 170052171 and rows["cifar10"]["download"][0].endswith("cifar-10-binary.tar.gz")
+
+
 def test_parallel_decode_matches_and_names_a_bad_file(tmp_path):
     """The worker processes fill the shared .npy exactly as a serial decode does; a file no worker can read is
     one DataError naming it."""

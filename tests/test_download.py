@@ -19,8 +19,8 @@ from test_datasets import cifar_archive
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves server.files[path]; server.drops[path] > 0: send the headers and half the body, then close (and
-    count down)."""
+    """Serves server.files[path]; server.errors[path]: HTTP error codes answered first, one per request;
+    server.drops[path] > 0: send the headers and half the body, then close (and count down)."""
 
     def do_GET(self):  # noqa: N802  (http.server's name)
         body = self.server.files.get(self.path)
@@ -28,6 +28,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
+        if self.server.errors.get(self.path):   # a server error first (503: worth a retry)
+            self.send_error(self.server.errors[self.path].pop(0))
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -47,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.drops, srv.hits = {}, {}, {}
+    srv.files, srv.drops, srv.hits, srv.errors = {}, {}, {}, {}
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -120,6 +123,13 @@ def test_dropped_connection_is_retried(tmp_path, server):
     dest = tmp_path / "cache" / "f.bin"
     dl.fetch(f"{server.base}/f.bin", dest, _sha(body), retries=3, wait=0, progress=False)
     assert dest.read_bytes() == body and server.hits["/f.bin"] == 3 and _leftovers(dest.parent) == ["f.bin"]
+
+
+def test_server_error_is_retried(tmp_path, server):
+    server.files["/f.bin"], server.errors["/f.bin"] = b"payload", [503]
+    dest = tmp_path / "f.bin"
+    dl.fetch(f"{server.base}/f.bin", dest, _sha(b"payload"), wait=0, progress=False)
+    assert dest.read_bytes() == b"payload" and server.hits["/f.bin"] == 2
 
 
 def test_dropped_connection_fails_cleanly_when_it_stays_down(tmp_path, server):
