@@ -95,6 +95,14 @@ def test_json_files(tmp_path):
                                    {"type": "Flatten"}, {"type": "Dense"}]))
     model = get_model(str(listing), (2, 6, 6), 5)
     assert to_spec(model) == "c4k3-relu-fc5" and model.layers[0].config()["in_channels"] == 2
+    if HAVE_NEW_LAYERS:   # a block's layers get their input sizes too
+        block = [{"type": "Conv2D", "out_channels": 4, "kernel_size": 3, "padding": 1},
+                 {"type": "Residual", "layers": [{"type": "Conv2D", "out_channels": 8, "kernel_size": 3, "stride": 2,
+                                                  "padding": 1}, {"type": "BatchNorm2D"}],
+                  "shortcut": [{"type": "Conv2D", "out_channels": 8, "kernel_size": 1, "stride": 2}]},
+                 {"type": "GlobalAvgPool2D"}, {"type": "Dense"}]
+        listing.write_text(json.dumps(block))
+        assert to_spec(get_model(str(listing), (2, 6, 6), 5)) == "c4k3p1-res(c8k3s2p1-bn|c8k1s2)-gap-fc5"
     full = tmp_path / "seq.json"
     full.write_text(json.dumps(get_model("lenet5").config()))
     assert to_spec(get_model(str(full))) == to_spec(get_model("lenet5"))
