@@ -112,6 +112,7 @@ def test_mirror_files_still_checked_against_the_pinned_digest(tmp_path, server, 
     archive, _ = cifar_archive(tmp_path, "cifar10", "binary")
     server.files["/cifar-10-binary.tar.gz"] = archive
     monkeypatch.setenv("CLCNN_MIRROR", server.base)
+    monkeypatch.setenv("HOME", str(tmp_path))   # a real ~/.cache/clcnn/cifar10 would be found
     with pytest.raises(dl.DownloadError, match=SPECS["cifar10"].remotes[0].sha256):
         data.describe("cifar10", tmp_path / "cache", download=True)
     assert _leftovers(tmp_path / "cache") == []
@@ -156,7 +157,8 @@ def _closed_port() -> int:
 def test_offline_cli_names_the_files_and_the_folder(tmp_path):
     """No server: `clcnn train` ends in one line naming the official file and where to put it; with
     --no-download it says how to get it."""
-    env = {"CLCNN_MIRROR": f"http://127.0.0.1:{_closed_port()}", "CLCNN_DATA": str(tmp_path / "data")}
+    env = {"CLCNN_MIRROR": f"http://127.0.0.1:{_closed_port()}", "CLCNN_DATA": str(tmp_path / "data"),
+           "HOME": str(tmp_path)}   # (a real ~/.cache/clcnn/cifar10 would be found)
     res = clcnn("train", "--dataset", "cifar10", "--device", "cpu", "--out", tmp_path / "run", env=env)
     assert_one_line_error(res, "cannot be downloaded", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
                           f"put it in {tmp_path / 'data' / 'cifar10'}")
