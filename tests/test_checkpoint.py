@@ -197,3 +197,38 @@ def test_progress_bar_on_stderr_shows_step_loss_rate_and_eta(capsys):
     text = out.getvalue()
     p.close()
     assert "epoch 2/3" in text and "7/20" in text and "loss 0.2500" in text and "img/s" in text, text
+
+
+def _cli(monkeypatch, capsys, *args):
+    """`clcnn ARGS` in this process (cli.run: the user's one-line errors and exit codes): (code, stdout, stderr)."""
+    import sys
+    from clcnn import cli
+    monkeypatch.setattr(sys, "argv", ["clcnn", *map(str, args)])
+    try:
+        cli.run()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_resume_refusals_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLCNN_CURVES", "0")
+    data = tiny_dataset(tmp_path)
+    run = tmp_path / "run"
+    code, out, err = _cli(monkeypatch, capsys, "train", "--data-dir", data, "--model", "c4k5-relu-mp2-flat-fc",
+                          "--device", "cpu", "--batch-size", 32, "--limit-train", 64, "--out", run, "--no-progress")
+    assert code == 0, err
+    cases = [(["--resume", tmp_path / "nowhere"], "no such run folder"),
+             (["--resume", run, "--model", "lenet5"], "a resume continues its own settings"),
+             (["--resume", run, "--out", tmp_path / "elsewhere"], "drop --out"),
+             (["--data-dir", data, "--device", "cpu", "--out", run], "holds a previous run")]
+    raw = (run / CHECKPOINT).read_bytes()
+    for args, needle in cases:
+        code, out, err = _cli(monkeypatch, capsys, "train", *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, (args, err)
+    (run / CHECKPOINT).write_bytes(raw[:len(raw) // 2])   # cut short: as a full disk or a killed copy leaves it
+    code, out, err = _cli(monkeypatch, capsys, "train", "--resume", run)
+    assert code == 2 and err.strip().splitlines() == [f"clcnn: error: checkpoint {run / CHECKPOINT} is truncated or "
+                                                      "corrupted (not a readable safetensors file)"], err
