@@ -3,6 +3,10 @@
 // reductions (a power of two); one work-group per channel, fixed-order strided sums then a local tree
 // (deterministic, no atomics).
 
+// The loops over one channel's flattened positions idx (n*inner + t) step by WG and keep (n, t) up to date, with
+// a division only when a step passes the end of a row: element (n, ch, t) is at (n*c + ch)*inner + t.
+#define ADVANCE(nn, t) do { t += WG; if (t >= inner) { nn += t / inner; t %= inner; } } while (0)
+
 // The sum of v over the work-group (every work-item gets it); red: WG floats of local memory.
 static float wg_sum(__local float* red, const float v)
 {
@@ -36,13 +40,16 @@ void batchnorm_stats(__global const float* restrict x, __global float* restrict 
         return;
     }
     float acc = 0.0f;
-    for (int idx = lid; idx < count; idx += WG)
-        acc += x[((idx / inner) * c + ch) * inner + idx % inner];
+    for (int idx = lid, nn = lid / inner, t = lid % inner; idx < count; idx += WG) {
+        acc += x[(nn * c + ch) * inner + t];
+        ADVANCE(nn, t);
+    }
     const float mean = wg_sum(red, acc) / (float)count;
     acc = 0.0f;
-    for (int idx = lid; idx < count; idx += WG) {
-        const float d = x[((idx / inner) * c + ch) * inner + idx % inner] - mean;
+    for (int idx = lid, nn = lid / inner, t = lid % inner; idx < count; idx += WG) {
+        const float d = x[(nn * c + ch) * inner + t] - mean;
         acc += d * d;
+        ADVANCE(nn, t);
     }
     const float q = wg_sum(red, acc);
     if (lid == 0) {
@@ -64,15 +71,19 @@ void batchnorm_stats_partial(__global const float* restrict x, __global float* r
     __local float red[WG];
     const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
     const int start = s * chunk, end = min(start + chunk, n * inner);
+    const int first = start + lid;
     float acc = 0.0f;
-    for (int idx = start + lid; idx < end; idx += WG)
-        acc += x[((idx / inner) * c + ch) * inner + idx % inner];
-    const float cnt = (float)max(end - start, 0);
-    const float mean = cnt > 0.0f ? wg_sum(red, acc) / cnt : wg_sum(red, 0.0f);
+    for (int idx = first, nn = first / inner, t = first % inner; idx < end; idx += WG) {
+        acc += x[(nn * c + ch) * inner + t];
+        ADVANCE(nn, t);
+    }
+    const float cnt = (float)(end - start);   // >= 1: the host makes every chunk non-empty
+    const float mean = wg_sum(red, acc) / cnt;
     acc = 0.0f;
-    for (int idx = start + lid; idx < end; idx += WG) {
-        const float d = x[((idx / inner) * c + ch) * inner + idx % inner] - mean;
+    for (int idx = first, nn = first / inner, t = first % inner; idx < end; idx += WG) {
+        const float d = x[(nn * c + ch) * inner + t] - mean;
         acc += d * d;
+        ADVANCE(nn, t);
     }
     const float m2 = wg_sum(red, acc);
     if (lid == 0) {
@@ -109,17 +120,18 @@ __kernel void batchnorm_stats_final(__global const float* restrict part, __globa
 }
 
 // x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c], then with relu != 0 max(y, 0) keeping NaN
-// and -0.0 (relu_forward's rule); total = N*C*inner work-items
+// and -0.0 (relu_forward's rule). 2-D range (>= inner, N*C): dimension 0 runs along a row, dimension 1 over the
+// (n, c) rows, so the channel is one division per work-item's row, not per element.
 __kernel void batchnorm_apply(__global const float* restrict x, __global float* restrict y,
                               __global const float* restrict w, __global const float* restrict b,
                               __global const float* restrict smean, __global const float* restrict sinv,
-                              const int c, const int inner, const int relu, const int total)
+                              const int c, const int inner, const int relu)
 {
-    const int gid = get_global_id(0);
-    if (gid >= total) return;
-    const int ch = (gid / inner) % c;
-    const float v = (x[gid] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
-    y[gid] = (relu && v < 0.0f) ? 0.0f : v;
+    const int t = get_global_id(0), row = get_global_id(1);
+    if (t >= inner) return;
+    const int ch = row % c, i = row * inner + t;
+    const float v = (x[i] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
+    y[i] = (relu && v < 0.0f) ? 0.0f : v;
 }
 
 // x, dy: (N, C, inner) -> sums: (2, C) = [sum(dy), sum(dy * xhat)] per channel, xhat = (x - smean)*sinv;
@@ -135,10 +147,11 @@ void batchnorm_backward_reduce(__global const float* restrict x, __global const 
     const int lid = get_local_id(0), ch = get_group_id(0), count = n * inner;
     const float mean = smean[ch], inv = sinv[ch];
     float a = 0.0f, bx = 0.0f;
-    for (int idx = lid; idx < count; idx += WG) {
-        const int i = ((idx / inner) * c + ch) * inner + idx % inner;
+    for (int idx = lid, nn = lid / inner, t = lid % inner; idx < count; idx += WG) {
+        const int i = (nn * c + ch) * inner + t;
         a += dy[i];
         bx += dy[i] * ((x[i] - mean) * inv);
+        ADVANCE(nn, t);
     }
     const float sdy = wg_sum(red, a);
     const float sdyx = wg_sum(red, bx);
@@ -163,10 +176,12 @@ void batchnorm_backward_partial(__global const float* restrict x, __global const
     const int end = min((s + 1) * chunk, n * inner);
     const float mean = smean[ch], inv = sinv[ch];
     float a = 0.0f, bx = 0.0f;
-    for (int idx = s * chunk + lid; idx < end; idx += WG) {
-        const int i = ((idx / inner) * c + ch) * inner + idx % inner;
+    const int first = s * chunk + lid;
+    for (int idx = first, nn = first / inner, t = first % inner; idx < end; idx += WG) {
+        const int i = (nn * c + ch) * inner + t;
         a += dy[i];
         bx += dy[i] * ((x[i] - mean) * inv);
+        ADVANCE(nn, t);
     }
     const float sa = wg_sum(red, a);
     const float sb = wg_sum(red, bx);
@@ -194,21 +209,22 @@ __kernel void batchnorm_backward_final(__global const float* restrict part, __gl
     db[ch] = (beta != 0.0f ? beta * db[ch] : 0.0f) + sdy;
 }
 
-// dx = w*sinv*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when training, else w*sinv*dy; total = N*C*inner
+// dx = w*sinv*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when training, else w*sinv*dy; 2-D range as
+// batchnorm_apply's
 __kernel void batchnorm_backward_data(__global const float* restrict x, __global const float* restrict dy,
                                       __global float* restrict dx, __global const float* restrict w,
                                       __global const float* restrict smean, __global const float* restrict sinv,
                                       __global const float* restrict sums, const int c, const int inner,
-                                      const int count, const int training, const int total)
+                                      const int count, const int training)
 {
-    const int gid = get_global_id(0);
-    if (gid >= total) return;
-    const int ch = (gid / inner) % c;
+    const int t = get_global_id(0), row = get_global_id(1);
+    if (t >= inner) return;
+    const int ch = row % c, i = row * inner + t;
     const float inv = sinv[ch];
-    float g = dy[gid];
+    float g = dy[i];
     if (training) {
-        const float xhat = (x[gid] - smean[ch]) * inv;
+        const float xhat = (x[i] - smean[ch]) * inv;
         g -= (sums[ch] + xhat * sums[c + ch]) / (float)count;
     }
-    dx[gid] = w[ch] * inv * g;
+    dx[i] = w[ch] * inv * g;
 }

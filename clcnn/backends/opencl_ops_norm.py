@@ -34,6 +34,14 @@ class OpenCLOpsNorm:
         chunk = -(-count // S)
         return max(1, -(-count // chunk)), chunk
 
+    def _rows(self, name, rows, inner, *args):
+        """Launch the elementwise batch-norm kernel ``name`` over (rows, inner): work-groups of up to 64 along a
+        row (the power of two >= inner when a row is shorter), one row per work-group row."""
+        if rows * inner > 0:
+            lw = min(64, self.eltwise_wg, 1 << max(0, inner - 1).bit_length())
+            self._run(self.kernel("batchnorm.cl", name, {"WG": self.reduce_wg}), (-(-inner // lw) * lw, rows),
+                      (lw, 1), *args)
+
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
                           eps, momentum, training, relu=False):
         wg = self.reduce_wg
@@ -50,9 +58,8 @@ class OpenCLOpsNorm:
                       x.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
             self._eltwise("batchnorm.cl", "batchnorm_stats_final", c, part.buf, running_mean.buf, running_var.buf,
                           save_mean.buf, save_invstd.buf, _i(c), _i(S), _f(eps), _f(momentum), defines={"WG": wg})
-        total = n * c * inner
-        self._eltwise("batchnorm.cl", "batchnorm_apply", total, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
-                      save_invstd.buf, _i(c), _i(inner), _i(bool(relu)), _i(total), defines={"WG": wg})
+        self._rows("batchnorm_apply", n * c, inner, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
+                   save_invstd.buf, _i(c), _i(inner), _i(bool(relu)))
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
                            beta=0.0):
@@ -72,10 +79,8 @@ class OpenCLOpsNorm:
             self._eltwise("batchnorm.cl", "batchnorm_backward_final", c, part.buf, sums.buf, dweight.buf,
                           dbias.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
         if dx is not None:
-            total = n * c * inner
-            self._eltwise("batchnorm.cl", "batchnorm_backward_data", total, x.buf, dy.buf, dx.buf, weight.buf,
-                          save_mean.buf, save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * inner),
-                          _i(bool(training)), _i(total), defines={"WG": wg})
+            self._rows("batchnorm_backward_data", n * c, inner, x.buf, dy.buf, dx.buf, weight.buf, save_mean.buf,
+                       save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * inner), _i(bool(training)))
 
     # ---- dropout ----------------------------------------------------------------------------------------
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
