@@ -1,6 +1,8 @@
-"""The training loop: epochs of shuffled mini-batch SGD, evaluation, metrics.jsonl and an atomic checkpoint.
+"""The training loop: epochs of shuffled mini-batch SGD, evaluation, metrics.jsonl and an atomic checkpoint
+(clcnn.checkpoint) every epoch and every --checkpoint-every steps, from which a run continues exactly.
 
     clcnn train --dataset fashion-mnist --model lenet5 --epochs 1 --batch-size 64 --lr 0.05 --device cpu --seed 0
+    clcnn train --resume runs/20261202-013000 --epochs 3   # after Ctrl-C, a crash, or to train on
 """
 from __future__ import annotations
 
