@@ -154,10 +154,14 @@ def test_folder_equals_the_idx_arrays(tmp_path, cache):
         np.testing.assert_array_equal(fb, eb)
     ref = x.astype(np.float64) / 255
     np.testing.assert_allclose(finfo.mean, [ref.mean()], rtol=1e-12)
-    assert len(list(cache.glob("*.npy"))) == 1
+    before = list(cache.glob("*.npy"))
+    assert len(before) == 1
     os.utime(next((tmp_path / "f" / "train").rglob("*.png")), ns=(1, 1))   # a changed file: a new decode
     data.describe(f"folder:{tmp_path / 'f'}")
-    assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob(".*"))
+    after = list(cache.glob("*.npy"))
+    assert len(after) == 1 and after != before and not list(cache.glob(".*")), "not decoded again, or kept stale"
+    data.describe(f"folder:{tmp_path / 'f'}", channels=3)   # another shape: its own entry beside
+    assert len(list(cache.glob("*.npy"))) == 2
 
 
 def test_folder_conversion_cut_and_cache(tmp_path, cache):

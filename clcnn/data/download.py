@@ -159,8 +159,12 @@ def extract(archive, folder) -> None:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DataError(f"{archive} is not a readable tar archive ({exc})") from None
         for entry in tmp.iterdir():
-            if not (folder / entry.name).exists():
-                os.replace(entry, folder / entry.name)
+            try:
+                if not (folder / entry.name).exists():
+                    os.replace(entry, folder / entry.name)
+            except OSError as exc:   # another process (an MPI rank) unpacked the same archive first
+                if not (folder / entry.name).exists():
+                    raise DataError(f"cannot unpack {archive} into {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

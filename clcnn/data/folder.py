@@ -75,9 +75,11 @@ def fingerprint(files: list[str], base: Path, size, channels: int) -> str:
 def cached_decode(files: list[Path], base: Path, size, channels: int, log=None) -> np.ndarray:
     """The decoded images of ``files`` as a read-only memory-mapped uint8 (N, C, H, W) array: from the cache
     when the fingerprint matches, else decoded now into a temporary .npy that is renamed into the cache when
-    complete."""
+    complete (and the entries of this folder's earlier contents at this shape are deleted: the cache holds one
+    per folder and shape). The file is named <hash of the folder's path and shape>-<fingerprint>.npy."""
     folder = cache_root() / "decoded"
-    path = folder / f"{fingerprint(files, base, size, channels)}.npy"
+    owner = hashlib.sha256(f"{Path(base).resolve()}|{size}|{channels}".encode()).hexdigest()[:12]
+    path = folder / f"{owner}-{fingerprint(files, base, size, channels)}.npy"
     if path.is_file():
         try:
             arr = np.load(path, mmap_mode="r")
@@ -97,6 +99,9 @@ def cached_decode(files: list[Path], base: Path, size, channels: int, log=None) 
         del arr   # the header is written; the workers fill the images in place
         decode_all(files, size, channels, tmp)
         os.replace(tmp, path)
+        for stale in folder.glob(f"{owner}-*.npy"):   # earlier contents of this folder at this shape
+            if stale != path:
+                stale.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
