@@ -168,8 +168,10 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 @click.option("--parallel", default="auto", show_default=True, type=click.Choice(["auto", "threads", "mpi"]),
               help="A group (a+b): threads (this process), mpi (one MPI rank per device, rank 0 prints; started "
               "here with mpiexec unless already under one) or auto: mpi when every device is a GPU.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Training steps per timed round.")
-@click.option("--rounds", default=5, show_default=True, type=int, help="Rounds (the median is reported).")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Training steps per timed round.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Rounds (the median is reported).")
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
 def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_torch, json_path):
@@ -196,7 +198,7 @@ def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_to
 @click.option("--variant", default="auto", show_default=True,
               help="auto (what training uses), all (every kernel variant: the progression), sweep (every tile "
               "config the device can run, fastest first), or one variant.")
-@click.option("--rounds", default=5, show_default=True, type=int)
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--no-torch", is_flag=True, help="Time clcnn only.")
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
 def bench_gemm(size, device, variant, rounds, no_torch, json_path):
@@ -218,7 +220,8 @@ def _whole_numbers(flag: str, text: str) -> list[int]:
 @click.option("--device", default=None, help="auto | cl:N  [default: $CLCNN_DEVICE or auto]")
 @click.option("--model", default="lenet5,cifar", show_default=True, help="Presets whose GEMM shapes are tuned.")
 @click.option("--batch-size", default="256", show_default=True, help="Batch sizes, comma-separated.")
-@click.option("--repeats", default=5, show_default=True, type=int, help="Timed runs per candidate (median).")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per candidate (median).")
 @click.option("--max-candidates", default=None, type=click.IntRange(min=1),
               help="Try only the first N candidates per shape.")
 @click.option("--gemm-size", default="", help="Also tune N x N x N products (what `bench gemm` times), e.g. 4096.")

@@ -146,8 +146,8 @@ def test_case7_train_config_names_the_option(field, value, needle):
 @pytest.mark.parametrize("args, needle", [
     (["train", "--seed", "-1"], "--seed"), (["train", "--lr", "inf"], "--lr"),
     (["eval", "--weights", "w.safetensors", "--batch-size", "0"], "--batch-size"),
-    (["bench", "gemm", "--size", "0", "--no-torch"], "--size"), (["tune", "--repeats", "0"], "--repeats"),
-    (["tune", "--max-candidates", "0"], "--max-candidates")])
+    (["tune", "--max-candidates", "0"], "--max-candidates"), (["bench", "gemm", "--rounds", "0"], "--rounds"),
+    (["bench", "train", "--steps", "0"], "--steps")])   # bench --size, tune --repeats: test_bench_tune
 def test_case7_cli_options_one_line_naming_the_option(tmp_path, args, needle):
     assert_one_line_error(clcnn(*args, "--device", "cpu"), needle)
 
