@@ -120,15 +120,15 @@ __kernel void batchnorm_stats_final(__global const float* restrict part, __globa
 }
 
 // x: (N, C, inner) -> y = (x - smean[c]) * (sinv[c] * w[c]) + b[c], then with relu != 0 max(y, 0) keeping NaN
-// and -0.0 (relu_forward's rule). 2-D range (>= inner, N*C): dimension 0 runs along a row, dimension 1 over the
-// (n, c) rows, so the channel is one division per work-item's row, not per element.
+// and -0.0 (relu_forward's rule). 2-D range (>= inner, >= rows = N*C): dimension 0 runs along a row, dimension 1
+// over the (n, c) rows, so the channel is one division per work-item's row, not per element.
 __kernel void batchnorm_apply(__global const float* restrict x, __global float* restrict y,
                               __global const float* restrict w, __global const float* restrict b,
                               __global const float* restrict smean, __global const float* restrict sinv,
-                              const int c, const int inner, const int relu)
+                              const int c, const int inner, const int rows, const int relu)
 {
     const int t = get_global_id(0), row = get_global_id(1);
-    if (t >= inner) return;
+    if (t >= inner || row >= rows) return;
     const int ch = row % c, i = row * inner + t;
     const float v = (x[i] - smean[ch]) * (sinv[ch] * w[ch]) + b[ch];
     y[i] = (relu && v < 0.0f) ? 0.0f : v;
@@ -215,10 +215,10 @@ __kernel void batchnorm_backward_data(__global const float* restrict x, __global
                                       __global float* restrict dx, __global const float* restrict w,
                                       __global const float* restrict smean, __global const float* restrict sinv,
                                       __global const float* restrict sums, const int c, const int inner,
-                                      const int count, const int training)
+                                      const int rows, const int count, const int training)
 {
     const int t = get_global_id(0), row = get_global_id(1);
-    if (t >= inner) return;
+    if (t >= inner || row >= rows) return;
     const int ch = row % c, i = row * inner + t;
     const float inv = sinv[ch];
     float g = dy[i];

@@ -35,12 +35,15 @@ class OpenCLOpsNorm:
         return max(1, -(-count // chunk)), chunk
 
     def _rows(self, name, rows, inner, *args):
-        """Launch the elementwise batch-norm kernel ``name`` over (rows, inner): work-groups of up to 64 along a
-        row (the power of two >= inner when a row is shorter), one row per work-group row."""
+        """Launch the elementwise batch-norm kernel ``name`` over (rows, inner) with ``args``: work-groups of
+        64 work-items (fewer where the device allows fewer), along a row up to all of them (the power of two >=
+        inner when a row is shorter) times as many rows as fill the rest."""
         if rows * inner > 0:
-            lw = min(64, self.eltwise_wg, 1 << max(0, inner - 1).bit_length())
-            self._run(self.kernel("batchnorm.cl", name, {"WG": self.reduce_wg}), (-(-inner // lw) * lw, rows),
-                      (lw, 1), *args)
+            size = min(64, self.eltwise_wg)
+            lw = min(size, 1 << max(0, inner - 1).bit_length())
+            lr = max(1, size // lw)
+            self._run(self.kernel("batchnorm.cl", name, {"WG": self.reduce_wg}),
+                      (-(-inner // lw) * lw, -(-rows // lr) * lr), (lw, lr), *args)
 
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner,
                           eps, momentum, training, relu=False):
@@ -59,7 +62,7 @@ class OpenCLOpsNorm:
             self._eltwise("batchnorm.cl", "batchnorm_stats_final", c, part.buf, running_mean.buf, running_var.buf,
                           save_mean.buf, save_invstd.buf, _i(c), _i(S), _f(eps), _f(momentum), defines={"WG": wg})
         self._rows("batchnorm_apply", n * c, inner, x.buf, y.buf, weight.buf, bias.buf, save_mean.buf,
-                   save_invstd.buf, _i(c), _i(inner), _i(bool(relu)))
+                   save_invstd.buf, _i(c), _i(inner), _i(n * c), _i(bool(relu)))
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
                            beta=0.0):
@@ -80,7 +83,7 @@ class OpenCLOpsNorm:
                           dbias.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
         if dx is not None:
             self._rows("batchnorm_backward_data", n * c, inner, x.buf, dy.buf, dx.buf, weight.buf, save_mean.buf,
-                       save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * inner), _i(bool(training)))
+                       save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * c), _i(n * inner), _i(bool(training)))
 
     # ---- dropout ----------------------------------------------------------------------------------------
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
