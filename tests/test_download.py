@@ -122,8 +122,10 @@ def test_dropped_connection_is_retried(tmp_path, server):
     body = b"clcnn" * 20000
     server.files["/f.bin"], server.drops["/f.bin"] = body, 2
     dest = tmp_path / "cache" / "f.bin"
-    dl.fetch(f"{server.base}/f.bin", dest, _sha(body), retries=3, wait=0, progress=False)
+    log = []
+    dl.fetch(f"{server.base}/f.bin", dest, _sha(body), retries=3, wait=0, progress=True, log=log.append)
     assert dest.read_bytes() == body and server.hits["/f.bin"] == 3 and _leftovers(dest.parent) == ["f.bin"]
+    assert log[0] == f"downloading {server.base}/f.bin -> {dest}" and log[2].endswith("(attempt 3/3)")
 
 
 def test_server_error_is_retried(tmp_path, server):
