@@ -218,28 +218,24 @@ class Backend(Capabilities, ABC):
     @abstractmethod
     def batchnorm_forward(self, x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n: int,
                           c: int, inner: int, eps: float, momentum: float, training: bool, relu: bool = False) -> None:
-        """x: (N, C, inner) -> y = (x - mean)/sqrt(var + eps) * weight + bias per channel (PyTorch's BatchNorm),
-        then max(y, 0) with ``relu`` (a following ReLU fused, relu_forward's NaN rule).
-        training: mean/var of the batch (biased var, M = N*inner >= 2 values) and running_mean/running_var
-        (C,) updated in place as (1-momentum)*r + momentum*batch (the var unbiased, *M/(M-1)); else the running
-        statistics. save_mean, save_invstd: (C,) outputs, the mean and 1/sqrt(var + eps) used (for backward).
-        y may not be x."""
+        """x: (N, C, inner) -> y (not x) = (x - mean)/sqrt(var + eps) * weight + bias per channel (PyTorch's
+        BatchNorm), then max(y, 0) with ``relu`` (a following ReLU fused; relu_forward's NaN rule). training: the
+        batch's mean/var (biased, M = N*inner >= 2 values), running_mean/running_var (C,) := (1-momentum)*r +
+        momentum*batch (the var unbiased, *M/(M-1)); else the running ones. save_mean, save_invstd (C,): out."""
 
     @abstractmethod
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n: int, c: int,
                            inner: int, training: bool, beta: float = 0.0) -> None:
-        """dy: (N, C, inner) -> dweight = beta*dweight + sum(dy*xhat), dbias = beta*dbias + sum(dy) (C,), and
-        (unless dx is None) dx = weight*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when ``training`` (the
-        batch statistics depend on x), weight*invstd*dy when not; xhat = (x - save_mean)*save_invstd."""
+        """dy: (N, C, inner) -> dweight = beta*dweight + sum(dy*xhat), dbias = beta*dbias + sum(dy), dx (unless
+        None) = weight*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) if ``training``, else weight*invstd*dy."""
 
     @abstractmethod
     def dropout_forward(self, x, y, mask, counter, key, stream: int, threshold: int, scale: float,
                         size: int) -> None:
-        """Inverted dropout over ``size`` elements with the counter-based RNG Philox-4x32-10 (bit-identical on
-        every device): r_i = philox((i >> 2, step, stream, 0), key)[i & 3] with step = counter[0] (an int32 (1,)
-        device array read as uint32, so a replayed step reads the value counter_advance left), key two uint32;
-        kept when (r_i >> 8) >= threshold (24-bit; threshold = round(p * 2^24)): y = x*scale, mask = scale,
-        else y = mask = 0."""
+        """Inverted dropout with Philox-4x32-10 (bit-identical on every device): r_i = philox((i >> 2, step,
+        stream, 0), key)[i & 3], step = counter[0] (int32 (1,) device array read as uint32: a replayed step reads
+        what counter_advance left), key two uint32; kept when (r_i >> 8) >= threshold (= round(p * 2^24)):
+        y = x*scale, mask = scale, else y = mask = 0."""
 
     @abstractmethod
     def dropout_backward(self, dy, mask, dx, size: int) -> None:
@@ -256,8 +252,7 @@ class Backend(Capabilities, ABC):
 
     @abstractmethod
     def avgpool_backward(self, dy, dx, n: int, c: int, h: int, w: int, kh: int, kw: int, stride: int) -> None:
-        """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W) overwritten: each pixel gathers dy/(kh*kw) of every window
-        that covers it (race-free)."""
+        """dy: (N, C, Ho, Wo) -> dx: (N, C, H, W) overwritten, each pixel gathering dy/(kh*kw) of its windows."""
 
     # ---- losses -------------------------------------------------------------------------------------------
     @abstractmethod
