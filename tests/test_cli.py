@@ -193,7 +193,7 @@ def test_bad_dataset_files_give_one_line(tmp_path, kind, needle):
                                            (["--batch-size", "0"], "--batch-size"),
                                            (["--epochs", "0"], "--epochs"),
                                            (["--epochs", "two"], "epochs"),
-                                           (["--dataset", "cifar100"], "dataset"),
+                                           (["--dataset", "cifar1000"], "dataset"),
                                            (["--model", "vgg99"], "unknown model"),
                                            (["--seed", "-1"], "--seed"),
                                            (["--split", "0.5"], "needs several devices"),
