@@ -290,9 +290,11 @@ def test_replayed_steps_draw_fresh_masks_and_count_batches(dev):
         masks.append(dev.download(m.layers[4].mask).copy())
     assert all(not np.array_equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1:])
     assert m.layers[4].step == 5 and int(m.state_dict()["2.num_batches_tracked"]) == 5
-    m.layers[4].step = 2   # as a resumed run sets it: the replayed step draws step 2's mask again
+    state = m.layers[4].state_dict()
+    assert state == {"step": 5, "key": list(m.layers[4].key)}
+    m.layers[4].load_state_dict({**state, "step": 2})   # as a resumed run: the replayed step draws step 2's mask
     m.train_step(x, y, opt)
-    check_exact(dev.download(m.layers[4].mask), masks[2], "the mask of a reset step")
+    check_exact(dev.download(m.layers[4].mask), masks[2], "the mask of a restored step")
     if dev.info.backend == "opencl":
         assert m._steps.recordings >= 1, "the step was never recorded: replay untested"
 

@@ -61,6 +61,16 @@ class Dropout(Layer):
             self.backend.upload_into(self.counter, np.array([np.uint32(self._start).view(np.int32)], np.int32))
             self.backend.synchronize()
 
+    def state_dict(self) -> dict:
+        """{"step", "key"}: where the layer's random stream stands (a checkpoint's; not the model's state_dict,
+        which holds tensors named as PyTorch's, and nn.Dropout has none). ``stream`` is the group's to set."""
+        return {"step": self.step, "key": [int(k) for k in self.key]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``'s values: the next training forward draws step ``state["step"]``."""
+        self.key = tuple(int(k) & 0xFFFFFFFF for k in state["key"])
+        self.step = int(state["step"])
+
     def clone(self):
         twin = super().clone()
         twin.key, twin.stream, twin._start = self.key, self.stream, self.step
