@@ -60,7 +60,14 @@ def cases(draw):
     features = int(np.prod(shape[1:]))
     wrong = draw(st.integers(0, 9)) == 0   # now and then a Dense that does not fit
     classes = draw(st.integers(2, 4))
-    layers += [Flatten(), Dense(features + 1 if wrong else features, classes)]
+    layers += [Flatten()]
+    if draw(st.booleans()):   # a hidden Dense with its activation (a ReLU fuses into the GEMM's write-out)
+        hidden = draw(st.integers(1, 6))
+        layers += [Dense(features + 1 if wrong else features, hidden), draw(st.sampled_from([ReLU, Sigmoid]))()]
+        features = hidden
+    else:
+        features += 1 if wrong else 0
+    layers += [Dense(features, classes)]
     x = draw(st.sampled_from([0.5, 1.0, 3.0])) * np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal(
         (n, c, h, w)).astype(np.float32)
     for _ in range(draw(st.sampled_from([0, 0, 1, 3]))):   # special values at random places
