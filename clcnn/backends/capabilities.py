@@ -63,6 +63,8 @@ class Capabilities:
         """Hand everything enqueued so far to the device (another queue may be waiting on it)."""
 
     # ---- accounting, prepared steps, variants (concrete defaults; backends refine them) --------------------
+    launches = 0   # device enqueues so far (OpenCL: kernels, fills, copies, markers, replayed ones too; Numba: op
+                   # calls; not host transfers); `clcnn bench train` sets it to 0 and reads it per step
     def _track(self, array, nbytes: int):
         """Count ``nbytes`` as in use until ``array`` is garbage-collected; returns ``array``."""
         self._mem_in_use = getattr(self, "_mem_in_use", 0) + nbytes

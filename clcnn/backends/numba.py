@@ -1,6 +1,7 @@
 """The Numba CPU backend: NumPy arrays in host memory, ops run by the parallel kernels of ``clcnn.cpu``."""
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -166,3 +167,19 @@ class NumbaBackend(Backend):
 
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, hyper, size, decoupled=False):
         _adam.adam_update(param, grad, exp_avg, exp_avg_sq, hyper, size, decoupled)
+
+
+_NOT_OPS = {"zeros", "upload", "upload_into", "download", "synchronize", "view", "scratch"}
+
+
+def _counted(op):
+    """``op`` adding one to ``Backend.launches`` per call (the Numba backend's "launch" is one op call)."""
+    def counted(self, *args, **kwargs):
+        self.launches += 1
+        return op(self, *args, **kwargs)
+    return functools.wraps(op)(counted)
+
+
+for _name, _op in list(vars(NumbaBackend).items()):
+    if callable(_op) and not _name.startswith("_") and _name not in _NOT_OPS:
+        setattr(NumbaBackend, _name, _counted(_op))

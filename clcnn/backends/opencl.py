@@ -96,6 +96,7 @@ class OpenCLBackend(OpenCLMemory, OpenCLGemm, OpenCLOps, Backend):
             knl.set_scalar_arg_dtypes(dtypes)
             self._graph.append((knl, gsize, lsize, args))
         knl.set_args(*args)
+        self.launches += 1
         evt = cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
         if self._events is not None:
             self._events.append((evt, knl.function_name, gsize))
@@ -145,6 +146,7 @@ class OpenCLBackend(OpenCLMemory, OpenCLGemm, OpenCLOps, Backend):
     def replay(self, graph) -> None:
         """Enqueue a captured sequence again: one enqueue call per launch, no argument setting."""
         queue, enqueue = self.queue, cl.enqueue_nd_range_kernel
+        self.launches += len(graph)
         for knl, gsize, lsize, _ in graph:
             if lsize == "call":
                 knl()
@@ -155,6 +157,7 @@ class OpenCLBackend(OpenCLMemory, OpenCLGemm, OpenCLOps, Backend):
         """Run ``fn`` (an enqueue with no kernel: fill, copy) now and, when capturing, again on every replay."""
         if self._graph is not None:
             self._graph.append((fn, None, "call", None))
+        self.launches += 1
         fn()
 
     def _no_capture(self, what: str) -> None:
