@@ -163,7 +163,7 @@ class DistributedDataParallel(Group):
     def _start(self, x, y, optimizer, sync) -> None:
         """Copy this rank's shard to the device, finish the pending step, then enqueue the shard's forward and
         backward and the read of each gradient chunk as soon as its layers are done."""
-        x, y = global_batch(x, y)
+        x, y = self.model._host_batch(*global_batch(x, y))   # every rank refuses the same bad batch, before a shard
         n, (a, b) = x.shape[0], self.policy.shards(x.shape[0])[self.rank]
         m, be = self.model, self.model.backend
         if b > a:

@@ -98,7 +98,7 @@ class DataParallel(Group):
 
     def _step_gradients(self, x, y) -> float:
         """Every replica's gradient := the global mean gradient of (x, y); returns the mean loss."""
-        x, y = global_batch(x, y)
+        x, y = self.lead._host_batch(*global_batch(x, y))   # the whole batch checked before any shard runs
         shards = self.policy.shards(x.shape[0])
         done = self._run_shards(x, y, shards)
         t0 = time.perf_counter()

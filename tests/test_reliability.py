@@ -333,7 +333,7 @@ def rejected_inputs(dev):
     conv.to(get_backend(dev))
     x28, y2 = np.zeros((2, 1, 28, 28), np.float32), np.array([1, 2])
     be = get_backend(dev)
-    return [
+    cases = [
         ("lenet 32x32", lambda: lenet.predict(np.zeros((2, 1, 32, 32), np.float32)), ShapeError),
         ("lenet 27x27", lambda: lenet.predict(np.zeros((2, 1, 27, 27), np.float32)), ShapeError),
         ("lenet 24x24", lambda: lenet.gradients(np.zeros((2, 1, 24, 24), np.float32), y2), ShapeError),
@@ -349,9 +349,19 @@ def rejected_inputs(dev):
         ("predict batch_size -5", lambda: lenet.predict(x28, batch_size=-5), ConfigError),
         ("a conv layer alone, 2 channels", lambda: conv.forward(be.zeros((1, 2, 5, 5))), ShapeError),
         ("a conv layer alone, 3-D input", lambda: conv.forward(be.zeros((1, 5, 5))), ShapeError),
-        ("a group's split overflows", lambda: DataParallel(models.lenet5(seed=0), [dev, dev],
-                                                            split="1e308,1e308"), ConfigError),
     ]
+    other = "cpu" if dev != "cpu" else (POCL[0] if POCL else None)
+    if other is not None:   # a data-parallel group of two devices: the whole batch is checked before any shard
+        group = DataParallel(models.lenet5(seed=0), [dev, other])
+        cases += [
+            ("a group's split overflows", lambda: DataParallel(models.lenet5(seed=0), [dev, other],
+                                                                split="1e308,1e308"), ConfigError),
+            ("a group's label 10", lambda: group.gradients(np.zeros((4, 1, 28, 28), np.float32),
+                                                           np.array([0, 1, 2, 10])), ShapeError),
+            ("a group's 32x32 batch", lambda: group.train_step(np.zeros((4, 1, 32, 32), np.float32),
+                                                               np.array([0, 1, 2, 3]), SGD(group, lr=0.1)), ShapeError),
+        ]
+    return cases
 
 
 def run_rejected(dev) -> int:
@@ -380,7 +390,7 @@ def run_rejected(dev) -> int:
 
 @pytest.mark.parametrize("dev", FIRST)
 def test_rejected_inputs_launch_no_kernel(dev):
-    assert run_rejected(dev) == 16
+    assert run_rejected(dev) == (18 if POCL else 15)
 
 
 def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
@@ -393,7 +403,7 @@ def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
               f" print('refused', run_rejected({grind[0]!r}))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
                           env=oclgrind_env(tmp_path), cwd=ROOT)
-    assert proc.returncode == 0 and "refused 16" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode == 0 and "refused 18" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert oclgrind_reports(proc.stderr) == [], proc.stderr[-3000:]
 
 
