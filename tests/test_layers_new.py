@@ -24,8 +24,9 @@ from clcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dr
                           GlobalAvgPool2D, LAYERS, ReLU, Residual, Tanh, from_config, layer_config)
 
 
-def _lean_params():
-    """Every device; Oclgrind in-process and the PoCL devices after the first in the deep grid."""
+def _lean_params(opencl_lean: int = 1):
+    """Every device; Oclgrind in-process and the OpenCL devices after the first ``opencl_lean`` in the deep grid
+    (0: only cpu in the lean default, for whole-network tests whose PoCL GEMM builds cost 5-25 s cold)."""
     from conftest import device_params
     out, pocl = [], 0
     for p in device_params():
@@ -34,13 +35,20 @@ def _lean_params():
             extra = [pytest.mark.deep]
         elif p.id != "cpu":
             pocl += 1
-            extra = [pytest.mark.deep] if pocl > 1 else []
+            extra = [pytest.mark.deep] if pocl > opencl_lean else []
         out.append(pytest.param(*p.values, id=p.id, marks=[*p.marks, *extra]))
     return out
 
 
 @pytest.fixture(scope="module", params=_lean_params())
 def dev(request):
+    from conftest import open_device
+    return open_device(request.param)
+
+
+@pytest.fixture(scope="module", params=_lean_params(0))
+def net_dev(request):
+    """As ``dev``, for whole networks: every OpenCL device in the deep grid."""
     from conftest import open_device
     return open_device(request.param)
 
@@ -187,7 +195,6 @@ FD_CASES = {
     "avgpool_k3s2": (lambda: AvgPool2D(3, 2), (1, 2, 7, 6)),
     "global_avgpool": (lambda: GlobalAvgPool2D(), (2, 3, 3, 4)),
     "tanh": (lambda: Tanh(), (3, 10)),
-    "residual_identity": (lambda: Residual([Conv2D(2, 2, 3, padding=1), Tanh()]), (2, 2, 4, 4)),
     "residual_projection": (_residual_projection, (3, 2, 5, 5)),
 }
 
@@ -198,6 +205,13 @@ def test_layer_backward_matches_finite_differences(dev, case):
     make, shape = FD_CASES[case]
     x = _smooth_input(np.random.default_rng(1), shape, gap=0.05 if "batchnorm" not in case else 0.3)
     _check_layer(dev, make(), x)
+
+
+def test_residual_identity_backward_matches_finite_differences(net_dev):
+    # OpenCL in the deep grid: residual_projection above covers the block there in the lean default
+    from test_layers import _check_layer, _smooth_input
+    x = _smooth_input(np.random.default_rng(1), (2, 2, 4, 4))
+    _check_layer(net_dev, Residual([Conv2D(2, 2, 3, padding=1), Tanh()]), x)
 
 
 def test_dropout_backward_matches_finite_differences(dev):
@@ -261,7 +275,8 @@ def _sgd(model, lr=0.1, momentum=0.0):
     return SGD(model, lr=lr, momentum=momentum)
 
 
-def test_train_eval_reach_nested_layers_and_dropout_is_identity_in_eval(dev):
+def test_train_eval_reach_nested_layers_and_dropout_is_identity_in_eval(net_dev):
+    dev = net_dev
     from clcnn.model import Sequential
     m = Sequential([Conv2D(1, 4, 3, padding=1), _nested(), Dropout(0.5), Flatten(), Dense(64, 3)],
                    input_shape=(1, 4, 4), seed=2).to(dev)

@@ -20,7 +20,7 @@ from clcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dr
                           GlobalAvgPool2D, ReLU, Residual, Tanh)
 
 
-@pytest.fixture(scope="module", params=_lean_params())
+@pytest.fixture(scope="module", params=_lean_params(0))   # OpenCL: the deep grid (PoCL GEMM builds, 5-25 s)
 def dev(request):
     from conftest import open_device
     return open_device(request.param)
