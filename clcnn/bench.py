@@ -1,11 +1,14 @@
 """`clcnn bench`: clcnn beside PyTorch on the same hardware, alternating, with warm-up and medians.
 
-    clcnn bench train --model lenet5 --batch-size 256 --device cl:0 [--steps 20] [--rounds 5] [--json out.json]
+    clcnn bench train --model lenet5 --batch-size 256 --device cl:0 [--torch all] [--steps 20] [--rounds 5]
     clcnn bench gemm --size 4096 --device cl:0 [--variant auto|all|sweep|vec] [--json out.json]
+    clcnn bench layers --model lenet5 --batch-size 256 --device cl:0   (clcnn/bench_layers.py)
 
 PyTorch runs on CUDA when the clcnn device is an NVIDIA GPU and torch sees CUDA (TF32 off), otherwise on the CPU
-with as many threads as this process may use (clcnn/bench_torch.py). Each round times both in turn; a row reports
-medians over rounds. A preset is timed on the input shape and class count it is built for (``preset_inputs``).
+with as many threads as this process may use (clcnn/bench_torch.py), in every mode asked for (eager,
+cudnn.benchmark, a CUDA graph of the step, torch.compile). Each round times clcnn and every mode in turn; a row
+reports medians over rounds. A preset is timed on the input shape and class count it is built for
+(``preset_inputs``). The table is bench_report.format_table.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import time
 import numpy as np
 
 from .backends import DeviceError, get_backend
-from .bench_torch import torch_device, torch_train_runner
+from .bench_torch import TorchMode, device_modes, one_line, torch_device
 from .errors import ConfigError
 
 
@@ -42,13 +45,22 @@ def _median_rate(samples):
     return statistics.median(samples) if samples else None
 
 
-def _alternate(runners: dict, rounds: int, work: float) -> dict:
-    """Run each runner once per round, in turn; returns name -> median of work / seconds."""
+def _alternate(runners: dict, rounds: int, work: float, errors: dict | None = None) -> dict:
+    """Run each runner once per round, in turn; returns name -> median of work / seconds. With ``errors``, a
+    runner that raises (other than clcnn's) is dropped (its median None) and its one-line reason kept there under its name."""
     rates = {k: [] for k in runners}
+    runners = dict(runners)
     for _ in range(rounds):
-        for k, run in runners.items():
+        for k, run in list(runners.items()):
             t0 = time.perf_counter()
-            run()
+            try:
+                run()
+            except Exception as exc:  # noqa: BLE001 - a PyTorch mode failing mid-run is reported, not fatal
+                if errors is None or k == "clcnn":
+                    raise
+                errors[k], rates[k] = one_line(exc), []
+                del runners[k]
+                continue
             rates[k].append(work / (time.perf_counter() - t0))
     return {k: _median_rate(v) for k, v in rates.items()}
 
@@ -75,13 +87,17 @@ def _train_target(model_name: str, device: str, split, comm):
 
 
 def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, rounds: int = 5,
-                warmup: int = 3, use_torch: bool = True, split="auto", comm=None) -> dict:
-    """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch.
-    ``device`` "cl:0+cl:1" trains one data-parallel group in this process (DataParallel, ``split``); with an MPI
-    ``comm`` each rank drives its own of ``device`` (distributed.rank_device) and the group is the ranks.
+                warmup: int = 3, torch_modes=("all",), split="auto", comm=None) -> dict:
+    """Images/s of one training step (forward, backward, SGD with momentum) of a preset, clcnn vs PyTorch in
+    each of ``torch_modes`` (bench_torch.parse_modes: "all" is every mode the torch device has; "none"), timed
+    in turn in the same rounds. ``device`` "cl:0+cl:1" trains one data-parallel group in this process
+    (DataParallel, ``split``); with an MPI ``comm`` each rank drives its own of ``device``
+    (distributed.rank_device) and the group is the ranks.
 
-    Returns one row: {what, device, card, clcnn, torch, ratio, unit="img/s", torch_on, date, peak_bytes,
-    torch_peak_bytes[, split]}. ConfigError for an unknown preset or a non-positive count."""
+    Returns one row: {what, device, card, clcnn, torch (the best mode's img/s), torch_mode (which), ratio
+    (clcnn / best), unit="img/s", torch_on, date, peak_bytes, torch_peak_bytes (the best mode's),
+    torch_modes {mode: {rate, peak_bytes, error}}, launches (device enqueues per clcnn step)[, split]}.
+    ConfigError for an unknown preset or a non-positive count."""
     from .optim import SGD
     if batch_size < 1 or steps < 1 or rounds < 1:
         raise ConfigError("--batch-size, --steps and --rounds must be positive")
@@ -95,10 +111,6 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
             model.train_step(x, y, opt, sync=False)
         model.read_loss()   # one device read: waits for every queued step
 
-    runners = {"clcnn": ours}
-    tdev = torch_device(be.info) if use_torch else None   # PyTorch on (the first of) the same hardware
-    if tdev:
-        runners["torch"] = torch_train_runner(model_name, tdev[0], x, y, steps)
     for _ in range(warmup):   # compile, allocate, capture
         model.train_step(x, y, opt, sync=False)
     for _ in range(SETTLE_STEPS):   # a data-parallel group's auto split still deciding: time what it settles on
@@ -106,19 +118,27 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
             break
         model.train_step(x, y, opt, sync=False)
     model.read_loss()
-    if tdev:
-        runners["torch"]()
-    cuda = tdev is not None and tdev[0] == "cuda"
-    if cuda:
-        import torch
-        torch.cuda.reset_peak_memory_stats()
+    be.launches = 0
+    model.train_step(x, y, opt, sync=False)
+    model.read_loss()
+    launches = be.launches
+    tdev = torch_device(be.info) if list(torch_modes) != ["none"] else None   # PyTorch on the same hardware
+    modes, skipped = device_modes(list(torch_modes), tdev[0]) if tdev else ([], {})
+    torch_runs = {m: TorchMode(m, model_name, tdev[0], x, y, steps) for m in modes}
+    runners = {"clcnn": ours, **{m: t.run for m, t in torch_runs.items() if t.run}}
     be.reset_peak_memory()
-    rates = _alternate(runners, rounds, steps * batch_size)
-    torch_peak = torch.cuda.max_memory_allocated() if cuda else None
+    errors = {}
+    rates = _alternate(runners, rounds, steps * batch_size, errors)
+    per_mode = {m: {"rate": rates.get(m), "peak_bytes": t.peak_bytes, "error": t.error or errors.get(m)}
+                for m, t in torch_runs.items()}
+    per_mode.update({m: {"rate": None, "peak_bytes": None, "error": why} for m, why in skipped.items()})
+    best = max((m for m in per_mode if per_mode[m]["rate"]), key=lambda m: per_mode[m]["rate"], default=None)
     extra = {"split": model.split()} if hasattr(model, "split") else {}
-    return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"], rates.get("torch"),
-                tdev[1] if tdev else None, "img/s", peak_bytes=be.memory_stats()["peak_bytes"],
-                torch_peak_bytes=torch_peak, **extra)
+    return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"],
+                per_mode[best]["rate"] if best else None, tdev[1] if tdev else None, "img/s",
+                peak_bytes=be.memory_stats()["peak_bytes"], torch_mode=best,
+                torch_peak_bytes=per_mode[best]["peak_bytes"] if best else None, torch_modes=per_mode,
+                launches=launches, **extra)
 
 
 def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int = 5, reps: int | None = None,
@@ -178,23 +198,3 @@ def _gemm_error(be, dc, a, b, size) -> float:
     rows = np.linspace(0, size - 1, min(size, 8)).astype(int)
     ref = a[rows].astype(np.float64) @ b.astype(np.float64)
     return float(np.abs(c[rows] - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
-def format_table(rows: list[dict]) -> str:
-    """The rows as an aligned text table with a ratio column."""
-    w = max([40] + [len(r["what"]) for r in rows])
-    head = f"{'what':{w}s} {'device':30s} {'clcnn':>12s} {'torch':>12s} {'ratio':>6s}  unit"
-    out = [head, "-" * len(head)]
-    for r in rows:
-        dev = f"{r['device']} {r['card']}"[:30]
-        fmt = (lambda v: f"{v:12,.0f}") if r["unit"] == "img/s" else (lambda v: f"{v:12.2f}")
-        theirs = fmt(r["torch"]) if r["torch"] else f"{'-':>12s}"
-        ratio = f"{r['ratio']:6.2f}" if r["ratio"] else f"{'-':>6s}"
-        out.append(f"{r['what']:{w}s} {dev:30s} {fmt(r['clcnn'])} {theirs} {ratio}  {r['unit']}")
-    torch_on = sorted({r["torch_on"] for r in rows if r.get("torch_on")})
-    if torch_on:
-        out.append("torch on: " + "; ".join(torch_on))
-    peaks = [f"{r['device']} {r['peak_bytes'] / 2**20:.1f} MiB" for r in rows if r.get("peak_bytes") is not None]
-    if peaks:
-        out.append("peak device memory of the clcnn step: " + ", ".join(peaks))
-    return "\n".join(out)

@@ -1,5 +1,9 @@
-"""PyTorch's side of `clcnn bench`: the same preset with the same weights as a torch nn.Sequential, its training
-steps on CUDA or the CPU, and the CPU worker process that keeps PyTorch's OpenMP pool away from Numba's threads."""
+"""PyTorch's side of `clcnn bench train`: the same preset with the same weights as a torch nn.Sequential, and its
+training step in every mode a user would run it (MODES), each set up, timed and measured on its own.
+
+On CUDA the modes run in this process; on the CPU each mode runs in a child process of its own (so PyTorch's
+OpenMP pool and Numba's threads never share a process, and a mode that crashes takes only itself down).
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +14,38 @@ import weakref
 
 import numpy as np
 
+from .errors import ConfigError
+
 TORCH_CPU = "PyTorch CPU"
+CUDA_MODES = ("eager", "benchmark", "graph", "compile")
+CPU_MODES = ("eager", "compile")
+MODES = {"eager": "plain", "benchmark": "eager + cudnn.benchmark",
+         "graph": "a CUDA graph of the whole step, PyTorch's whole-network capture, cudnn.benchmark on",
+         "compile": "torch.compile of the forward + loss and of the optimizer step, default mode; on CUDA "
+                    "cudnn.benchmark on"}
+MODE_HELP = ", ".join(f"{name} ({what})" for name, what in MODES.items())
+
+
+def parse_modes(text: str) -> list[str]:
+    """``--torch``'s value: "all", "none" or a comma list of modes -> the modes asked for ("all" stays "all",
+    resolved per device by ``device_modes``). ConfigError naming --torch for an unknown mode."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if names in (["all"], ["none"]):
+        return names
+    bad = [m for m in names if m not in CUDA_MODES]
+    if bad or not names:
+        raise ConfigError(f"--torch takes all, none or modes of {', '.join(CUDA_MODES)} (got {text!r})")
+    return list(dict.fromkeys(names))
+
+
+def device_modes(asked: list[str], tdev: str) -> tuple[list[str], dict[str, str]]:
+    """(modes to run on torch device ``tdev``, {mode: why it is skipped}) for ``parse_modes``' list."""
+    have = CUDA_MODES if tdev == "cuda" else CPU_MODES
+    if asked == ["none"]:
+        return [], {}
+    if asked == ["all"]:
+        return list(have), {}
+    return [m for m in asked if m in have], {m: "needs CUDA" for m in asked if m not in have}
 
 
 def torch_device(info):
@@ -29,7 +64,7 @@ def torch_device(info):
 
 def to_torch(model, device: str):
     """A torch nn.Sequential with the same layers and weights as the clcnn Sequential ``model``, on ``device``.
-    ValueError for a layer with no PyTorch equivalent (a programming error: every preset has one)."""
+    ValueError for a layer with no PyTorch equivalent here (bench covers the plain presets: lenet5, cifar)."""
     import torch
     from torch import nn
 
@@ -56,48 +91,116 @@ def to_torch(model, device: str):
     return net.to(device)
 
 
-def _torch_steps(model_name: str, device: str, x, y):
-    """run(steps): PyTorch training steps of the preset (clcnn's initial weights, SGD with momentum 0.9, lr 0.01,
-    cross-entropy) on x (N, C, H, W) float32 and y (N,) int labels."""
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 200 characters: how a failed mode is reported."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+def _step_fn(mode: str, model_name: str, device: str, x, y):
+    """(run(steps), net) for ``mode``: the preset with clcnn's initial weights, SGD (lr 0.01, momentum 0.9) and
+    cross-entropy on its own copies of x (N, C, H, W) float32 and y (N,) int. run waits for the device."""
     import torch
-    from torch import nn
+    from torch.nn import functional as F
 
     from .models import get_model
+    cuda = device == "cuda"
     net = to_torch(get_model(model_name, seed=0), device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
+    loss_of = (lambda a, b: F.cross_entropy(net(a), b))
+    opt_step = opt.step
+    if mode == "compile":
+        loss_of, opt_step = torch.compile(loss_of), torch.compile(opt.step)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_of(tx, ty).backward()
+        opt_step()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+    replay = _capture(step, opt, loss_of, tx, ty) if mode == "graph" else None
+    bench_flag = mode != "eager"
 
     def run(steps):
+        if cuda:   # a global flag: each mode sets its own before it runs
+            torch.backends.cudnn.benchmark = bench_flag
         for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(net(tx), ty).backward()
-            opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+            replay() if replay else step()
+        sync()
     return run
 
 
-def torch_train_runner(model_name: str, device: str, x, y, steps: int):
-    """A callable running ``steps`` PyTorch steps. On the CPU they run in a child process, so PyTorch's OpenMP pool
-    and Numba's threads never share a process (each runs while the other waits, as in one process).
-    RuntimeError if the child fails to start or stops."""
-    if device == "cuda":
-        run = _torch_steps(model_name, device, x, y)
-        return lambda: run(steps)
+def _capture(step, opt, loss_of, tx, ty):
+    """A CUDA graph of the whole training step, as PyTorch's CUDA-graphs notes capture a whole network: warm-up
+    steps on a side stream (cudnn.benchmark picks its algorithms there), grads set to None so backward allocates
+    them from the graph's private pool, then forward, backward and optimizer step captured; returns its replay."""
+    import torch
+    torch.backends.cudnn.benchmark = True
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        loss_of(tx, ty).backward()
+        opt.step()
+    return graph.replay
+
+
+class TorchMode:
+    """One PyTorch mode of the training step, set up and warmed up: ``run()`` times ``steps`` steps (waiting
+    for the device). ``peak_bytes``: CUDA memory allocated by the mode's setup and first run (its weights,
+    gradients, momentum, inputs, activations; a graph's private pool is filled during capture), None on the CPU
+    (PyTorch's CPU allocator keeps no peak; an RSS delta of the worker would count the interpreter and
+    libraries). ``error``: one line when the mode failed (it then has no ``run``)."""
+
+    def __init__(self, mode: str, model_name: str, device: str, x, y, steps: int):
+        self.mode, self.peak_bytes, self.error, self.run = mode, None, None, None
+        try:
+            if device == "cuda":
+                self._setup_cuda(model_name, x, y, steps)
+            else:
+                self.run = _cpu_worker(mode, model_name, x, y, steps)
+                self.run()   # warm-up (compiles)
+        except Exception as exc:  # noqa: BLE001 - a mode that fails is reported, the others go on
+            self.error, self.run = one_line(exc), None
+
+    def _setup_cuda(self, model_name, x, y, steps):
+        import torch
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run = _step_fn(self.mode, model_name, "cuda", x, y)
+        run(steps)   # warm-up: cudnn.benchmark's search, the compile
+        self.peak_bytes = torch.cuda.max_memory_allocated() - base
+        self.run = lambda: run(steps)
+
+
+def _cpu_worker(mode: str, model_name: str, x, y, steps: int):
+    """run() sending one "run" line to a child process that does ``steps`` steps of ``mode`` on the CPU.
+    RuntimeError with the child's one-line reason if it fails to start or a run fails."""
     tmp = tempfile.NamedTemporaryFile(suffix=".npz", delete=False)
     np.savez(tmp, x=x, y=y)
     tmp.close()
-    child = subprocess.Popen([sys.executable, "-m", "clcnn.bench_torch", model_name, tmp.name, str(steps)],
+    child = subprocess.Popen([sys.executable, "-m", "clcnn.bench_torch", mode, model_name, tmp.name, str(steps)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     weakref.finalize(child, _stop_worker, child, tmp.name)
-    if child.stdout.readline().strip() != "ready":
-        raise RuntimeError("the PyTorch benchmark worker failed to start")
+
+    def answer(want):
+        line = child.stdout.readline().strip()
+        if line != want:
+            raise RuntimeError(line.removeprefix("failed: ") or f"the PyTorch {mode} worker stopped")
+    answer("ready")
 
     def run():
         child.stdin.write("run\n")
         child.stdin.flush()
-        if child.stdout.readline().strip() != "done":
-            raise RuntimeError("the PyTorch benchmark worker stopped")
+        answer("done")
     return run
 
 
@@ -105,21 +208,31 @@ def _stop_worker(child, path):
     try:
         child.stdin.close()
         child.wait(timeout=30)
+        child.stdout.close()
     except Exception:   # noqa: BLE001 - best effort at exit
         child.kill()
     os.unlink(path)
 
 
-def _worker(model_name: str, path: str, steps: int) -> None:
-    """Child side of torch_train_runner: one "run" line in, ``steps`` steps, one "done" line out."""
-    data = np.load(path)
-    run = _torch_steps(model_name, "cpu", data["x"], data["y"])
+def _worker(mode: str, model_name: str, path: str, steps: int) -> None:
+    """Child side of _cpu_worker: "ready" (or "failed: ..."), then per "run" line in, ``steps`` steps and one
+    "done" (or "failed: ...") line out."""
+    try:
+        data = np.load(path)
+        run = _step_fn(mode, model_name, "cpu", data["x"], data["y"])
+    except Exception as exc:  # noqa: BLE001 - the parent reports it as the mode's one line
+        print(f"failed: {one_line(exc)}", flush=True)
+        return
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() == "run":
-            run(steps)
+            try:
+                run(steps)
+            except Exception as exc:  # noqa: BLE001
+                print(f"failed: {one_line(exc)}", flush=True)
+                return
             print("done", flush=True)
 
 
-if __name__ == "__main__":   # the PyTorch CPU worker: python -m clcnn.bench_torch MODEL DATA.npz STEPS
-    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+if __name__ == "__main__":   # the PyTorch CPU worker: python -m clcnn.bench_torch MODE MODEL DATA.npz STEPS
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -8,7 +8,7 @@ import warnings
 
 import click
 
-from . import data, io
+from . import data
 from .backends import list_devices
 from .checkpoint import Interrupted
 from .errors import ClcnnError, ConfigError, DeviceError
@@ -143,71 +143,6 @@ def train(no_progress, **kwargs):
     run(cfg, log=click.echo, show_progress="off" if no_progress else "bar" if tty else "lines")
 
 
-@main.group()
-def bench():
-    """Time clcnn beside PyTorch on the same hardware (a table with a ratio column)."""
-
-
-def _bench_devices(device: str | None) -> list[str]:
-    return [d.strip() for d in (device or os.environ.get("CLCNN_DEVICE", "auto")).split(",") if d.strip()]
-
-
-def _report(rows: list[dict], json_path: str | None) -> None:
-    from .bench import format_table
-    click.echo(format_table(rows))
-    if json_path:
-        io.write_json(json_path, rows)
-
-
-@bench.command(name="train")
-@click.option("--model", default="lenet5", show_default=True, help="Preset: lenet5 | cifar.")
-@click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each; a+b (cl:0+cl:1) is "
-              "one data-parallel group [default: auto].")
-@click.option("--split", default="auto", show_default=True, help="A group's split: auto or fractions (0.7,0.3).")
-@click.option("--parallel", default="auto", show_default=True, type=click.Choice(["auto", "threads", "mpi"]),
-              help="A group (a+b): threads (this process), mpi (one MPI rank per device, rank 0 prints; started "
-              "here with mpiexec unless already under one) or auto: mpi when every device is a GPU.")
-@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Training steps per timed round.")
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Rounds (the median is reported).")
-@click.option("--no-torch", is_flag=True, help="Time clcnn only.")
-@click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
-def bench_train(model, batch_size, device, split, parallel, steps, rounds, no_torch, json_path):
-    """Images/s of a training step (forward, backward, SGD with momentum), clcnn vs PyTorch."""
-    from .bench import bench_train as run
-    from .launch import command_args, launch, plan, world_size
-    comm, targets = None, _bench_devices(device)
-    if world_size() is not None and parallel != "threads":   # an MPI rank: the ranks are the group
-        from .distributed import mpi_world
-        comm = mpi_world()
-    elif "launch" in [plan(parallel, t.split("+")) for t in targets]:
-        if len(targets) > 1:
-            raise ConfigError("a group that runs as MPI ranks is benchmarked alone: give --device one group")
-        exit_process(launch(command_args(click.get_current_context()), len(targets[0].split("+"))))
-    rows = [run(model, batch_size, d, steps, rounds, use_torch=not no_torch and comm is None, split=split,
-                comm=comm) for d in targets]
-    if comm is None or comm.rank == 0:
-        _report(rows, json_path)
-
-
-@bench.command(name="gemm")
-@click.option("--size", default=4096, show_default=True, type=int, help="N of the N x N x N FP32 product.")
-@click.option("--device", default=None, help="One id or a comma list [default: auto].")
-@click.option("--variant", default="auto", show_default=True,
-              help="auto (what training uses), all (every kernel variant: the progression), sweep (every tile "
-              "config the device can run, fastest first), or one variant.")
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--no-torch", is_flag=True, help="Time clcnn only.")
-@click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
-def bench_gemm(size, device, variant, rounds, no_torch, json_path):
-    """TFLOP/s of C = A @ B, clcnn's GEMM vs torch.mm."""
-    from .bench import bench_gemm as run
-    rows = [r for d in _bench_devices(device) for r in run(size, d, variant, rounds, use_torch=not no_torch)]
-    _report(rows, json_path)
-
-
 def _whole_numbers(flag: str, text: str) -> list[int]:
     """"64,256" -> [64, 256]; ConfigError naming ``flag`` for anything else."""
     try:
@@ -239,6 +174,7 @@ from .cli_export import export as _export_command  # noqa: E402
 from .cli_models import models as _models_command  # noqa: E402
 from .cli_plot import plot as _plot_command  # noqa: E402
 from .cli_predict import predict as _predict_command  # noqa: E402
+from .cli_bench import bench as _bench_command  # noqa: E402
 
 main.add_command(_eval_command)
 main.add_command(_predict_command)
@@ -246,6 +182,7 @@ main.add_command(_export_command)
 main.add_command(_plot_command)
 main.add_command(_models_command)
 main.add_command(_datasets_command)
+main.add_command(_bench_command)
 
 
 def run():
