@@ -134,14 +134,18 @@ __kernel void batchnorm_apply(__global const float* restrict x, __global float* 
     y[i] = (relu && v < 0.0f) ? 0.0f : v;
 }
 
+// The backward kernels read dy through DY(i): with masked != 0, 0 where the fused ReLU's output y <= 0
+// (relu_backward's rule: a NaN output passes dy).
+#define DY(i) ((masked && y[i] <= 0.0f) ? 0.0f : dy[i])
+
 // x, dy: (N, C, inner) -> sums: (2, C) = [sum(dy), sum(dy * xhat)] per channel, xhat = (x - smean)*sinv;
 // dw = beta*dw + sum(dy*xhat), db = beta*db + sum(dy) (beta == 0 does not read them). One work-group per channel.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void batchnorm_backward_reduce(__global const float* restrict x, __global const float* restrict dy,
-                               __global const float* restrict smean, __global const float* restrict sinv,
-                               __global float* restrict sums, __global float* restrict dw,
-                               __global float* restrict db, const int n, const int c, const int inner,
-                               const float beta)
+                               __global const float* restrict y, __global const float* restrict smean,
+                               __global const float* restrict sinv, __global float* restrict sums,
+                               __global float* restrict dw, __global float* restrict db, const int n, const int c,
+                               const int inner, const float beta, const int masked)
 {
     __local float red[WG];
     const int lid = get_local_id(0), ch = get_group_id(0), count = n * inner;
@@ -149,8 +153,9 @@ void batchnorm_backward_reduce(__global const float* restrict x, __global const 
     float a = 0.0f, bx = 0.0f;
     for (int idx = lid, nn = lid / inner, t = lid % inner; idx < count; idx += WG) {
         const int i = (nn * c + ch) * inner + t;
-        a += dy[i];
-        bx += dy[i] * ((x[i] - mean) * inv);
+        const float g = DY(i);
+        a += g;
+        bx += g * ((x[i] - mean) * inv);
         ADVANCE(nn, t);
     }
     const float sdy = wg_sum(red, a);
@@ -167,9 +172,9 @@ void batchnorm_backward_reduce(__global const float* restrict x, __global const 
 // part[(ch*S + s)*2 ..] = (sum(dy), sum(dy*xhat)); grid (S*WG, C). batchnorm_backward_final adds them in order.
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void batchnorm_backward_partial(__global const float* restrict x, __global const float* restrict dy,
-                                __global const float* restrict smean, __global const float* restrict sinv,
-                                __global float* restrict part, const int n, const int c, const int inner,
-                                const int chunk)
+                                __global const float* restrict y, __global const float* restrict smean,
+                                __global const float* restrict sinv, __global float* restrict part, const int n,
+                                const int c, const int inner, const int chunk, const int masked)
 {
     __local float red[WG];
     const int lid = get_local_id(0), ch = get_group_id(1), s = get_group_id(0), S = get_num_groups(0);
@@ -179,8 +184,9 @@ void batchnorm_backward_partial(__global const float* restrict x, __global const
     const int first = s * chunk + lid;
     for (int idx = first, nn = first / inner, t = first % inner; idx < end; idx += WG) {
         const int i = (nn * c + ch) * inner + t;
-        a += dy[i];
-        bx += dy[i] * ((x[i] - mean) * inv);
+        const float g = DY(i);
+        a += g;
+        bx += g * ((x[i] - mean) * inv);
         ADVANCE(nn, t);
     }
     const float sa = wg_sum(red, a);
@@ -212,16 +218,17 @@ __kernel void batchnorm_backward_final(__global const float* restrict part, __gl
 // dx = w*sinv*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) when training, else w*sinv*dy; 2-D range as
 // batchnorm_apply's
 __kernel void batchnorm_backward_data(__global const float* restrict x, __global const float* restrict dy,
-                                      __global float* restrict dx, __global const float* restrict w,
-                                      __global const float* restrict smean, __global const float* restrict sinv,
-                                      __global const float* restrict sums, const int c, const int inner,
-                                      const int rows, const int count, const int training)
+                                      __global const float* restrict y, __global float* restrict dx,
+                                      __global const float* restrict w, __global const float* restrict smean,
+                                      __global const float* restrict sinv, __global const float* restrict sums,
+                                      const int c, const int inner, const int rows, const int count,
+                                      const int training, const int masked)
 {
     const int t = get_global_id(0), row = get_global_id(1);
     if (t >= inner || row >= rows) return;
     const int ch = row % c, i = row * inner + t;
     const float inv = sinv[ch];
-    float g = dy[i];
+    float g = DY(i);
     if (training) {
         const float xhat = (x[i] - smean[ch]) * inv;
         g -= (sums[ch] + xhat * sums[c + ch]) / (float)count;

@@ -65,9 +65,10 @@ def _bn_forward(x, y, w, b, rmean, rvar, smean, sinv, n, c, inner, eps, momentum
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc"})
-def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta, need_dx):
+def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, y, n, c, inner, training, beta, need_dx, masked):
     # x, dy, dx: (N, C, inner); dw, db: (C,) = beta*(.) + sum(dy*xhat), sum(dy);
-    # dx = w*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) in training, w*invstd*dy in eval (rows as forward's)
+    # dx = w*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) in training, w*invstd*dy in eval (rows as forward's);
+    # masked: dy is first cut to 0 where the fused ReLU's output y <= 0 (relu_backward's rule)
     count = n * inner
     for ci in prange(c):
         mean, inv = smean[ci], sinv[ci]
@@ -77,6 +78,8 @@ def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta,
             ra, rb = np.float32(0.0), np.float32(0.0)
             for t in range(inner):
                 g = dy[np.uint64(base + t)]
+                if masked and y[np.uint64(base + t)] <= 0.0:
+                    g = np.float32(0.0)
                 ra += g
                 rb += g * (x[np.uint64(base + t)] - mean)
             sdy += ra
@@ -92,7 +95,8 @@ def _bn_backward(x, dy, dx, w, smean, sinv, dw, db, n, c, inner, training, beta,
                 base = (nn * c + ci) * inner
                 for t in range(inner):
                     i = np.uint64(base + t)
-                    dx[i] = k * (dy[i] - a - (x[i] - mean) * bb)
+                    g = np.float32(0.0) if masked and y[i] <= 0.0 else dy[i]
+                    dx[i] = k * (g - a - (x[i] - mean) * bb)
 
 
 def batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, save_invstd, n, c, inner, eps,
@@ -107,12 +111,12 @@ def batchnorm_forward(x, y, weight, bias, running_mean, running_var, save_mean, 
 
 
 def batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
-                       beta=0.0) -> None:
-    """See ``Backend.batchnorm_backward``; dx None: only the parameter gradients."""
+                       beta=0.0, y=None) -> None:
+    """See ``Backend.batchnorm_backward``; dx None: only the parameter gradients; y: the fused ReLU's output."""
     size = n * c * inner
     fx, fdy = flat(x, size, "batchnorm x"), flat(dy, size, "batchnorm dy")
     fdx = fdy if dx is None else flat(dx, size, "batchnorm dx")
     _bn_backward(fx, fdy, fdx, flat(weight, c, "batchnorm weight"), flat(save_mean, c, "batchnorm save_mean"),
                  flat(save_invstd, c, "batchnorm save_invstd"), flat(dweight, c, "batchnorm dweight"),
-                 flat(dbias, c, "batchnorm dbias"), int(n), int(c), int(inner), bool(training), float(beta),
-                 dx is not None)
+                 flat(dbias, c, "batchnorm dbias"), fdy if y is None else flat(y, size, "batchnorm y"), int(n),
+                 int(c), int(inner), bool(training), float(beta), dx is not None, y is not None)

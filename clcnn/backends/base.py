@@ -225,9 +225,10 @@ class Backend(Capabilities, ABC):
 
     @abstractmethod
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n: int, c: int,
-                           inner: int, training: bool, beta: float = 0.0) -> None:
+                           inner: int, training: bool, beta: float = 0.0, y=None) -> None:
         """dy: (N, C, inner) -> dweight = beta*dweight + sum(dy*xhat), dbias = beta*dbias + sum(dy), dx (unless
-        None) = weight*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) if ``training``, else weight*invstd*dy."""
+        None) = weight*invstd*(dy - (sum(dy) + xhat*sum(dy*xhat))/M) if ``training``, else weight*invstd*dy.
+        y (the forward's output with relu): dy is first cut to 0 where y <= 0 (the fused ReLU's backward)."""
 
     @abstractmethod
     def dropout_forward(self, x, y, mask, counter, key, stream: int, threshold: int, scale: float,

@@ -131,9 +131,9 @@ class NumbaBackend(Backend):
                               eps, momentum, training, relu)
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
-                           beta=0.0):
+                           beta=0.0, y=None):
         _bn.batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
-                               beta)
+                               beta, y)
 
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
         _dropout.dropout_forward(x, y, mask, counter, key, stream, threshold, scale, size)

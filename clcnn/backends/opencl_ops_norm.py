@@ -65,25 +65,28 @@ class OpenCLOpsNorm:
                    save_invstd.buf, _i(c), _i(inner), _i(n * c), _i(bool(relu)))
 
     def batchnorm_backward(self, x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
-                           beta=0.0):
+                           beta=0.0, y=None):
         wg = self.reduce_wg
         if c <= 0:
             return
         sums = self.scratch("batchnorm_sums", 2 * c)
+        yb, masked = (dy.buf, _i(0)) if y is None else (y.buf, _i(1))
         S, chunk = self._bn_splits(n * inner, c)
         if S == 1:
             self._run(self.kernel("batchnorm.cl", "batchnorm_backward_reduce", {"WG": wg}), (c * wg,), (wg,),
-                      x.buf, dy.buf, save_mean.buf, save_invstd.buf, sums.buf, dweight.buf, dbias.buf, _i(n), _i(c),
-                      _i(inner), _f(beta))
+                      x.buf, dy.buf, yb, save_mean.buf, save_invstd.buf, sums.buf, dweight.buf, dbias.buf, _i(n),
+                      _i(c), _i(inner), _f(beta), masked)
         else:
             part = self.scratch("batchnorm_part", 2 * c * S)
             self._run(self.kernel("batchnorm.cl", "batchnorm_backward_partial", {"WG": wg}), (S * wg, c), (wg, 1),
-                      x.buf, dy.buf, save_mean.buf, save_invstd.buf, part.buf, _i(n), _i(c), _i(inner), _i(chunk))
+                      x.buf, dy.buf, yb, save_mean.buf, save_invstd.buf, part.buf, _i(n), _i(c), _i(inner),
+                      _i(chunk), masked)
             self._eltwise("batchnorm.cl", "batchnorm_backward_final", c, part.buf, sums.buf, dweight.buf,
                           dbias.buf, _i(c), _i(S), _f(beta), defines={"WG": wg})
         if dx is not None:
-            self._rows("batchnorm_backward_data", n * c, inner, x.buf, dy.buf, dx.buf, weight.buf, save_mean.buf,
-                       save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * c), _i(n * inner), _i(bool(training)))
+            self._rows("batchnorm_backward_data", n * c, inner, x.buf, dy.buf, yb, dx.buf, weight.buf,
+                       save_mean.buf, save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * c), _i(n * inner),
+                       _i(bool(training)), masked)
 
     # ---- dropout ----------------------------------------------------------------------------------------
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):

@@ -8,6 +8,7 @@ class _Activation(Layer):
     op = ""
     fused = False   # ReLU only: the previous layer's GEMM already applied it (Sequential decides)
     backward_in_next = False   # ReLU only: the next layer's backward (a max-pool's) already applied this one's
+    backward_in_prev = False   # ReLU only: the previous layer's backward (a batch-norm's) applies this one's
 
     def __init__(self):
         self.params = {}
@@ -26,7 +27,7 @@ class _Activation(Layer):
         # dy: same shape as y -> dx: same shape.
         if not need_dx:
             return None
-        if self.backward_in_next:
+        if self.backward_in_next or self.backward_in_prev:
             return dy
         dx = self._buffer("dx", dy.shape)
         getattr(self.backend, f"{self.op}_backward")(self.y, dy, dx, dy.size)

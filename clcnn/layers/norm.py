@@ -15,6 +15,7 @@ from .base import Buffer, Layer, Parameter, check_positive
 
 class _BatchNorm(Layer):
     dims: tuple = ()   # the input ranks accepted
+    relu_mask = False   # set by fuse_chain when the fused ReLU's backward is done here (dy cut where y <= 0)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         check_positive(type(self).__name__, num_features=num_features)
@@ -63,7 +64,7 @@ class _BatchNorm(Layer):
                              self.momentum, self.training, relu=self.fuse_relu)
         if self.training:
             self.host_step()
-        self.x, self.used_batch_stats = x, self.training
+        self.x, self.y, self.used_batch_stats = x, y, self.training
         return y
 
     def backward(self, dy, need_dx=True):
@@ -72,7 +73,8 @@ class _BatchNorm(Layer):
         w, b = self.params["weight"], self.params["bias"]
         dx = self._buffer("dx", dy.shape) if need_dx else None
         self.backend.batchnorm_backward(self.x, dy, dx, w.data, self.save_mean, self.save_invstd, w.grad, b.grad,
-                                        n, c, inner, self.used_batch_stats, beta=self.grad_beta)
+                                        n, c, inner, self.used_batch_stats, beta=self.grad_beta,
+                                        y=self.y if self.relu_mask else None)
         self.x = None
         return dx
 

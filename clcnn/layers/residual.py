@@ -13,12 +13,16 @@ from .norm import _BatchNorm
 
 def fuse_chain(layers: list) -> None:
     """Mark the fusions of a chain: a ReLU after a Conv2D/Dense is applied in that layer's GEMM write-out, after a
-    batch-norm in its normalising pass; a ReLU before a MaxPool2D has its backward done by the pool's."""
+    batch-norm in its normalising pass; a ReLU's backward is done by a following MaxPool2D's, else by a
+    preceding batch-norm's."""
     for prev, nxt in zip(layers, layers[1:]):
         if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense, _BatchNorm)):   # in prev's write-out
             prev.fuse_relu, nxt.fused = True, True
         if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
             prev.backward_in_next, nxt.relu_mask = True, True
+    for prev, nxt in zip(layers, layers[1:]):
+        if isinstance(prev, _BatchNorm) and isinstance(nxt, ReLU) and not nxt.backward_in_next:
+            prev.relu_mask, nxt.backward_in_prev = True, True   # the BN's backward cuts dy where y <= 0
 
 
 def walk(layers):
