@@ -97,9 +97,10 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200]
 
 
-def _step_fn(mode: str, model_name: str, device: str, x, y):
+def torch_step(mode: str, model_name: str, device: str, x, y):
     """(run(steps), net) for ``mode``: the preset with clcnn's initial weights, SGD (lr 0.01, momentum 0.9) and
-    cross-entropy on its own copies of x (N, C, H, W) float32 and y (N,) int. run waits for the device."""
+    cross-entropy on its own copies of x (N, C, H, W) float32 and y (N,) int. run waits for the device. A graph
+    has made 3 warm-up steps when this returns (the capture itself runs nothing)."""
     import torch
     from torch.nn import functional as F
 
@@ -130,7 +131,7 @@ def _step_fn(mode: str, model_name: str, device: str, x, y):
         for _ in range(steps):
             replay() if replay else step()
         sync()
-    return run
+    return run, net
 
 
 def _capture(step, opt, loss_of, tx, ty):
@@ -175,7 +176,7 @@ class TorchMode:
         import torch
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        run = _step_fn(self.mode, model_name, "cuda", x, y)
+        run, _ = torch_step(self.mode, model_name, "cuda", x, y)
         run(steps)   # warm-up: cudnn.benchmark's search, the compile
         self.peak_bytes = torch.cuda.max_memory_allocated() - base
         self.run = lambda: run(steps)
@@ -219,7 +220,7 @@ def _worker(mode: str, model_name: str, path: str, steps: int) -> None:
     "done" (or "failed: ...") line out."""
     try:
         data = np.load(path)
-        run = _step_fn(mode, model_name, "cpu", data["x"], data["y"])
+        run, _ = torch_step(mode, model_name, "cpu", data["x"], data["y"])
     except Exception as exc:  # noqa: BLE001 - the parent reports it as the mode's one line
         print(f"failed: {one_line(exc)}", flush=True)
         return

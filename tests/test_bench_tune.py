@@ -7,7 +7,7 @@ import pytest
 
 import clcnn
 import clcnn.backends as backends
-from clcnn import bench
+from clcnn import bench, bench_report, bench_torch
 from clcnn.backends import opencl_tune as tuner
 from conftest import usable_device_ids
 from test_cli import assert_one_line_error, clcnn as run_cli
@@ -16,19 +16,66 @@ FAST_CL = [d for d in usable_device_ids(simulators=False) if d != "cpu"]
 
 
 def test_bench_train_rows_and_json(tmp_path):
+    """One row per device: clcnn, each PyTorch mode asked for, the ratio against the best, launches per step and
+    peak memory, in the table and the JSON (every mode's figure kept)."""
     devs = ",".join(["cpu"] + FAST_CL[:1])
     out = tmp_path / "b.json"
     res = run_cli("bench", "train", "--model", "lenet5", "--batch-size", 4, "--device", devs, "--steps", 1,
-                  "--rounds", 1, "--json", out)
+                  "--rounds", 1, "--torch", "eager", "--json", out)
     assert res.returncode == 0, res.stderr
-    assert "ratio" in res.stdout and "peak device memory" in res.stdout
+    for needle in ("clcnn/best", "launches per clcnn step", "peak device memory", "TF32 off"):
+        assert needle in res.stdout, res.stdout
     rows = json.loads(out.read_text())
     assert [r["device"] for r in rows] == devs.split(",")
     for r in rows:
-        assert {"clcnn", "torch", "ratio", "unit", "device", "card", "peak_bytes"} <= set(r)
-        assert r["clcnn"] > 0 and r["unit"] == "img/s" and r["peak_bytes"] > 0
+        assert {"clcnn", "torch", "torch_mode", "torch_modes", "ratio", "unit", "device", "card", "peak_bytes",
+                "torch_peak_bytes", "launches"} <= set(r)
+        assert r["clcnn"] > 0 and r["unit"] == "img/s" and r["peak_bytes"] > 0 and r["launches"] > 10
         if r["torch"] is not None:
+            assert set(r["torch_modes"]) == {"eager"} and r["torch_mode"] == "eager"
+            assert r["torch"] == r["torch_modes"]["eager"]["rate"] > 0
             assert r["ratio"] == pytest.approx(r["clcnn"] / r["torch"])
+
+
+def test_bench_train_failed_and_skipped_modes_do_not_stop_the_run():
+    """A mode PyTorch cannot run here (graph: no CUDA) is skipped with its reason, a mode that fails (no torch
+    equivalent of batch-norm) is one line; clcnn's figure stays, and no ratio is made up."""
+    pytest.importorskip("torch")
+    row = bench.bench_train("fashion", 2, "cpu", steps=1, rounds=1, warmup=1, torch_modes=["eager", "graph"])
+    assert row["clcnn"] > 0 and row["torch"] is None and row["ratio"] is None and row["torch_mode"] is None
+    modes = row["torch_modes"]
+    assert modes["graph"]["error"] == "needs CUDA" and modes["graph"]["rate"] is None
+    assert "no PyTorch equivalent" in modes["eager"]["error"] and "\n" not in modes["eager"]["error"]
+    table = bench_report.format_table([row])
+    assert "failed" in table and "torch eager on cpu failed: " in table
+    none = bench.bench_train("lenet5", 2, "cpu", steps=1, rounds=1, warmup=1, torch_modes=["none"])
+    assert none["torch_modes"] == {} and none["torch"] is None and none["torch_on"] is None
+
+
+def test_parse_modes():
+    assert bench_torch.parse_modes("all") == ["all"] and bench_torch.parse_modes("none") == ["none"]
+    assert bench_torch.parse_modes("graph, eager,graph") == ["graph", "eager"]
+    assert bench_torch.device_modes(["all"], "cpu") == (["eager", "compile"], {})
+    assert bench_torch.device_modes(["all"], "cuda") == (list(bench_torch.CUDA_MODES), {})
+    assert bench_torch.device_modes(["benchmark", "compile"], "cpu") == (["compile"], {"benchmark": "needs CUDA"})
+    for bad in ("jit", "", "all,eager", "none,graph"):
+        with pytest.raises(clcnn.errors.ConfigError, match="--torch"):
+            bench_torch.parse_modes(bad)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + FAST_CL[:1])
+def test_launch_counter_counts_every_step_alike(device):
+    """Backend.launches: the same count for a plain step, the step that records and a replayed one (OpenCL
+    counts the replayed enqueues too), and more launches than the layers with parameters."""
+    model = clcnn.models.lenet5().to(device)
+    opt, be = clcnn.optim.SGD(model, lr=0.01, momentum=0.9), model.backend
+    x, y = bench.preset_inputs("lenet5", 2)
+    counts = []
+    for _ in range(3):
+        be.launches = 0
+        model.train_step(x, y, opt)
+        counts.append(be.launches)
+    assert counts[0] == counts[1] == counts[2] > 2 * len([m for m in model.layers if m.params]), counts
 
 
 def test_bench_gemm_variants(tmp_path):
@@ -45,6 +92,9 @@ def test_bench_gemm_variants(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["bench", "train", "--model", "nope", "--device", "cpu"], "unknown model"),
     (["bench", "train", "--batch-size", "0", "--device", "cpu"], "positive"),
+    (["bench", "train", "--torch", "jit", "--device", "cpu"], "--torch"),
+    (["bench", "layers", "--model", "nope", "--device", "cpu"], "unknown model"),
+    (["bench", "layers", "--device", "cpu,cl:1"], "one device"),
     (["bench", "gemm", "--size", "-3", "--device", "cpu"], "positive"),
     (["bench", "gemm", "--size", "8", "--device", "cpu", "--variant", "warp"], "variant"),
     (["tune", "--device", "cl:99"], "unknown device"),
@@ -114,3 +164,62 @@ def test_preset_inputs_follow_the_preset():
     assert y.dtype == np.int32 and 0 <= y.min() and y.max() < model.num_classes
     with pytest.raises(clcnn.errors.ConfigError, match="unknown model"):
         bench.preset_shape("nope")
+
+
+def test_bench_layers_table_chart_json(tmp_path):
+    """`bench layers`: one row per layer with clcnn's and PyTorch's three passes, a PNG chart and the JSON."""
+    pytest.importorskip("torch")
+    from PIL import Image
+    png, out = tmp_path / "layers.png", tmp_path / "layers.json"
+    res = run_cli("bench", "layers", "--model", "lenet5", "--batch-size", 4, "--device", "cpu", "--repeats", 1,
+                  "--png", png, "--json", out)
+    assert res.returncode == 0, res.stderr
+    assert "bwd-data" in res.stdout and "bwd-weights" in res.stdout and f"chart: {png}" in res.stdout
+    assert Image.open(png).size[0] > 500
+    doc = json.loads(out.read_text())
+    layers = doc["layers"]
+    assert len(layers) == len(clcnn.models.lenet5().layers) and doc["torch_error"] is None
+    conv = layers[0]
+    assert conv["name"].startswith("(0) Conv2D")
+    for side in ("clcnn", "torch"):
+        assert all(conv[side][p] > 0 for p in ("forward", "backward_data", "backward_weights")), conv
+    assert conv["ratio"]["forward"] == pytest.approx(conv["torch"]["forward"] / conv["clcnn"]["forward"])
+    assert layers[1]["clcnn"]["backward_weights"] is None   # a ReLU has no weights
+
+
+def _torch_weights(net):
+    return [p.detach().cpu().numpy() for p in net.parameters()]
+
+
+@pytest.mark.deep
+def test_torch_compile_mode_trains_as_eager_on_the_cpu():
+    """torch.compile (forward + loss, optimizer step) takes the same steps as eager, and its mode runs in bench."""
+    pytest.importorskip("torch")
+    x, y = bench.preset_inputs("lenet5", 8)
+    runs = {m: bench_torch.torch_step(m, "lenet5", "cpu", x, y) for m in ("eager", "compile")}
+    for run, _ in runs.values():
+        run(2)
+    for a, b in zip(*(_torch_weights(net) for _, net in runs.values())):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    mode = bench_torch.TorchMode("compile", "lenet5", "cpu", x, y, 1)
+    assert mode.error is None and mode.run is not None
+    mode.run()
+
+
+def test_cuda_modes_train_as_eager():
+    """On CUDA (the lead's GPU run): cudnn.benchmark, the captured whole-step graph and torch.compile take the
+    same SGD steps as eager from the same weights (a graph has made 3 warm-up steps before its replays)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for PyTorch here")
+    x, y = bench.preset_inputs("lenet5", 32)
+    run, net = bench_torch.torch_step("eager", "lenet5", "cuda", x, y)
+    run(5)
+    want = _torch_weights(net)
+    for mode, steps in (("benchmark", 5), ("graph", 2), ("compile", 5)):
+        run, net = bench_torch.torch_step(mode, "lenet5", "cuda", x, y)
+        run(steps)
+        for a, b in zip(want, _torch_weights(net)):
+            np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5, err_msg=mode)
+        peak = bench_torch.TorchMode(mode, "lenet5", "cuda", x, y, 2)
+        assert peak.error is None and peak.peak_bytes > 0, peak.error
