@@ -2,8 +2,8 @@
 
     clcnn bench layers --model lenet5 --batch-size 256 --device cl:0 [--repeats 20] [--png layers.png]
 
-clcnn's layers run as the model builds them (a ReLU fused into the convolution or Dense before it shows ~0 and
-its cost is in that layer's row). Times are medians over ``repeats``: OpenCL profiling events on an OpenCL device
+clcnn's layers run as the model builds them: a ReLU fused into the convolution or Dense before it (forward) or
+into the max-pool after it (backward) shows "fused", its cost in that layer's row. Times are medians over ``repeats``: OpenCL profiling events on an OpenCL device
 (from the first launch's start to the last one's end), perf_counter on the Numba CPU backend (its ops finish
 before they return). backward-weights is ``backward(need_dx=False)`` (bias and weight gradients);
 backward-data is a full ``backward`` minus that (0 when the difference is below the noise). PyTorch's side runs
@@ -79,8 +79,11 @@ def _clcnn_layer(name: str, layer, xin, dy, timed, repeats: int) -> dict:
                 samples[k].append(v)
     med = {k: statistics.median(v) if v else None for k, v in samples.items()}
     weights = med["weights"]
-    return {"name": name, "forward": med["forward"], "backward_weights": weights,
-            "backward_data": max(0.0, med["full"] - (weights or 0.0))}
+    fused = [p for p, flag in (("forward", "fused"), ("backward_data", "backward_in_next"))
+             if getattr(layer, flag, False)]   # a ReLU done by the layer before (forward) or after (backward)
+    row = {"name": name, "forward": med["forward"], "backward_weights": weights,
+           "backward_data": max(0.0, med["full"] - (weights or 0.0)), "fused": fused}
+    return {**row, **{p: None for p in fused}}
 
 
 def _torch_layers(model_name: str, batch_size: int, tdev: str, repeats: int) -> list[dict]:
@@ -96,7 +99,7 @@ def _torch_layers(model_name: str, batch_size: int, tdev: str, repeats: int) -> 
 
 def bench_layers(model_name: str, batch_size: int, device: str, repeats: int = 20, use_torch: bool = True) -> dict:
     """{what, device, card, torch_on, torch_error, layers: [{name, clcnn: {pass: s}, torch: {pass: s} | None,
-    ratio: {pass: torch / clcnn}}]} for each layer of preset ``model_name`` at ``batch_size`` on ``device``; a
+    ratio: {pass: torch / clcnn}, fused: [passes another layer does]}]} for each layer of preset ``model_name`` at ``batch_size`` on ``device``; a
     ratio above 1 means clcnn is faster. ConfigError for an unknown preset or device, batch_size < 1."""
     from .models import get_model
     from .optim import SGD
@@ -115,7 +118,7 @@ def bench_layers(model_name: str, batch_size: int, device: str, repeats: int = 2
     for i, mine in enumerate(ours):
         other = theirs[i] if theirs and i < len(theirs) else None
         ratio = {p: (other[p] / mine[p]) if other and other.get(p) and mine.get(p) else None for p in PASSES}
-        rows.append({"name": mine["name"], "clcnn": {p: mine[p] for p in PASSES},
+        rows.append({"name": mine["name"], "clcnn": {p: mine[p] for p in PASSES}, "fused": mine["fused"],
                      "torch": {p: other[p] for p in PASSES} if other else None, "ratio": ratio})
     info = model.backend.info
     return {"what": f"{model_name} layers, batch {batch_size}", "device": info.id, "card": info.name,
@@ -137,7 +140,8 @@ def format_layers(result: dict) -> str:
         line = f"{r['name']:44s}"
         for p in PASSES:
             ratio = r["ratio"][p]
-            line += f" {_us(r['clcnn'][p])} {_us(r['torch'][p] if r['torch'] else None)}"
+            mine = f"{'fused':>10s}" if p in r["fused"] else _us(r["clcnn"][p])
+            line += f" {mine} {_us(r['torch'][p] if r['torch'] else None)}"
             line += f" {ratio:5.2f}" if ratio else f" {'-':>5s}"
         out.append(line)
     total = {p: sum(r["clcnn"][p] or 0.0 for r in result["layers"]) for p in PASSES}

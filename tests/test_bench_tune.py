@@ -184,7 +184,9 @@ def test_bench_layers_table_chart_json(tmp_path):
     for side in ("clcnn", "torch"):
         assert all(conv[side][p] > 0 for p in ("forward", "backward_data", "backward_weights")), conv
     assert conv["ratio"]["forward"] == pytest.approx(conv["torch"]["forward"] / conv["clcnn"]["forward"])
-    assert layers[1]["clcnn"]["backward_weights"] is None   # a ReLU has no weights
+    relu = layers[1]   # no weights; fused into the convolution (forward) and the max-pool (backward)
+    assert relu["clcnn"]["backward_weights"] is None and relu["fused"] == ["forward", "backward_data"]
+    assert relu["clcnn"]["forward"] is None and relu["ratio"]["forward"] is None and "fused" in res.stdout
 
 
 def _torch_weights(net):

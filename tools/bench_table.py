@@ -6,7 +6,8 @@ DIR holds SIDE_MODEL_BATCH_rROUND.json files (side: old, new, or any other name 
 each side: the median over rounds of clcnn's img/s and its range (min-max); new/old, the ratio of the medians;
 "overlap" when the two sides' ranges overlap (the difference is then within the run's noise; "-" with fewer
 than two rounds on a side); PyTorch's median over
-every run of that config (on both sides, so its spread shows the machine's drift) and new/torch; "norm", the
+every run of that config (on both sides, so its spread shows the machine's drift; PyTorch eager, the one mode every
+tree times) and new/torch; "norm", the
 median of each new run's clcnn/torch ratio over that of the old runs: PyTorch runs in the same rounds of the same
 process, so a load that slows both (other work on a shared machine) cancels out of it.
 """
@@ -33,10 +34,20 @@ def collect(folder: pathlib.Path) -> dict:
         row = json.loads(path.read_text())[0]
         cell = runs[(m["model"], int(m["batch"]))]
         cell[m["side"]].append(row["clcnn"])
-        if row.get("torch"):
-            cell["torch"].append(row["torch"])
-            cell[m["side"] + "/torch"].append(row["clcnn"] / row["torch"])
+        theirs = torch_eager(row)
+        if theirs:
+            cell["torch"].append(theirs)
+            cell[m["side"] + "/torch"].append(row["clcnn"] / theirs)
     return runs
+
+
+def torch_eager(row: dict):
+    """PyTorch eager's img/s in a row: its "eager" mode where the row has modes (clcnn bench train --torch),
+    else "torch" (older trees time eager only), so that both sides of an A/B divide by the same baseline."""
+    modes = row.get("torch_modes")
+    if modes:
+        return (modes.get("eager") or {}).get("rate")
+    return row.get("torch")
 
 
 def _short(v: float) -> str:

@@ -7,8 +7,11 @@
 #   check    the GPU, `clcnn devices`, and the op/step tests on the device ($TESTS overrides the list)
 #   ab       `clcnn bench train` for LeNet-5 and the CIFAR CNN at batch 256 and 1024, BEFORE (the code at $BASE,
 #            default build/base = commit e0b1a3e) and AFTER (this tree), alternating rounds (old new, new old, ...),
-#            PyTorch beside clcnn in every run; untuned kernels on both sides. Table in $OUT/ab.txt.
-#   bench    the same four `clcnn bench train` rows for this tree alone
+#            PyTorch eager beside clcnn in every run ($AB_TORCH on a side that has `--torch`); untuned kernels
+#            on both sides. Table in $OUT/ab.txt.
+#   bench    the same four `clcnn bench train` rows for this tree alone, PyTorch in every mode (eager,
+#            cudnn.benchmark, CUDA graph, torch.compile; $TORCH_MODES, default all), launches and peak memory
+#   layers   `clcnn bench layers` for each config: per-layer table, $OUT/layers_MODEL_BATCH.png and .json
 #   gemm     `clcnn bench gemm --size $GEMM_SIZE --variant all`, then `--variant sweep` (every tile config)
 #   tune     `clcnn tune` for both presets at 256 and 1024 (and the GEMM_SIZE cube), then the bench rows tuned
 #   profile  tools/profile_step.py for both presets at 256 and 1024 (where a step's time goes)
@@ -53,6 +56,9 @@ q() { grep --line-buffered -v -i "warn\|lambda: self"; }
 # One process per side and round: every config of $CONFIGS through the side's own `clcnn bench train` (cli.main).
 bench_round() {   # SIDE DIR ROUND EXTRA_ARGS...
   local side=$1 dir=$2 round=$3; shift 3
+  if [ -f "$dir/clcnn/cli_bench.py" ]; then   # a tree with `--torch MODES` (older trees time eager only)
+    set -- --torch "$([ "$side" = bench ] && echo "${TORCH_MODES:-all}" || echo "${AB_TORCH:-eager}")" "$@"
+  fi
   (cd "$dir" && PYTHONPATH="$dir${PYTHONPATH:+:$PYTHONPATH}" CLCNN_CACHE_DIR="$WORK/kernels-$side" timeout "$LIMIT" \
     $PY - "$side" "$round" "$WORK/json" "$DEV" "$STEPS" "$ROUNDS" "$CONFIGS" "$@" <<'EOF'
 import gc
@@ -86,7 +92,7 @@ stage_ab() {
     if [ $((r % 2)) = 1 ]; then order="old new"; else order="new old"; fi
     for side in $order; do
       if [ $side = old ]; then dir=$BASE; else dir=$NEW; fi
-      bench_round $side "$dir" $r | grep --line-buffered -v "^---\|^what\|^peak\|^torch on"
+      bench_round $side "$dir" $r | grep --line-buffered -v "^---\|^what\|^peak\|^torch \|^device launches"
     done
   done
   $PY "$ROOT/tools/bench_table.py" "$WORK/json" --json "$WORK/json/ab_summary.json" | tee "$OUT/ab.txt"
@@ -115,6 +121,14 @@ stage_tune() {
   export CLCNN_TUNING_DIR=$WORK/untuned
 }
 
+stage_layers() {
+  for c in ${CONFIGS//,/ }; do
+    local m=${c%%:*} b=${c##*:}
+    timeout 300 $PY -m clcnn bench layers --model "$m" --batch-size "$b" --device "$DEV" \
+      --png "$OUT/layers_${m}_$b.png" --json "$WORK/json/layers_${m}_$b.json" 2>&1 | q
+  done
+}
+
 stage_profile() {
   for c in ${CONFIGS//,/ }; do
     timeout 120 $PY tools/profile_step.py --device "$DEV" --model "${c%%:*}" --batch-size "${c##*:}" 2>&1 | q
@@ -128,7 +142,7 @@ stage_train() {
 
 for stage in "$@"; do
   case $stage in
-    ab|check|gemm|tune|profile|train) echo "==== $stage"; stage_$stage 2>&1 | tee "$OUT/$stage.log" ;;
+    ab|check|gemm|tune|profile|train|layers) echo "==== $stage"; stage_$stage 2>&1 | tee "$OUT/$stage.log" ;;
     bench) echo "==== bench"; bench_round bench "$ROOT" 1 2>&1 | tee "$OUT/bench.log" ;;
     *) echo "gpu.sh: unknown stage $stage (see: bash tools/gpu.sh)"; exit 2 ;;
   esac
