@@ -413,3 +413,56 @@ def test_sizes_past_32_bit_indices_are_refused_naming_the_layer():
     with pytest.raises(ShapeError, match=r"layer 0 .*4,704,000,000 elements.*smaller batch"):
         m.output_shape((10**6, 1, 28, 28))
     assert m.output_shape((4000, 1, 28, 28)) == (4000, 10)
+
+
+def _special_gemm_operands():
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((3, 7)).astype(np.float32), rng.standard_normal((7, 5)).astype(np.float32)
+    a[0, 2], a[1, 6], b[3, 4] = INF, NAN, -INF
+    return a, b, rng.standard_normal(5).astype(np.float32)
+
+
+@pytest.mark.deep
+@pytest.mark.parametrize("dev", POCL[:1])
+def test_special_values_through_every_gemm_config(dev):
+    # every tile config the device runs (each pads 3x5x7 differently): a build each, so the deep grid only
+    from test_hypothesis import same_values
+    from conftest import open_device
+    be = open_device(dev)
+    a, b, bias = _special_gemm_operands()
+    want = ref.gemm(a, b, np.zeros((3, 5)), 3, 5, 7, bias=bias, bias_axis=1, relu=True).reshape(3, 5)
+    for cfg in be.gemm_configs:
+        c = be.zeros((3, 5))
+        with be.gemm_forced(cfg):
+            be.gemm(be.upload(a), be.upload(b), c, 3, 5, 7, bias=be.upload(bias), bias_axis=1, relu=True)
+        same_values(be.download(c), want, f"gemm {cfg}")
+
+
+@pytest.mark.parametrize("dev", FAST)
+def test_special_values_through_gemm_sigmoid_and_bce_as_the_reference(dev):
+    # GEMM tiles pad odd sizes with zeros: an inf entry must never meet a padded 0 (inf * 0 = NaN) and NaN must
+    # reach exactly the outputs whose row or column hold it; the fused bias + ReLU keep NaN (relu's rule)
+    from clcnn.backends import get_backend
+    from test_hypothesis import same_values
+    be = get_backend(dev)
+    m, n, k = 3, 5, 7
+    a, b, bias = _special_gemm_operands()
+    for relu in (False, True):
+        c = be.zeros((m, n))
+        be.gemm(be.upload(a), be.upload(b), c, m, n, k, bias=be.upload(bias), bias_axis=1, relu=relu)
+        want = ref.gemm(a, b, np.zeros((m, n)), m, n, k, bias=bias, bias_axis=1, relu=relu).reshape(m, n)
+        same_values(be.download(c), want, f"gemm relu={relu}")
+    y = be.zeros(SPECIAL.shape)
+    be.sigmoid_forward(be.upload(SPECIAL), y, SPECIAL.size)
+    same_values(be.download(y), ref.sigmoid_forward(SPECIAL), "sigmoid")   # 1 at 3.4e38, 0 at -3.4e38, no NaN
+    dx = be.zeros(SPECIAL.shape)
+    be.sigmoid_backward(y, be.upload(np.ones_like(SPECIAL)), dx, SPECIAL.size)
+    same_values(be.download(dx), ref.sigmoid_backward(be.download(y), np.ones(SPECIAL.size)), "sigmoid backward")
+    z = np.array([NAN, INF, -INF, 100.0, -100.0, -0.0], np.float32)
+    lab = np.array([1, 0, 1, 1, 0, 1], np.int32)
+    for i in range(len(z)):   # one row at a time: each row's own loss (a NaN row would hide the others)
+        probs, loss = be.zeros((1, 1)), be.zeros((1,))
+        be.sigmoid_bce_forward(be.upload(z[i:i + 1].reshape(1, 1)), be.upload(lab[i:i + 1]), probs, loss, 1)
+        want_p, want_l = ref.sigmoid_bce_forward(z[i:i + 1], lab[i:i + 1], 1)
+        same_values(be.download(probs), want_p, f"bce probs z={z[i]}")
+        same_values(be.download(loss), [want_l], f"bce loss z={z[i]}")
