@@ -19,7 +19,7 @@ from test_cli import assert_one_line_error, clcnn, make_dataset
 
 from clcnn import data, io, models
 from clcnn.errors import ConfigError, DataError, ShapeError
-from clcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
+from clcnn.layers import Conv2D, Dense, Flatten
 from clcnn.model import Sequential
 from clcnn.optim import SGD
 from clcnn.training import TrainConfig, train, train_epoch
