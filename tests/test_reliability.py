@@ -466,3 +466,20 @@ def test_special_values_through_gemm_sigmoid_and_bce_as_the_reference(dev):
         want_p, want_l = ref.sigmoid_bce_forward(z[i:i + 1], lab[i:i + 1], 1)
         same_values(be.download(probs), want_p, f"bce probs z={z[i]}")
         same_values(be.download(loss), [want_l], f"bce loss z={z[i]}")
+
+
+def test_kernel_cache_entries_follow_the_umask(tmp_path, monkeypatch):
+    pytest.importorskip("pyopencl")
+    from clcnn.backends import opencl_programs as P
+
+    class Program:   # what _store_binary reads of a built program
+        def get_info(self, what):
+            return [b"driver bytes"]
+    old = os.umask(0o027)
+    try:
+        P._store_binary(Program(), tmp_path / f"{'c' * 64}.bin")
+    finally:
+        os.umask(old)
+    entry = tmp_path / f"{'c' * 64}.bin"
+    assert entry.stat().st_mode & 0o777 == 0o640 and P._unpack(entry.read_bytes(), "c" * 64)[0] == b"driver bytes"
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]

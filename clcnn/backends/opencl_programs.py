@@ -145,6 +145,9 @@ def _store_binary(prg: cl.Program, path: Path) -> None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)   # the mode a plain open() gives (mkstemp's is 0600), as io.write_atomic
         with os.fdopen(fd, "wb") as f:
             f.write(_header(path.stem, bytes(binary)) + bytes(binary))
         os.replace(tmp, path)
