@@ -71,13 +71,18 @@ def write_json(path, obj) -> None:
 
 def append_jsonl(path, row: dict) -> None:
     """Append one strict JSON object as a line and flush it to disk; ConfigError naming the path when it cannot.
-    The line is written with one write() call, so a failure leaves at most a partial last line, never a file."""
-    line = dumps(row) + "\n"
+    A failed append (a full disk) is cut back to the file's previous length: no partial last line is left."""
+    line = (dumps(row) + "\n").encode()
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(path, "ab") as f:
+            start = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(start)
+                raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 

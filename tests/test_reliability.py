@@ -483,3 +483,16 @@ def test_kernel_cache_entries_follow_the_umask(tmp_path, monkeypatch):
     entry = tmp_path / f"{'c' * 64}.bin"
     assert entry.stat().st_mode & 0o777 == 0o640 and P._unpack(entry.read_bytes(), "c" * 64)[0] == b"driver bytes"
     assert [p.name for p in tmp_path.iterdir()] == [entry.name]
+
+
+def test_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    io.append_jsonl(path, {"epoch": 1, "train_loss": 0.5})
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(ConfigError, match="No space left"):
+        io.append_jsonl(path, {"epoch": 2, "train_loss": NAN})
+    assert path.read_bytes() == before and [strict_loads(x) for x in before.decode().splitlines()]
