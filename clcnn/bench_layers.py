@@ -3,10 +3,11 @@
     clcnn bench layers --model lenet5 --batch-size 256 --device cl:0 [--repeats 20] [--png layers.png]
 
 clcnn's layers run as the model builds them: a ReLU fused into the convolution or Dense before it (forward) or
-into the max-pool after it (backward) shows "fused", its cost in that layer's row. Times are medians over ``repeats``: OpenCL profiling events on an OpenCL device
-(from the first launch's start to the last one's end), perf_counter on the Numba CPU backend (its ops finish
-before they return). backward-weights is ``backward(need_dx=False)`` (bias and weight gradients);
-backward-data is a full ``backward`` minus that (0 when the difference is below the noise). PyTorch's side runs
+into the max-pool after it (backward) shows "fused", its cost in that layer's row. Times are medians over
+``repeats``: OpenCL profiling events on an OpenCL device (from the first launch's start to the last one's end),
+perf_counter on the Numba CPU backend (its ops finish before they return). backward-weights is ``backward(need_dx=False)`` (bias and weight gradients);
+backward-data is a full ``backward`` minus that, a difference of medians (0 when it is below the noise, as for
+a tiny layer timed few times; the full backward is kept in the JSON as clcnn_backward). PyTorch's side runs
 in a child process (clcnn/bench_layers_torch.py): CUDA events with cudnn.benchmark on a GPU, perf_counter on the
 CPU; its passes are separate autograd.grad calls, so each is the real data-only or weights-only kernel.
 """
@@ -81,7 +82,7 @@ def _clcnn_layer(name: str, layer, xin, dy, timed, repeats: int) -> dict:
     weights = med["weights"]
     fused = [p for p, flag in (("forward", "fused"), ("backward_data", "backward_in_next"))
              if getattr(layer, flag, False)]   # a ReLU done by the layer before (forward) or after (backward)
-    row = {"name": name, "forward": med["forward"], "backward_weights": weights,
+    row = {"name": name, "forward": med["forward"], "backward_weights": weights, "backward": med["full"],
            "backward_data": max(0.0, med["full"] - (weights or 0.0)), "fused": fused}
     return {**row, **{p: None for p in fused}}
 
@@ -99,7 +100,7 @@ def _torch_layers(model_name: str, batch_size: int, tdev: str, repeats: int) -> 
 
 def bench_layers(model_name: str, batch_size: int, device: str, repeats: int = 20, use_torch: bool = True) -> dict:
     """{what, device, card, torch_on, torch_error, layers: [{name, clcnn: {pass: s}, torch: {pass: s} | None,
-    ratio: {pass: torch / clcnn}, fused: [passes another layer does]}]} for each layer of preset ``model_name`` at ``batch_size`` on ``device``; a
+    ratio: {pass: torch / clcnn}, fused: [passes another layer does], clcnn_backward: s}]} for each layer of preset ``model_name`` at ``batch_size`` on ``device``; a
     ratio above 1 means clcnn is faster. ConfigError for an unknown preset or device, batch_size < 1."""
     from .models import get_model
     from .optim import SGD
@@ -119,6 +120,7 @@ def bench_layers(model_name: str, batch_size: int, device: str, repeats: int = 2
         other = theirs[i] if theirs and i < len(theirs) else None
         ratio = {p: (other[p] / mine[p]) if other and other.get(p) and mine.get(p) else None for p in PASSES}
         rows.append({"name": mine["name"], "clcnn": {p: mine[p] for p in PASSES}, "fused": mine["fused"],
+                     "clcnn_backward": mine["backward"],
                      "torch": {p: other[p] for p in PASSES} if other else None, "ratio": ratio})
     info = model.backend.info
     return {"what": f"{model_name} layers, batch {batch_size}", "device": info.id, "card": info.name,

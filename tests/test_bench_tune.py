@@ -181,8 +181,10 @@ def test_bench_layers_table_chart_json(tmp_path):
     assert len(layers) == len(clcnn.models.lenet5().layers) and doc["torch_error"] is None
     conv = layers[0]
     assert conv["name"].startswith("(0) Conv2D")
-    for side in ("clcnn", "torch"):
-        assert all(conv[side][p] > 0 for p in ("forward", "backward_data", "backward_weights")), conv
+    assert all(conv["torch"][p] > 0 for p in ("forward", "backward_data", "backward_weights")), conv
+    mine = conv["clcnn"]   # backward-data: the full backward less backward-weights (medians), >= 0
+    assert mine["forward"] > 0 and conv["clcnn_backward"] > 0 and mine["backward_weights"] > 0, conv
+    assert mine["backward_data"] == pytest.approx(max(0.0, conv["clcnn_backward"] - mine["backward_weights"]))
     assert conv["ratio"]["forward"] == pytest.approx(conv["torch"]["forward"] / conv["clcnn"]["forward"])
     relu = layers[1]   # no weights; fused into the convolution (forward) and the max-pool (backward)
     assert relu["clcnn"]["backward_weights"] is None and relu["fused"] == ["forward", "backward_data"]
