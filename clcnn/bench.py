@@ -96,7 +96,8 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
 
     Returns one row: {what, device, card, clcnn, torch (the best mode's img/s), torch_mode (which), ratio
     (clcnn / best), unit="img/s", torch_on, date, peak_bytes, torch_peak_bytes (the best mode's),
-    torch_modes {mode: {rate, peak_bytes, error}}, launches (device enqueues per clcnn step)[, split]}.
+    torch_modes {mode: {rate, peak_bytes, error}}, launches (device enqueues per clcnn step on device
+    launches_on: a group's replica with the largest share)[, split]}.
     ConfigError for an unknown preset or a non-positive count."""
     from .optim import SGD
     if batch_size < 1 or steps < 1 or rounds < 1:
@@ -138,7 +139,7 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
                 per_mode[best]["rate"] if best else None, tdev[1] if tdev else None, "img/s",
                 peak_bytes=be.memory_stats()["peak_bytes"], torch_mode=best,
                 torch_peak_bytes=per_mode[best]["peak_bytes"] if best else None, torch_modes=per_mode,
-                launches=launches, **extra)
+                launches=launches, launches_on=be.info.id, **extra)
 
 
 def bench_gemm(size: int, device: str, variant: str | None = None, rounds: int = 5, reps: int | None = None,

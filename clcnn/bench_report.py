@@ -53,7 +53,9 @@ def _notes(rows: list[dict], names: list[str]) -> list[str]:
         for m, v in _modes(r).items():
             if v.get("error"):
                 out.append(f"torch {m} on {r['device']} failed: {v['error']}")
-    launches = [f"{r['device']} {r['launches']}" for r in rows if r.get("launches") is not None]
+    launches = [f"{r['device']} {r['launches']}" + (f" (on {r['launches_on']})" if r.get("launches_on", r["device"])
+                                                   != r["device"] else "")
+                for r in rows if r.get("launches") is not None]
     if launches:
         out.append("device launches per clcnn step (kernels, fills, copies; issue 15: <= ~15 for LeNet-5): "
                    + ", ".join(launches))
