@@ -106,6 +106,8 @@ def torch_step(mode: str, model_name: str, device: str, x, y):
 
     from .models import get_model
     cuda = device == "cuda"
+    if cuda:   # FP32 as clcnn computes it (torch_device sets the same)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     net = to_torch(get_model(model_name, seed=0), device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
