@@ -44,9 +44,10 @@ def _notes(rows: list[dict], names: list[str]) -> list[str]:
     out = []
     torch_on = sorted({r["torch_on"] for r in rows if r.get("torch_on")})
     if torch_on:
-        out.append("torch on: " + "; ".join(torch_on) + "; TF32 off; the same network, initial weights and recipe "
-                   "(SGD lr 0.01 momentum 0.9, cross-entropy) as clcnn" + ("; * = the best mode" if
-                                                                           len(names) > 1 else ""))
+        recipe = any(r["unit"] == "img/s" for r in rows)   # train rows; gemm rows are torch.mm
+        out.append("torch on: " + "; ".join(torch_on) + "; TF32 off" + ("; the same network, initial weights and "
+                   "recipe (SGD lr 0.01 momentum 0.9, cross-entropy) as clcnn" if recipe else "")
+                   + ("; * = the best mode" if len(names) > 1 else ""))
     if any(m in MODES for m in names):
         out.append("torch modes: " + ", ".join(f"{m} ({MODES[m]})" for m in names if m in MODES))
     for r in rows:
