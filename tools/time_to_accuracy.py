@@ -230,7 +230,8 @@ def main(argv=None) -> int:
     results = {}
     for side in ([args.only] if args.only else ["clcnn", "torch"]):
         proc = subprocess.run([sys.executable, __file__, *argv, "--side", side], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])})
         if proc.returncode:
             print(f"time_to_accuracy: the {side} side failed (exit {proc.returncode})", file=sys.stderr)
             return proc.returncode
