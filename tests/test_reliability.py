@@ -369,6 +369,8 @@ def run_rejected(dev) -> int:
     from clcnn.backends import get_backend
     cases = rejected_inputs(dev)
     be = get_backend(dev)
+    watched = [get_backend(d) for d in {dev, "cpu", *POCL}]   # Backend.launches: enqueues (Numba: op calls)
+    before = [w.launches for w in watched]
     if hasattr(be, "_run"):
         be.synchronize()
 
@@ -382,6 +384,7 @@ def run_rejected(dev) -> int:
             except error:
                 continue
             raise AssertionError(f"{dev}: {what} was not refused with {error.__name__}")
+        assert [w.launches for w in watched] == before, "a rejected input reached a device"
     finally:
         for name in ("_run", "replay"):
             be.__dict__.pop(name, None)
