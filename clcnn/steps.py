@@ -176,7 +176,6 @@ class Steps:
                 if hasattr(layer, "host_step"):
                     layer.host_step()
 
-
     def read_loss(self, reset: bool = True) -> float:
         """The loss summed over the ``sync=False`` steps since the last reset (one device read)."""
         value = float(self.backend.download(self._loss_acc)[0])
