@@ -27,7 +27,7 @@ devices: $(VENV)/.core
 train: $(VENV)/.core data
 	$(BIN)/clcnn devices
 	$(BIN)/clcnn train --dataset fashion-mnist --model lenet5 --device $(DEVICE) --epochs $(EPOCHS) \
-		--batch-size 64 --lr 0.05 --momentum 0.9 --seed 0 --out runs/make-train
+		--batch-size 64 --lr 0.05 --momentum 0.9 --seed 0
 
 # Debian's PoCL (LLVM 15) as well as the wheel's: the wheel's LLVM 14 cannot build for some newer CPUs.
 test: $(VENV)/.test
