@@ -33,7 +33,7 @@ train: $(VENV)/.core data
 test: $(VENV)/.test
 	-@sh tools/get-data.sh fashion-mnist || echo "note: Fashion-MNIST missing; the end-to-end tests will skip"
 	-@sh tools/apt-install.sh pocl-opencl-icd
-	CLCNN_CACHE_DIR=$(CURDIR)/.cache/kernels $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	CLCNN_CACHE_DIR=$(CURDIR)/.cache/kernels $(BIN)/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .cache
