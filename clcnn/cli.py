@@ -123,7 +123,8 @@ def devices(as_json, check):
 def train(no_progress, **kwargs):
     """Train a model; writes OUT/metrics.jsonl (one line per epoch), OUT/model.safetensors,
     OUT/checkpoint.safetensors and OUT/run.json. Ctrl-C saves a checkpoint and prints how to resume."""
-    from .training import TrainConfig, resume_config, train as run
+    from .train_config import TrainConfig, resume_config
+    from .training import train as run
     cfg = TrainConfig(**kwargs)
     if cfg.resume:   # the run's own settings, with the flags typed now where a resume may change them
         ctx = click.get_current_context()

@@ -6,248 +6,25 @@
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, io, loader, plots
+from . import checkpoint, data, io, plots
 from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
 from .layers import walk
-from .progress import Progress
 from .models import get_model
 from .optim import recipe
-
-LOSS_READ_EVERY = 20  # steps between reads of the device-side loss accumulator (the only per-step sync)
-
-
-@dataclass
-class TrainConfig:
-    """Everything one training run depends on (the CLI fills it from its flags)."""
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    model: str = "fashion"   # a preset (clcnn.models.PRESETS), a spec string or a JSON file
-    device: str = "auto"
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float | None = None   # None: the optimizer's default (optim.recipe.DEFAULT_LR)
-    momentum: float = 0.0
-    weight_decay: float | None = None   # None: the optimizer's default (0; adamw: 1e-2)
-    optimizer: str = "sgd"   # sgd | adam | adamw
-    nesterov: bool = False
-    betas: str = "0.9,0.999"   # adam/adamw: beta1,beta2
-    eps: float = 1e-8   # adam/adamw
-    lr_schedule: str = "none"   # none | step | cosine | onecycle, stepped every optimizer step
-    lr_step_size: float = 1.0   # step: epochs between decays
-    lr_gamma: float = 0.1   # step: the decay factor
-    lr_min: float = 0.0   # cosine: eta_min
-    warmup_epochs: float = 0.0   # a linear warm-up (LinearLR) before the schedule
-    warmup_start_factor: float = 1.0 / 3   # the warm-up's first lr, as a fraction of --lr (LinearLR's default)
-    label_smoothing: float = 0.0   # cross-entropy label smoothing, as torch.nn.CrossEntropyLoss
-    seed: int = 0
-    limit_train: int | None = None
-    out: str | None = None
-    split: str = "auto"   # with several comma-separated devices: "auto" or one fraction per device (or rank)
-    parallel: str = "auto"   # with several devices: "threads" (one process), "mpi" (ranks) or "auto" (clcnn.launch)
-    checkpoint_every: int | None = None   # steps between mid-epoch checkpoints (one is written every epoch anyway)
-    resume: str | None = None   # a run folder to continue (clcnn.checkpoint.resume_config gives its settings)
-    augment: str = ""   # --augment crop[:padding],flip[:p],erase[:p] (clcnn.augment); "" or "none": none
-    download: bool = True   # fetch a known data set's official files when they are nowhere to be found
-    val_fraction: float = 0.0   # share of the training images held out (seeded) as a validation split; 0: none
-    test_fraction: float = 0.1   # folder:PATH without test/: the share cut as the test split
-    image_size: str | None = None   # folder:PATH: "HxW" every image is resized to (default: the first image's)
-    channels: int | None = None   # folder:PATH: 1 or 3 (default: the first image's)
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad setting."""
-        for flag, v in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--seed", self.seed),
-                        ("--limit-train", self.limit_train), ("--checkpoint-every", self.checkpoint_every)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise ConfigError(f"{flag} must be a whole number (got {v!r})")   # 2.5 epochs, "64" from a file
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be positive (got {self.batch_size})")
-        recipe.fill_defaults(self)
-        if not 0 < self.lr < math.inf:
-            raise ConfigError(f"--lr must be positive and finite (got {self.lr})")
-        if not 0 <= self.momentum < math.inf:
-            raise ConfigError(f"--momentum must be non-negative and finite (got {self.momentum})")
-        if not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(f"--weight-decay must be non-negative and finite (got {self.weight_decay})")
-        recipe.check_options(self)   # --optimizer, --betas, --eps, --lr-schedule and its flags, --label-smoothing
-        if self.limit_train is not None and self.limit_train < 1:
-            raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer (got {self.seed})")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"--val-fraction must be at least 0 and below 1 (got {self.val_fraction})")
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"--test-fraction must be between 0 and 1, both excluded (got {self.test_fraction})")
-        if self.channels not in (None, 1, 3):
-            raise ConfigError(f"--channels must be 1 or 3 (got {self.channels})")
-        data.folder.parse_size(self.image_size)   # ConfigError naming --image-size
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ConfigError(f"--checkpoint-every must be a positive number of steps (got {self.checkpoint_every})")
-        from .augment import parse_augment
-        parse_augment(self.augment)   # ConfigError naming the bad --augment item
-        if len(self.devices()) == 1 and str(self.split).strip().lower() != "auto":
-            raise ConfigError(f"--split {self.split} needs several devices (--device a,b); one device takes "
-                              "every image")
-        from .launch import plan, world_size
-        from .split import parse_split
-        plan(self.parallel, self.devices())   # ConfigError for a bad --parallel
-        if world_size() is None:   # under MPI: one fraction per rank, checked by the group
-            parse_split(self.split, len(self.devices()))
-
-    def devices(self) -> list[str]:
-        """The device ids of --device (one, or several comma-separated for data-parallel training)."""
-        return [d.strip() for d in str(self.device).split(",") if d.strip()] or ["auto"]
-
-
-def evaluate(model, split: data.Split, loss, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on ``split`` with ``loss`` (the model's own Loss object), on the host
-    in float64 from the model's logits."""
-    return loss.evaluate(model.predict(split.images, batch_size), split.labels)
-
-
-def epoch_batches(split: data.Split, order: np.ndarray, batch_size: int, start: int = 0):
-    """Yield the (x, y) mini-batches of one epoch in ``order`` (a permutation of the split), from step ``start``
-    (a resumed epoch skips the steps it has done without touching their images)."""
-    for i in range(start * batch_size, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        yield split.images[idx], split.labels[idx]
-
-
-def train_epoch(model, opt, split, batch_size, rng, show_progress=True, desc="") -> tuple[float, float, float]:
-    """One shuffled pass; returns (train loss, images/s, seconds). The loss is the mean over the images of the
-    epoch (each step's batch-mean loss weighted by its batch size: a short last batch weighs what its images do);
-    images/s counts the images the steps processed."""
-    state = EpochState(epoch=1, shuffle=rng.bit_generator.state)
-    order = rng.permutation(len(split))
-    loop = Trainer(model, opt, split, batch_size, progress="bar" if show_progress else "off")
-    loop.run_epoch(state, order, desc)
-    return state.loss_sum / max(state.seen, 1), state.seen / state.seconds, state.seconds
-
-
-def _restore_loss(model, state: EpochState) -> None:
-    """Put a checkpoint's device loss total back: exactly on a Sequential (``set_loss``); a group's total is
-    folded into the host sum instead (the same value to float32 rounding)."""
-    if state.pending and hasattr(model, "set_loss"):
-        model.set_loss(state.pending_loss)
-    elif state.pending:
-        state.loss_sum, state.pending = state.loss_sum + state.pending_loss * state.size, 0
-
-
-def make_augment(cfg: TrainConfig, info):
-    """The run's clcnn.augment.Augment (None without --augment): seeded with --seed, padding with the
-    normalised value of a black pixel (-mean/std per channel)."""
-    from .augment import Augment, parse_augment
-    spec = parse_augment(cfg.augment)
-    if not spec.active:
-        return None
-    return Augment(spec, cfg.seed, fill=[-m / s for m, s in zip(info.mean, info.std)])
-
-
-class Trainer:
-    """The steps of a run's epochs, with the checkpoints and the stop on a signal (clcnn.checkpoint).
-
-    Args:
-        model: what trains (a Sequential or a group); opt: its optimizer; split: the training data.
-        progress: "bar", "lines" or "off" (clcnn.progress); log: where lines go.
-        save: ``save(state)`` writes a checkpoint of the run at EpochState ``state`` (None: never).
-        checkpoint_every: steps between mid-epoch checkpoints (None: at epoch ends only).
-        stop: a checkpoint.StopRequest (None: signals are not watched here).
-    """
-
-    augment = None   # a clcnn.augment.Augment applied to every batch on the loader's thread (set by _Run)
-
-    def __init__(self, model, opt, split, batch_size, progress="bar", log=print, save=None, checkpoint_every=None,
-                 stop=None):
-        self.model, self.opt, self.split, self.batch_size = model, opt, split, batch_size
-        self.progress, self.log, self.save, self.every, self.stop = progress, log, save, checkpoint_every, stop
-        self.schedule = None   # an optim.lr_scheduler schedule stepped after every step, or None
-
-    def steps_per_epoch(self) -> int:
-        """Steps in one epoch: ceil(training images / batch size)."""
-        return -(-len(self.split) // self.batch_size)
-
-    def run_epoch(self, state: EpochState, order: np.ndarray, desc: str = "") -> bool:
-        """Train ``state.epoch`` from ``state.step`` on (updating ``state``); the loss total is read out at
-        fixed steps of the epoch, whatever the checkpoints. Returns False when a stop signal came mid-epoch (a
-        checkpoint of it is saved then), True when the epoch is done."""
-        model, total = self.model, self.steps_per_epoch()
-        bar = Progress(total, state.step, desc, self.progress, self.log)
-        t0 = time.perf_counter() - state.seconds
-        try:
-            batches = loader.batches(self.split, self.batch_size, augment=self.augment, order=order,
-                                     start=state.step)   # prepared (and augmented) on a thread
-            self.loader_stats = batches.stats   # its wait (the device idle for the host) and work, in seconds
-            for x, y in batches:
-                if state.pending and len(y) != state.size:   # the device total sums batch means: read it out
-                    state.loss_sum, state.pending = state.loss_sum + model.read_loss() * state.size, 0
-                model.train_step(x, y, self.opt, sync=False)
-                if self.schedule is not None:   # the next step's learning rate (PyTorch's per-batch schedule)
-                    self.schedule.step()
-                state.step, state.seen, state.global_step = state.step + 1, state.seen + len(y), state.global_step + 1
-                state.pending, state.size = state.pending + 1, len(y)
-                bar.update(1, len(y))
-                if state.pending == LOSS_READ_EVERY:
-                    chunk = model.read_loss()
-                    state.loss_sum, state.pending = state.loss_sum + chunk * state.size, 0
-                    bar.set_loss(chunk / LOSS_READ_EVERY)
-                if state.step == total:
-                    break
-                stopping = self.stop is not None and self.stop.requested(model)
-                if stopping or (self.every and state.global_step % self.every == 0):
-                    state.seconds = time.perf_counter() - t0
-                    state.pending_loss = model.read_loss(reset=False)   # every rank: a collective read
-                    if self.save is not None:
-                        self.save(state)
-                    if stopping:
-                        return False
-            state.loss_sum += model.read_loss() * state.size
-            state.pending, state.pending_loss, state.seconds = 0, 0.0, time.perf_counter() - t0
-            return True
-        finally:
-            bar.close()
+from .train_config import TrainConfig
+from .trainer import Trainer, evaluate, make_augment, restore_loss
 
 
 def default_out_dir() -> Path:
     """runs/<local time as YYYYmmdd-HHMMSS>."""
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-RESUME_MAY_CHANGE = ("epochs", "device", "split", "parallel", "checkpoint_every", "data_dir", "download", "resume",
-                     "out")
-
-
-def resume_config(cfg: TrainConfig, given=()) -> TrainConfig:
-    """The configuration ``--resume DIR`` continues: the run's own (saved in its checkpoint), with the options
-    in ``given`` (the flags typed now) taken from ``cfg`` where a resume may change them (RESUME_MAY_CHANGE).
-    ConfigError for a missing DIR, a typed flag that would change the run (--lr, --model, ...), or --out
-    naming another folder; DataError for a missing, truncated or corrupted checkpoint."""
-    folder = Path(cfg.resume)
-    if not folder.is_dir():
-        raise ConfigError(f"--resume {folder}: no such run folder")
-    saved = checkpoint.load(folder / CHECKPOINT)["config"]
-    fields = TrainConfig.__dataclass_fields__
-    merged = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    for name in given:
-        now, then = getattr(cfg, name), getattr(merged, name, None)
-        if name == "out" and now is not None and Path(now).resolve() != folder.resolve():
-            raise ConfigError(f"--out {now}: a resumed run writes to its own folder ({folder}); drop --out")
-        if name in RESUME_MAY_CHANGE:
-            setattr(merged, name, now)
-        elif now != then:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} {now}: the run in {folder} has {flag} {then}, and a resume continues "
-                              "its own settings (drop the flag, or start a new run with another --out)")
-    merged.resume, merged.out = str(folder), str(folder)
-    return merged
 
 
 def train(cfg: TrainConfig, log=print, show_progress=True, command=None) -> list[dict]:
@@ -357,7 +134,7 @@ class _Run:
             done = self.state.epoch - 1
             raise ConfigError(f"--epochs {self.cfg.epochs}: the run in {self.out} has done {done} epochs already; "
                               f"pass --epochs {done + 1} or more to train on")
-        _restore_loss(self.model, self.state)
+        restore_loss(self.model, self.state)
         if self.lead:
             checkpoint.write_metrics(self.out, self.history)   # drops rows written after the checkpoint
             checkpoint.write_run(self.out, asdict(self.cfg), command, resumed=(self.state.epoch, self.state.step))

@@ -180,7 +180,8 @@ def test_training_with_augment_resumes_exactly(tmp_path, monkeypatch):
     import signal
 
     from clcnn import checkpoint, io
-    from clcnn.training import TrainConfig, resume_config, train
+    from clcnn.train_config import TrainConfig, resume_config
+    from clcnn.training import train
     from test_checkpoint import quiet, tiny_dataset
     data = tiny_dataset(tmp_path, n_train=80, n_test=16)
 

@@ -13,7 +13,8 @@ from clcnn import checkpoint
 from clcnn.checkpoint import CHECKPOINT, Registry
 from clcnn.errors import ConfigError, DataError
 from clcnn.progress import Progress
-from clcnn.training import TrainConfig, resume_config, train
+from clcnn.train_config import TrainConfig, resume_config
+from clcnn.training import train
 
 
 def tiny_dataset(root: Path, n_train=96, n_test=32, seed=0, bright=255) -> Path:

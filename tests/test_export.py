@@ -11,7 +11,8 @@ from clcnn import data, export, io, predict
 from clcnn.layers import LAYERS, Conv2D, Dense, Flatten, ReLU
 from clcnn.model import Sequential
 from clcnn.models import get_model
-from clcnn.training import TrainConfig, save_meta
+from clcnn.train_config import TrainConfig
+from clcnn.training import save_meta
 from test_cli import assert_one_line_error, clcnn
 from test_predict import cli_error
 

@@ -129,7 +129,7 @@ def test_evaluation_uses_the_models_own_loss():
 
 
 def test_api_trains_and_evaluates_a_3x32x32_100_class_model():
-    from clcnn.training import evaluate
+    from clcnn.trainer import evaluate
     from clcnn.data import Split
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 3, 32, 32)).astype(np.float32), rng.integers(0, 100, 40).astype(np.int32)

@@ -112,7 +112,7 @@ def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, 
 
 
 def test_training_flags_are_range_checked():
-    from clcnn.training import TrainConfig
+    from clcnn.train_config import TrainConfig
     bad = [({"optimizer": "rmsprop"}, "--optimizer"), ({"betas": "0.9,1.0"}, "--betas"), ({"eps": -1}, "--eps"),
            ({"lr_schedule": "exp"}, "--lr-schedule"), ({"lr_schedule": "step", "lr_gamma": 0}, "--lr-gamma"),
            ({"lr_step_size": 0}, "--lr-step-size"), ({"warmup_epochs": -1}, "--warmup-epochs"),

@@ -22,7 +22,9 @@ from clcnn.errors import ConfigError, DataError, ShapeError
 from clcnn.layers import Conv2D, Dense, Flatten
 from clcnn.model import Sequential
 from clcnn.optim import SGD
-from clcnn.training import TrainConfig, train, train_epoch
+from clcnn.train_config import TrainConfig
+from clcnn.trainer import train_epoch
+from clcnn.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = [p for p in _device_params() if not p.id.endswith("-oclgrind")]   # numba and PoCL: cheap, every one

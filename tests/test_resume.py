@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clcnn import checkpoint, io, plots, training
+from clcnn import checkpoint, io, plots, trainer
 from clcnn.checkpoint import CHECKPOINT
 from clcnn.steps import Steps
-from clcnn.training import TrainConfig, resume_config, train
+from clcnn.train_config import TrainConfig, resume_config
+from clcnn.training import train
 from conftest import _device_params
 from test_checkpoint import quiet, tiny_dataset
 
@@ -49,10 +50,10 @@ def read_often():
     """The device loss total read every 5 steps (not 20): small epochs then have reads, and steps pending
     between them, as long ones do. And no OUT/curves.png (matplotlib's ~1 s an epoch is not what these test;
     the real `clcnn train` below draws it)."""
-    before, training.LOSS_READ_EVERY = training.LOSS_READ_EVERY, 5
+    before, trainer.LOSS_READ_EVERY = trainer.LOSS_READ_EVERY, 5
     curves, plots.save_curves = plots.save_curves, lambda *args, **kwargs: None
     yield
-    training.LOSS_READ_EVERY, plots.save_curves = before, curves
+    trainer.LOSS_READ_EVERY, plots.save_curves = before, curves
 
 
 @pytest.fixture(scope="module")
@@ -212,11 +213,11 @@ def test_sigint_to_a_real_clcnn_train_saves_prints_the_resume_command_and_resume
     lines = []
     cfg = resume_config(TrainConfig(resume=str(out), epochs=st["epoch"]), given=["resume", "epochs"])
     assert cfg.limit_train == 200 and cfg.batch_size == 8 and cfg.device == "cpu"   # the run's own settings
-    training.LOSS_READ_EVERY = 20   # as in the process that saved it (read_often changed it here)
+    trainer.LOSS_READ_EVERY = 20   # as in the process that saved it (read_often changed it here)
     try:
         train(cfg, log=lines.append, show_progress=False)
     finally:
-        training.LOSS_READ_EVERY = 5
+        trainer.LOSS_READ_EVERY = 5
     assert f"resuming {out} at epoch {st['epoch']} step {st['step']}/25" in lines, lines
     assert len((out / "metrics.jsonl").read_text().splitlines()) == st["epoch"]
 

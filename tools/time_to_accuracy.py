@@ -37,7 +37,7 @@ RECIPE = ("model", "dataset", "data_dir", "limit_train", "optimizer", "lr", "mom
 
 def config(args):
     """The clcnn TrainConfig of the recipe (validated: the optimizer's defaults filled in)."""
-    from clcnn.training import TrainConfig
+    from clcnn.train_config import TrainConfig
     cfg = TrainConfig(**{k: getattr(args, k) for k in RECIPE}, device=args.device)
     cfg.validate()
     return cfg
@@ -54,7 +54,7 @@ def clcnn_side(cfg, target: float, log) -> dict:
     from clcnn.checkpoint import EpochState
     from clcnn.models import get_model
     from clcnn.optim import recipe
-    from clcnn.training import Trainer, evaluate, make_augment
+    from clcnn.trainer import Trainer, evaluate, make_augment
     train_set, test_set, info = load(cfg)
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
     if cfg.label_smoothing:
@@ -83,7 +83,7 @@ def torch_side(cfg, target: float, log, clcnn_device: str) -> dict:
     from clcnn.backends import resolve_device
     from clcnn.bench_torch import torch_device
     from clcnn.models import get_model
-    from clcnn.training import make_augment
+    from clcnn.trainer import make_augment
     train_set, test_set, info = load(cfg)
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
     device, name = torch_device(resolve_device(clcnn_device))
@@ -187,7 +187,7 @@ def child(args) -> None:
 
 
 def parse(argv=None):
-    from clcnn.training import TrainConfig
+    from clcnn.train_config import TrainConfig
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="fashion")

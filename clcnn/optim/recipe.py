@@ -3,7 +3,7 @@
     clcnn train --optimizer adamw --lr 2e-3 --lr-schedule cosine --warmup-epochs 1 --label-smoothing 0.1
 
 ``check_options`` range-checks them (ConfigError naming the flag), ``make_optimizer`` and ``make_schedule``
-build the objects. ``cfg`` is anything with the attributes named below (clcnn.training.TrainConfig).
+build the objects. ``cfg`` is anything with the attributes named below (clcnn.train_config.TrainConfig).
 Schedule lengths are given in epochs and stepped once per optimizer step (PyTorch's per-batch use).
 """
 from __future__ import annotations
