@@ -58,7 +58,7 @@ def _notes(rows: list[dict], names: list[str]) -> list[str]:
                                                    != r["device"] else "")
                 for r in rows if r.get("launches") is not None]
     if launches:
-        out.append("device launches per clcnn step (kernels, fills, copies; issue 15: <= ~15 for LeNet-5): "
+        out.append("device launches per clcnn step (kernels, fills, copies): "
                    + ", ".join(launches))
     peaks = []
     for r in rows:

@@ -48,6 +48,9 @@ def weights_path(path) -> Path:
     path = Path(path)
     if path.is_dir():
         weights = path / WEIGHTS
+        if not weights.is_file() and (path / "checkpoint.safetensors").is_file():
+            raise DataError(f"{path} has no {WEIGHTS} yet: its run stopped before its first epoch ended "
+                            f"(`clcnn train --resume {path}` continues it)")
         if not weights.is_file():
             raise DataError(f"{path} has no {WEIGHTS}: not a run folder (`clcnn train --out {path}` writes one)")
         return weights

@@ -227,6 +227,8 @@ def to_spec(model_or_layers) -> str:
 def _fill(cfgs: list, shape: tuple, num_classes: int, where: str, top: bool) -> tuple[list[Layer], tuple]:
     """Layers from configs, the input sizes left out filled in from the shape so far (and a last Dense's
     out_features from the class count)."""
+    if not isinstance(cfgs, list):
+        raise ConfigError(f"{where}: expected a list of layers (got {cfgs!r})")
     layers = []
     for i, cfg in enumerate(cfgs):
         if not isinstance(cfg, dict) or "type" not in cfg:

@@ -50,7 +50,9 @@ class Steps:
             if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
                 raise ShapeError(f"the model is built for inputs (N, {', '.join(map(str, self.input_shape))}), "
                                  f"got {tuple(x.shape)}")
-            out = self._checked_shapes[x.shape] = self.output_shape(x.shape)
+            out = self.output_shape(x.shape)
+            self._check_memory(x.shape)
+            self._checked_shapes[x.shape] = out
         if y is not None:
             y = labels_int32(y)
             if y.shape[0] != x.shape[0]:
@@ -59,6 +61,20 @@ class Steps:
             if y.size and (y.min() < 0 or y.max() >= classes):
                 raise ShapeError(f"labels must be in [0, {classes}) for this model, got {y.min()}..{y.max()}")
         return x, y
+
+    def _check_memory(self, shape) -> None:
+        """ShapeError when a batch of ``shape`` cannot fit the device: its layers' outputs and their gradients
+        (2 x 4 bytes per output element, a lower bound of what a training step holds) against
+        Backend.memory_capacity (once per batch shape)."""
+        limit = self.backend.memory_capacity()
+        need, s = 4 * int(np.prod(shape, dtype=np.int64)), tuple(shape)
+        for layer in self.layers:
+            s = tuple(layer.output_shape(s))
+            need += 8 * int(np.prod(s, dtype=np.int64))
+        if limit is not None and need > limit:
+            raise ShapeError(f"a batch of {shape[0]} inputs {tuple(shape[1:])} needs at least {need / 2**30:.1f} GiB "
+                             f"for its activations and gradients; {self.backend.info.id} has "
+                             f"{limit / 2**30:.1f} GiB: use a smaller batch size or input size")
 
     def _upload_batch(self, x, y=None):
         x, y = self._host_batch(x, y)

@@ -2,7 +2,6 @@
 may change."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,9 @@ from . import checkpoint, data
 from .checkpoint import CHECKPOINT
 from .errors import ConfigError
 from .optim import recipe
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)   # 3.4028e38: the largest hyper-parameter the device can hold
 
 
 @dataclass
@@ -62,12 +64,12 @@ class TrainConfig:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be positive (got {self.batch_size})")
         recipe.fill_defaults(self)
-        if not 0 < self.lr < math.inf:
-            raise ConfigError(f"--lr must be positive and finite (got {self.lr})")
-        if not 0 <= self.momentum < math.inf:
-            raise ConfigError(f"--momentum must be non-negative and finite (got {self.momentum})")
-        if not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(f"--weight-decay must be non-negative and finite (got {self.weight_decay})")
+        if not 0 < self.lr <= FLOAT32_MAX:   # the hyper-parameters are float32 on the device
+            raise ConfigError(f"--lr must be positive and at most {FLOAT32_MAX:.4g} (float32) (got {self.lr})")
+        if not 0 <= self.momentum <= FLOAT32_MAX:
+            raise ConfigError(f"--momentum must be non-negative and finite in float32 (got {self.momentum})")
+        if not 0 <= self.weight_decay <= FLOAT32_MAX:
+            raise ConfigError(f"--weight-decay must be non-negative and finite in float32 (got {self.weight_decay})")
         recipe.check_options(self)   # --optimizer, --betas, --eps, --lr-schedule and its flags, --label-smoothing
         if self.limit_train is not None and self.limit_train < 1:
             raise ConfigError(f"--limit-train must be positive (got {self.limit_train})")

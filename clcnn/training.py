@@ -203,6 +203,8 @@ class _Run:
                  + (f"val loss {val['val_loss']:.4f}  val acc {val['val_accuracy']:.4f}  " if val else "")
                  + f"test loss {test_loss:.4f}  "
                  f"test acc {test_acc:.4f}  {ips:,.0f} img/s  {seconds:.1f} s")
+        if not np.isfinite(train_loss):
+            self.log(f"warning: the training loss is {train_loss} (the run diverged): try a smaller --lr")
         if "split" in row:
             self.log("  split: " + ", ".join(f"{d} {v['fraction']:.2f}" + ("" if v["active"] else " (left out)")
                                              for d, v in row["split"].items()))

@@ -7,6 +7,7 @@ the methods use only the Backend's core ops (``download``, ``view``, ``upload``,
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 
 import numpy as np
@@ -78,6 +79,20 @@ class Capabilities:
     def memory_stats(self) -> dict:
         """{"in_use_bytes", "peak_bytes"}: device memory held by arrays this backend allocated."""
         return {"in_use_bytes": getattr(self, "_mem_in_use", 0), "peak_bytes": getattr(self, "_mem_peak", 0)}
+
+    def memory_capacity(self) -> int | None:
+        """Bytes this device can hold at most (None: unknown): for host memory (the Numba backend, and CPU OpenCL
+        devices, whose memory is the host's) the physical memory available now, for a GPU its global memory.
+        Used to refuse a batch whose activations cannot fit, before the kernel allocations the OS would kill."""
+        try:
+            host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            host = None
+        info = getattr(self, "info", None)
+        dev = getattr(self, "device", None)
+        if getattr(info, "type", "cpu") != "cpu" and dev is not None:
+            return int(dev.global_mem_size)
+        return host
 
     def reset_peak_memory(self) -> None:
         self._mem_peak = getattr(self, "_mem_in_use", 0)

@@ -6,6 +6,7 @@ float32, 0x0E float64), a dimension count D, D big-endian uint32 sizes, then the
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def read_idx(path, expect_ndim: int | None = None) -> np.ndarray:
         raise DataError(f"{path} is truncated (incomplete header)")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    want = int(np.prod(shape)) * dtype.itemsize
+    want = math.prod(shape) * dtype.itemsize   # Python ints: no overflow for huge dimensions
     body = raw[4 + 4 * ndim:]
     if len(body) < want:
         raise DataError(f"{path} is truncated: {len(body)} bytes of data, expected {want} for shape {shape}")
@@ -83,6 +84,9 @@ def read_split(name: str, d: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
     img_stem, lbl_stem = FILES[split]
     path = _find(name, d, img_stem)
     images = read_idx(path)
+    if images.dtype != np.uint8:
+        raise DataError(f"{path} holds {images.dtype.name} pixels; clcnn reads 8-bit images (IDX type 0x08, "
+                        "pixels 0..255)")
     if images.ndim not in (3, 4):
         raise DataError(f"{path} holds a {images.ndim}-dimensional array, expected images (N, H, W) or (N, C, H, W)")
     images = images.reshape(images.shape[0], 1, *images.shape[1:]) if images.ndim == 3 else images

@@ -6,6 +6,9 @@ Every layer is written once against the Backend interface: ``forward`` keeps wha
 """
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
@@ -71,10 +74,32 @@ class Buffer(Parameter):
         self.host = np.array(value, copy=True)
 
 
+def check_weight(layer: str, shape: tuple) -> None:
+    """ConfigError naming ``layer`` when a weight of ``shape`` cannot exist: 2**31 elements or more (the kernels
+    index with int32), or more than the host memory available now (it is made and initialised on the host, in
+    float64, before it goes to a device)."""
+    count = math.prod(int(s) for s in shape)
+    if count >= INDEX_LIMIT:
+        raise ConfigError(f"{layer}: a weight of shape {tuple(shape)} holds {count:,} elements; the kernels index "
+                          "at most 2**31 - 1")
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if 16 * count > avail:
+        raise ConfigError(f"{layer}: a weight of shape {tuple(shape)} needs about {16 * count / 2**30:.1f} GiB of "
+                          f"host memory to make, and {avail / 2**30:.1f} GiB are free (a smaller input size or "
+                          "layer makes it smaller)")
+
+
 def check_positive(layer: str, **values) -> None:
     """ConfigError naming ``layer`` and the argument when an int argument is < 1."""
     for name, v in values.items():
-        if int(v) != v or v < 1:
+        try:
+            whole = not isinstance(v, bool) and int(v) == v
+        except (TypeError, ValueError, OverflowError):   # None, "3", inf, nan
+            whole = False
+        if not whole or v < 1:
             raise ConfigError(f"{layer}: {name} must be a positive integer (got {v!r})")
 
 
@@ -144,8 +169,12 @@ class Layer:
 
     # ---- placement --------------------------------------------------------------------------------------
     def to(self, backend, place_params: bool = True) -> None:
-        """Run on ``backend``; ``place_params=False`` when the owning model places the parameters (buffers are
-        always placed here: they are not part of the model's flat buffers)."""
+        """Run on ``backend`` (a Backend, or a device id such as "cpu" or "cl:1"); ``place_params=False`` when the
+        owning model places the parameters (buffers are always placed here: they are not part of the model's flat
+        buffers). DeviceError for an unknown device id."""
+        if backend is None or isinstance(backend, str):
+            from ..backends import get_backend
+            backend = get_backend(backend)
         self.backend = backend
         self._bufs = {}
         if place_params:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Layer, Parameter, check_positive, he_normal
+from .base import Layer, Parameter, check_positive, check_weight, he_normal
 
 
 def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
@@ -35,6 +35,7 @@ class Conv2D(Layer):
         self.stride, self.padding = int(stride), int(padding)
         self.workspace_bytes = int(workspace_bytes) if workspace_bytes else None
         m, c, k = self.out_channels, self.in_channels, self.kernel_size
+        check_weight("Conv2D", (m, c, k, k))
         self.params = {"weight": Parameter(np.zeros((m, c, k, k))), "bias": Parameter(np.zeros(m))}
 
     def config(self) -> dict:

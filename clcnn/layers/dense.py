@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, Parameter, check_positive, he_normal
+from .base import Layer, Parameter, check_positive, check_weight, he_normal
 
 
 class Dense(Layer):
@@ -18,6 +18,7 @@ class Dense(Layer):
     def __init__(self, in_features: int, out_features: int):
         check_positive("Dense", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
+        check_weight("Dense", (self.out_features, self.in_features))
         self.params = {"weight": Parameter(np.zeros((self.out_features, self.in_features))),
                        "bias": Parameter(np.zeros(self.out_features))}
 
