@@ -123,13 +123,15 @@ def devices(as_json, check):
 def train(no_progress, **kwargs):
     """Train a model; writes OUT/metrics.jsonl (one line per epoch), OUT/model.safetensors,
     OUT/checkpoint.safetensors and OUT/run.json. Ctrl-C saves a checkpoint and prints how to resume."""
-    from .train_config import TrainConfig, resume_config
+    from .train_config import TrainConfig, check_given, resume_config
     from .training import train as run
     cfg = TrainConfig(**kwargs)
+    ctx = click.get_current_context()
+    given = [k for k in kwargs if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
     if cfg.resume:   # the run's own settings, with the flags typed now where a resume may change them
-        ctx = click.get_current_context()
-        cfg = resume_config(cfg, [k for k in kwargs
-                                  if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE])
+        cfg = resume_config(cfg, given)
+    else:
+        check_given(cfg, given)
     if cfg.device is None:
         cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
     cfg.validate()

@@ -127,3 +127,27 @@ def resume_config(cfg: TrainConfig, given=()) -> TrainConfig:
                               "its own settings (drop the flag, or start a new run with another --out)")
     merged.resume, merged.out = str(folder), str(folder)
     return merged
+
+
+def _applies(cfg: TrainConfig) -> dict:
+    """option -> (whether it applies to ``cfg``, the setting it needs), for the options that take effect only
+    with another one."""
+    adam = cfg.optimizer in ("adam", "adamw")
+    folder = str(cfg.dataset).startswith("folder:")
+    return {"betas": (adam, "--optimizer adam or adamw"), "eps": (adam, "--optimizer adam or adamw"),
+            "lr_step_size": (cfg.lr_schedule == "step", "--lr-schedule step"),
+            "lr_gamma": (cfg.lr_schedule == "step", "--lr-schedule step"),
+            "lr_min": (cfg.lr_schedule == "cosine", "--lr-schedule cosine"),
+            "warmup_start_factor": (bool(cfg.warmup_epochs), "--warmup-epochs"),
+            "channels": (folder, "--dataset folder:PATH"), "image_size": (folder, "--dataset folder:PATH"),
+            "test_fraction": (folder, "--dataset folder:PATH")}
+
+
+def check_given(cfg: TrainConfig, given) -> None:
+    """ConfigError for an option typed (``given``: TrainConfig field names) where it would have no effect, e.g.
+    --betas with --optimizer sgd or --channels with an IDX data set: the run would record a setting it ignored
+    (--nesterov and --momentum with Adam: optim.recipe.check_options)."""
+    for name, (ok, needs) in _applies(cfg).items():
+        if name in given and not ok:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies only with {needs}; this run would ignore it")
