@@ -128,15 +128,15 @@ def train(no_progress, **kwargs):
     cfg = TrainConfig(**kwargs)
     ctx = click.get_current_context()
     given = [k for k in kwargs if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+    from .launch import command_args, launch, plan, world_size
     if cfg.resume:   # the run's own settings, with the flags typed now where a resume may change them
         cfg = resume_config(cfg, given)
-    else:
+    elif world_size() is None:   # (an MPI rank clcnn started gets every option spelled out: checked before)
         check_given(cfg, given)
     if cfg.device is None:
         cfg.device = os.environ.get("CLCNN_DEVICE", "auto")
     cfg.validate()
     from .backends import resolve_device
-    from .launch import command_args, launch, plan, world_size
     if world_size() is None:   # under MPI each rank resolves its own (--device auto: its host's GPUs)
         for dev in cfg.devices():
             resolve_device(dev)
