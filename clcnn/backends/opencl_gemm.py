@@ -195,9 +195,7 @@ class OpenCLGemm:
                 out.append((name, self._gemm_heuristic(m, n, 1, False, pool)))
         return out
 
-    def _default_pool(self) -> tuple[dict, ...]:
-        """GEMM_DEFAULT_POOL on GPUs; on CPU devices and simulators without the 128x256 tile, whose build alone
-        took 19-55 s on the wheel's PoCL (LLVM 14) and which no CPU-sized product needs (docs/PERFORMANCE.md)."""
+    def _default_pool(self) -> tuple[dict, ...]:   # CPUs: no 128x256 tile (19-55 s to build on PoCL, no faster)
         return GEMM_DEFAULT_POOL if self.info.type == "gpu" else VEC_CONFIGS
 
     # work-items a GEMM launch should bring to each compute unit to hide its latencies (the fill targets below)

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .activation import ReLU, Sigmoid, Tanh
 from .base import Buffer, Layer, Parameter
 from .conv import Conv2D, MaxPool2D
@@ -12,29 +11,13 @@ from .dense import Dense, Flatten
 from .dropout import Dropout
 from .norm import BatchNorm1D, BatchNorm2D
 from .pool import AvgPool2D, GlobalAvgPool2D
+from .registry import LAYERS, from_config, layer_config
 from .residual import Residual, fuse_chain, walk
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, BatchNorm1D,
-                                        BatchNorm2D, Dropout, AvgPool2D, GlobalAvgPool2D, Residual)}
+LAYERS.update({cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, BatchNorm1D,
+                                               BatchNorm2D, Dropout, AvgPool2D, GlobalAvgPool2D, Residual)})
 
 __all__ = ["LAYERS", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Buffer", "Conv2D", "Dense", "Dropout", "Flatten",
            "GlobalAvgPool2D", "Layer", "MaxPool2D", "Parameter", "ReLU", "Residual", "Sigmoid", "Tanh", "from_config",
            "fuse_chain", "layer_config", "walk"]
 
-
-def layer_config(layer: Layer) -> dict:
-    """``{"type": class name, **layer.config()}``: what ``from_config`` rebuilds the layer from."""
-    return {"type": type(layer).__name__, **layer.config()}
-
-
-def from_config(cfg: dict) -> Layer:
-    """A new, untrained layer from ``layer_config``'s dict; ConfigError for an unknown type or bad arguments."""
-    cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    cls = LAYERS.get(kind)
-    if cls is None:
-        raise ConfigError(f"unknown layer type {kind!r} (known: {', '.join(sorted(LAYERS))})")
-    try:
-        return cls(**cfg)
-    except TypeError as exc:
-        raise ConfigError(f"{kind}: {exc}") from None

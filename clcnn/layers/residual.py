@@ -9,6 +9,7 @@ from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
 from .norm import _BatchNorm
+from .registry import from_config, layer_config
 
 
 def fuse_chain(layers: list) -> None:
@@ -34,7 +35,6 @@ def walk(layers):
 
 
 def _chain(items, what: str) -> list:
-    from . import from_config   # the registry (clcnn.layers) imports this module
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(f"Residual: {what} must be a non-empty list of layers (got {items!r})")
     out = [from_config(i) if isinstance(i, dict) else i for i in items]
@@ -73,7 +73,6 @@ class Residual(Layer):
         yield from ((f"shortcut.{i}", layer) for i, layer in enumerate(self.shortcut or []))
 
     def config(self) -> dict:
-        from . import layer_config
         return {"layers": [layer_config(x) for x in self.layers],
                 "shortcut": None if self.shortcut is None else [layer_config(x) for x in self.shortcut]}
 
