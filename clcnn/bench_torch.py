@@ -63,32 +63,11 @@ def torch_device(info):
 
 
 def to_torch(model, device: str):
-    """A torch nn.Sequential with the same layers and weights as the clcnn Sequential ``model``, on ``device``.
-    ValueError for a layer with no PyTorch equivalent here (bench covers the plain presets: lenet5, cifar)."""
-    import torch
-    from torch import nn
-
-    from . import layers as L
-    mods = []
-    for layer in model.layers:
-        if isinstance(layer, L.Conv2D):
-            mods.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                                  padding=layer.padding))
-        elif isinstance(layer, L.Dense):
-            mods.append(nn.Linear(layer.in_features, layer.out_features))
-        elif isinstance(layer, L.MaxPool2D):
-            mods.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
-        elif isinstance(layer, L.Flatten):
-            mods.append(nn.Flatten())
-        elif isinstance(layer, L.ReLU):
-            mods.append(nn.ReLU())
-        elif isinstance(layer, L.Sigmoid):
-            mods.append(nn.Sigmoid())
-        else:
-            raise ValueError(f"no PyTorch equivalent for {layer!r}")
-    net = nn.Sequential(*mods)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return net.to(device)
+    """The equivalent torch nn.Sequential of the clcnn Sequential ``model`` (clcnn.export's mapping: every layer
+    type that `clcnn export --torch` writes), with its weights and buffers, in training mode, on ``device``.
+    ConfigError for a layer with no PyTorch equivalent."""
+    from .export import torch_module
+    return torch_module(model).to(device)
 
 
 def one_line(exc: BaseException) -> str:

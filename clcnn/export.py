@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -278,3 +279,19 @@ def torch_source(model, info, source: str = "") -> str:
 def save_torch(model, info, path, source: str = "") -> None:
     """``torch_source(model, info, source)`` written to ``path`` atomically."""
     io.write_atomic(path, torch_source(model, info, source).encode())
+
+
+def torch_module(model, info=None):
+    """``build()`` of ``torch_source(model, info)`` with ``model``'s weights and buffers loaded: the equivalent
+    torch.nn.Sequential, on the CPU, in training mode, one torch module per clcnn layer (the same indices and
+    state_dict names). ``info`` (class names, normalisation) only fills the source's constants: without it, the
+    model's own shapes stand in. ConfigError for a layer or model with no export."""
+    import torch
+    if info is None:
+        c = _checked(model)["input_shape"][0]
+        info = SimpleNamespace(class_names=[], mean=(0.0,) * c, std=(1.0,) * c)
+    ns: dict = {}
+    exec(compile(torch_source(model, info), "<clcnn.export>", "exec"), ns)
+    module = ns["build"]()
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return module.train()

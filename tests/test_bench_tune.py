@@ -1,6 +1,7 @@
 """`clcnn bench` and `clcnn tune` smoke tests: they run, report what they promise, and a tuned device's next run
 loads the saved configs with no search. Timings are never asserted."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -37,17 +38,21 @@ def test_bench_train_rows_and_json(tmp_path):
             assert r["ratio"] == pytest.approx(r["clcnn"] / r["torch"])
 
 
-def test_bench_train_failed_and_skipped_modes_do_not_stop_the_run():
-    """A mode PyTorch cannot run here (graph: no CUDA) is skipped with its reason, a mode that fails (no torch
-    equivalent of batch-norm) is one line; clcnn's figure stays, and no ratio is made up."""
+def test_bench_train_failed_and_skipped_modes_do_not_stop_the_run(monkeypatch, tmp_path):
+    """A mode PyTorch cannot run here (graph: no CUDA) is skipped with its reason, a mode that fails (here: the
+    PyTorch CPU worker process finds a torch that cannot load) is one line; clcnn's figure stays, and no ratio is
+    made up."""
     pytest.importorskip("torch")
-    row = bench.bench_train("fashion", 2, "cpu", steps=1, rounds=1, warmup=1, torch_modes=["eager", "graph"])
+    (tmp_path / "torch.py").write_text('raise ImportError("a torch that cannot load\\nsecond line")\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    row = bench.bench_train("lenet5", 2, "cpu", steps=1, rounds=1, warmup=1, torch_modes=["eager", "graph"])
     assert row["clcnn"] > 0 and row["torch"] is None and row["ratio"] is None and row["torch_mode"] is None
     modes = row["torch_modes"]
     assert modes["graph"]["error"] == "needs CUDA" and modes["graph"]["rate"] is None
-    assert "no PyTorch equivalent" in modes["eager"]["error"] and "\n" not in modes["eager"]["error"]
+    assert "a torch that cannot load" in modes["eager"]["error"] and "\n" not in modes["eager"]["error"]
     table = bench_report.format_table([row])
     assert "failed" in table and "torch eager on cpu failed: " in table
+    monkeypatch.undo()
     none = bench.bench_train("lenet5", 2, "cpu", steps=1, rounds=1, warmup=1, torch_modes=["none"])
     assert none["torch_modes"] == {} and none["torch"] is None and none["torch_on"] is None
 
@@ -227,3 +232,19 @@ def test_cuda_modes_train_as_eager():
             np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5, err_msg=mode)
         peak = bench_torch.TorchMode(mode, "lenet5", "cuda", x, y, 2)
         assert peak.error is None and peak.peak_bytes > 0, peak.error
+
+
+def test_to_torch_is_exports_twin_for_every_preset_layer():
+    """bench's PyTorch side is clcnn.export's torch twin: batch-norm, dropout and residual presets get one, with
+    clcnn's weights and buffers, and in eval mode it computes clcnn's forward."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from clcnn.models import get_model
+    for name, shape in (("fashion", (1, 28, 28)), ("resnet8", (3, 32, 32))):
+        model = get_model(name, seed=0)
+        net = bench_torch.to_torch(model, "cpu")
+        assert len(net) == len(model.layers) and net.training
+        x = np.random.default_rng(0).standard_normal((3, *shape)).astype(np.float32)
+        got = net.eval()(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-4)

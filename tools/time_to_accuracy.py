@@ -88,11 +88,7 @@ def torch_side(cfg, target: float, log, clcnn_device: str) -> dict:
     net = get_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=cfg.seed)
     device, name = torch_device(resolve_device(clcnn_device))
     torch.backends.cudnn.benchmark = True   # PyTorch at its fastest: cuDNN picks its kernels per shape
-    ns: dict = {}
-    exec(compile(export.torch_source(net, info), "<clcnn.export>", "exec"), ns)
-    module = ns["build"]()
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()})
-    module = module.to(device).train()
+    module = export.torch_module(net, info).to(device)
     opt, sched = torch_recipe(torch, module, cfg, -(-len(train_set) // cfg.batch_size))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     augment = make_augment(cfg, info)
