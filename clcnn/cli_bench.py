@@ -29,6 +29,13 @@ def _bench_devices(device: str | None) -> list[str]:
     return [d.strip() for d in (device or os.environ.get("CLCNN_DEVICE", "auto")).split(",") if d.strip()]
 
 
+def _check_outputs(**paths) -> None:
+    """ConfigError before any timing when an output file (--png, --json) could not be written."""
+    for option, path in paths.items():
+        if path:
+            io.check_writable(path, f"--{option}")
+
+
 def _report(rows: list[dict], json_path: str | None) -> None:
     from .bench_report import format_table
     click.echo(format_table(rows))
@@ -58,6 +65,7 @@ def bench_train(model, batch_size, device, split, parallel, steps, rounds, torch
     from .bench_torch import parse_modes
     from .launch import command_args, launch, plan, world_size
     modes = parse_modes(torch_modes)
+    _check_outputs(json=json_path)
     comm, targets = None, _bench_devices(device)
     if world_size() is not None and parallel != "threads":   # an MPI rank: the ranks are the group
         from .distributed import mpi_world
@@ -84,6 +92,7 @@ def bench_train(model, batch_size, device, split, parallel, steps, rounds, torch
 @click.option("--json", "json_path", default=None, help="Also write the rows to this JSON file.")
 def bench_gemm(size, device, variant, rounds, torch_modes, json_path):
     """TFLOP/s of C = A @ B, clcnn's GEMM vs torch.mm."""
+    _check_outputs(json=json_path)
     from .bench import bench_gemm as run
     rows = [r for d in _bench_devices(device) for r in run(size, d, variant, rounds,
                                                            use_torch=torch_modes != "none")]
@@ -104,6 +113,7 @@ def bench_layers(model, batch_size, device, repeats, torch_modes, png, json_path
     """Every layer's forward, backward-data and backward-weights time, clcnn vs PyTorch (cuDNN on a GPU):
     a table and a PNG bar chart."""
     from .bench_layers import bench_layers as run, format_layers, save_layers_chart
+    _check_outputs(png=png, json=json_path)
     targets = _bench_devices(device)
     if len(targets) != 1 or "+" in targets[0]:
         raise ConfigError(f"bench layers times one device (got --device {device})")

@@ -14,6 +14,19 @@ import numpy as np
 from .errors import ConfigError, DataError
 
 
+def check_writable(path, what: str) -> None:
+    """ConfigError unless a file could be written at ``path`` (its folder exists and is writable, and the path is
+    not a folder): checked before long work whose result goes there, so that the work is not lost at the end."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file")
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what} {path}: the folder {folder} is not writable")
+
+
 def write_atomic(path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` via a temp file in the same folder, fsync, then os.replace (the old file, if
     any, stays whole until then). ConfigError naming the path when it cannot be written (no folder, a file in

@@ -248,3 +248,15 @@ def test_to_torch_is_exports_twin_for_every_preset_layer():
         x = np.random.default_rng(0).standard_normal((3, *shape)).astype(np.float32)
         got = net.eval()(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-4)
+
+
+def test_bench_refuses_an_unwritable_output_before_timing(tmp_path):
+    """--png / --json that could not be written are refused before any timing (nothing is printed to stdout,
+    no table is lost at the end): one line, non-zero exit."""
+    missing = tmp_path / "no" / "such"
+    for args, needle in ((("layers", "--png", missing / "c.png"), "--png"),
+                         (("train", "--torch", "none", "--json", missing / "r.json"), "--json"),
+                         (("gemm", "--size", 64, "--torch", "none", "--json", tmp_path), "is a folder")):
+        res = run_cli("bench", *args, "--device", "cpu")
+        assert_one_line_error(res, needle)
+        assert res.stdout == ""
