@@ -10,7 +10,7 @@ import click
 
 from . import data
 from .backends import list_devices
-from .checkpoint import Interrupted
+from .signals import Interrupted
 from .errors import ClcnnError, ConfigError, DeviceError
 from .launch import exit_process
 

@@ -58,7 +58,7 @@ class Trainer:
         progress: "bar", "lines" or "off" (clcnn.progress); log: where lines go.
         save: ``save(state)`` writes a checkpoint of the run at EpochState ``state`` (None: never).
         checkpoint_every: steps between mid-epoch checkpoints (None: at epoch ends only).
-        stop: a checkpoint.StopRequest (None: signals are not watched here).
+        stop: a signals.StopRequest (None: signals are not watched here).
     """
 
     augment = None   # a clcnn.augment.Augment applied to every batch on the loader's thread (set by _Run)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, io, plots
+from . import checkpoint, data, io, plots, signals
 from .checkpoint import CHECKPOINT, EpochState
 from .errors import ConfigError
 from .layers import walk
@@ -31,7 +31,7 @@ def train(cfg: TrainConfig, log=print, show_progress=True, command=None) -> list
     """Run ``cfg``: returns the per-epoch metrics (also appended to OUT/metrics.jsonl). ``show_progress``:
     True/"bar", "lines" (plain lines for logs) or False/"off"; ``command``: the command line for run.json.
     With ``cfg.resume`` it continues that run from its checkpoint (see resume_config). Raises
-    checkpoint.Interrupted (exit_code 130/143) after saving a checkpoint when SIGINT/SIGTERM stops it."""
+    signals.Interrupted (exit_code 130/143) after saving a checkpoint when SIGINT/SIGTERM stops it."""
     cfg.validate()
     saved = checkpoint.load(Path(cfg.resume) / CHECKPOINT) if cfg.resume else None
     train_set, test_set, info = data.load(cfg.dataset, cfg.data_dir, cfg.limit_train, download=cfg.download,
@@ -151,7 +151,7 @@ class _Run:
         """The epochs from the saved point (or the first) to cfg.epochs; returns the per-epoch metrics."""
         cfg, dev, st = self.cfg, self.model.device, self.state
         info, n = self.info, self.trainer.steps_per_epoch()
-        with checkpoint.StopRequest() as stop:   # from here a signal stops the run at a step, with a checkpoint
+        with signals.StopRequest() as stop:   # from here a signal stops the run at a step, with a checkpoint
             self.log(f"training {cfg.model} on {cfg.dataset} ({len(self.train_set)} train / {len(self.test_set)} "
                      f"test images {'x'.join(map(str, info.input_shape))}, {info.num_classes} classes, from "
                      f"{info.dir}) on {dev.id}: {dev.name} -> {self.out}")
@@ -174,7 +174,7 @@ class _Run:
         return self.history
 
     def _stopped(self, stop, st: EpochState, n: int):
-        """Say where the run stopped and how to resume it; raise checkpoint.Interrupted."""
+        """Say where the run stopped and how to resume it; raise signals.Interrupted."""
         where = f"after epoch {st.epoch - 1}" if st.step == 0 else f"at epoch {st.epoch} step {st.step}/{n}"
         hint = f"clcnn train --resume {checkpoint.quote(self.out)}"
         ranks = getattr(self.model, "world_size", 1)
@@ -182,7 +182,7 @@ class _Run:
             hint += f" (behind your `mpiexec -n {ranks}` if you started the ranks yourself)"
         self.log(f"stopped by {stop.name()} {where}; checkpoint saved to {self.out / CHECKPOINT}\n"
                  f"resume with: {hint}")
-        raise checkpoint.Interrupted(stop.signum, f"stopped by {stop.name()}; resume with: {hint}")
+        raise signals.Interrupted(stop.signum, f"stopped by {stop.name()}; resume with: {hint}")
 
     def end_epoch(self, st: EpochState) -> None:
         """The epoch's metrics: evaluate, log, OUT/metrics.jsonl and OUT/model.safetensors (the lead alone)."""

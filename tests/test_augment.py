@@ -179,7 +179,7 @@ def test_training_with_augment_resumes_exactly(tmp_path, monkeypatch):
     uninterrupted run, and not those of a run without augmentation."""
     import signal
 
-    from clcnn import checkpoint, io
+    from clcnn import io, signals
     from clcnn.train_config import TrainConfig, resume_config
     from clcnn.training import train
     from test_checkpoint import quiet, tiny_dataset
@@ -198,8 +198,8 @@ def test_training_with_augment_resumes_exactly(tmp_path, monkeypatch):
         asked["n"] += 1
         self.signum = signal.SIGINT if asked["n"] == 6 else self.signum   # epoch 2, step 2 (5 steps an epoch)
         return bool(self.signum)
-    monkeypatch.setattr(checkpoint.StopRequest, "requested", stop_at_the_seventh_step)
-    with pytest.raises(checkpoint.Interrupted):
+    monkeypatch.setattr(signals.StopRequest, "requested", stop_at_the_seventh_step)
+    with pytest.raises(signals.Interrupted):
         run("resumed")
     monkeypatch.undo()
     train(resume_config(TrainConfig(resume=str(tmp_path / "resumed")), given=["resume"]), log=quiet,

@@ -83,7 +83,7 @@ def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, 
     # schedule's step equal those of the run never stopped, bit for bit (cpu)
     import os
     import signal
-    from clcnn import checkpoint
+    from clcnn import checkpoint, signals
     from clcnn.training import train
     from test_resume import _cfg, _resume, _stop_at, quiet, tiny_dataset
     data = tiny_dataset(tmp_path / "data", n_train=200, n_test=32)
@@ -93,7 +93,7 @@ def test_run_stopped_mid_epoch_resumes_schedule_and_optimizer_exactly(tmp_path, 
         if name == "stopped":
             undo = _stop_at(12 + 7, lambda: os.kill(os.getpid(), signal.SIGTERM))
             try:
-                with pytest.raises(checkpoint.Interrupted):
+                with pytest.raises(signals.Interrupted):
                     train(_cfg(data, out, **flags), log=quiet, show_progress=False)
             finally:
                 undo()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reference as ref  # tests/ is on sys.path (conftest.py)
-from clcnn.backends.opencl_gemm import GEMM_CONFIGS, gemm_geometry, gemm_key
+from clcnn.backends.gemm_configs import GEMM_CONFIGS, gemm_geometry, gemm_key
 from conftest import deep, device_params, open_device
 from opcheck import FWD_TOL, check, check_exact, randn, representative_configs, up
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clcnn import checkpoint, io, plots, trainer
+from clcnn import checkpoint, io, plots, signals, trainer
 from clcnn.checkpoint import CHECKPOINT
 from clcnn.steps import Steps
 from clcnn.train_config import TrainConfig, resume_config
@@ -116,7 +116,7 @@ def test_sigterm_mid_epoch_saves_and_the_resume_is_bit_identical(data, reference
     out = tmp_path / "run"
     undo = _stop_at(12 + 7, lambda: os.kill(os.getpid(), signal.SIGTERM))   # epoch 2 step 7: 2 after a read
     try:
-        with pytest.raises(checkpoint.Interrupted) as stop:
+        with pytest.raises(signals.Interrupted) as stop:
             train(_cfg(data, out), log=quiet, show_progress=False)
     finally:
         undo()
@@ -159,7 +159,7 @@ def test_resume_mid_epoch_with_more_state_is_bit_identical(data, tmp_path, spec,
     train(_cfg(data, ref, **cfg), log=quiet, show_progress=False)
     undo = _stop_at(5 + 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
     try:
-        with pytest.raises(checkpoint.Interrupted):
+        with pytest.raises(signals.Interrupted):
             train(_cfg(data, out, **cfg), log=quiet, show_progress=False)
     finally:
         undo()
@@ -179,7 +179,7 @@ def test_resume_mid_epoch_on_opencl_within_1e6(data, tmp_path):
     out = tmp_path / "run"
     undo = _stop_at(12 + 8, lambda: os.kill(os.getpid(), signal.SIGINT))
     try:
-        with pytest.raises(checkpoint.Interrupted) as stop:
+        with pytest.raises(signals.Interrupted) as stop:
             train(_cfg(data, out, device=dev), log=quiet, show_progress=False)
     finally:
         undo()

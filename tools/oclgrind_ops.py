@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import clcnn  # noqa: E402
-from clcnn.backends.opencl_gemm import gemm_geometry  # noqa: E402
+from clcnn.backends.gemm_configs import gemm_geometry  # noqa: E402
 import reference as ref  # noqa: E402
 from opcheck import representative_configs  # noqa: E402
 
