@@ -162,6 +162,28 @@ class Backend(Capabilities, ABC):
         followed by col2im; a backend may instead unroll one image at a time in cache (numba).
         """
 
+    # ---- direct convolution (cl/conv.cl, cpu/conv.py) ---------------------------------------------------
+    @abstractmethod
+    def conv_forward(self, x, weight, bias, y, argmax, n: int, c: int, h: int, w: int, m: int, k: int,
+                     stride: int, pad: int, relu: bool = False, pool: int = 1) -> None:
+        """A direct convolution (no unrolled buffer) with its write-out fused. x: (N, C, H, W), weight:
+        (M, C, k, k), bias: (M,) -> the convolution (N, M, Ho, Wo), Ho = (H + 2*pad - k)//stride + 1 (zero padding;
+        PyTorch's conv2d), + bias[m], then relu_forward's max(., 0) with ``relu``. pool = 1: y is that (argmax is
+        unused and may be None). pool = P >= 2: y: (N, M, Hp, Wp) is its P x P max-pooling with stride P, Hp =
+        (Ho - P)//P + 1 (maxpool_forward's rules: the first max of the scan wins, a NaN beats every number, the
+        last NaN wins), and argmax: int32 (N, M, Hp, Wp) holds oh*Wo + ow of the max inside its (n, m) plane."""
+
+    @abstractmethod
+    def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n: int, c: int, h: int, w: int, m: int,
+                      k: int, stride: int, pad: int, relu: bool = False, pool: int = 1, beta: float = 0.0) -> None:
+        """conv_forward's backward. g: (N, M, Ho, Wo), the gradient at the convolution's output, is dy (pool = 1;
+        dy: (N, M, Ho, Wo)) or, pool = P, dy: (N, M, Hp, Wp) routed to each window's argmax (0 elsewhere, and in
+        the rows and columns no window covers). With ``relu``, g is 0 where y (conv_forward's output, dy's shape)
+        is <= 0 (relu_backward's rule, a NaN passes; exact after the pool: the ReLU's output at the arg-max is
+        y). Then dweight: (M, C, k, k) = beta*dweight + sum over n, oh, ow of g * the input window, dbias: (M,) =
+        beta*dbias + sum of g, and unless dx is None, dx: (N, C, H, W) = the input gradient (overwritten).
+        Deterministic: the same inputs give bit-identical outputs (no atomics)."""
+
     # ---- pooling ------------------------------------------------------------------------------------------
     @abstractmethod
     def maxpool_forward(self, x, y, argmax, n: int, c: int, h: int, w: int, k: int, stride: int) -> None:

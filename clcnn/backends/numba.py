@@ -9,7 +9,7 @@ import numpy as np
 from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # lazily
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
-from ..cpu import adam as _adam
+from ..cpu import adam as _adam, conv as _conv
 from .base import Backend, DeviceInfo
 
 
@@ -91,6 +91,20 @@ class NumbaBackend(Backend):
 
     def conv_backward_data(self, weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad):
         _im2col.conv_backward_data(weight, dy, dx, dcols, n0, nb, m, c, h, w, kh, kw, stride, pad)
+
+    # ---- conv_forward ---------------------------------------------------------------------------------------
+    def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
+        _conv.conv_forward(x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu, pool)
+
+    # ---- end of conv_forward --------------------------------------------------------------------------------
+
+    # ---- conv_backward --------------------------------------------------------------------------------------
+    def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad,
+                      relu=False, pool=1, beta=0.0):
+        _conv.conv_backward(x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad, relu,
+                            pool, beta)
+
+    # ---- end of conv_backward -------------------------------------------------------------------------------
 
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
         _maxpool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)

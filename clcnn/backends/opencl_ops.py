@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .opencl_ops_conv import OpenCLOpsConv
 from .opencl_ops_norm import OpenCLOpsNorm
 
 
@@ -18,7 +19,7 @@ def _roundup(x: int, m: int) -> int:
     return (x + m - 1) // m * m
 
 
-class OpenCLOps(OpenCLOpsNorm):
+class OpenCLOps(OpenCLOpsNorm, OpenCLOpsConv):
     """Mixin for OpenCLBackend: every compute op of base.Backend but gemm (opencl_gemm.py); see base.Backend's
     docstrings for the semantics. Relies on the backend's ``kernel``, ``_run``, ``_eltwise``, ``reduce_wg``,
     ``compute_units`` and ``info``."""

@@ -1,0 +1,31 @@
+"""OpenCLBackend's direct-convolution ops: argument packing and NDRange shapes for cl/conv.cl. See
+base.Backend.conv_forward / conv_backward for the semantics."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _i(v) -> np.int32:
+    return np.int32(v)
+
+
+def _f(v) -> np.float32:
+    return np.float32(v)
+
+
+class OpenCLOpsConv:
+    """Mixin of OpenCLOps (so of OpenCLBackend): relies on the backend's ``kernel``, ``_run``, ``_eltwise``,
+    ``scratch``, ``reduce_wg``, ``compute_units`` and ``_geometry``."""
+
+    # ---- conv_forward ---------------------------------------------------------------------------------------
+    def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
+        raise NotImplementedError("conv_forward: being written")
+
+    # ---- end of conv_forward --------------------------------------------------------------------------------
+
+    # ---- conv_backward --------------------------------------------------------------------------------------
+    def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad,
+                      relu=False, pool=1, beta=0.0):
+        raise NotImplementedError("conv_backward: being written")
+
+    # ---- end of conv_backward -------------------------------------------------------------------------------
