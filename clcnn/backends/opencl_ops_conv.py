@@ -19,7 +19,14 @@ class OpenCLOpsConv:
 
     # ---- conv_forward ---------------------------------------------------------------------------------------
     def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
-        raise NotImplementedError("conv_forward: being written")
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        hp, wp = (ho - pool) // pool + 1, (wo - pool) // pool + 1
+        geometry = self._geometry(c=c, h=h, w=w, m=m, k=k, stride=stride, pad=pad, ho=ho, wo=wo, pool=pool, hp=hp,
+                                  wp=wp)
+        total = n * m * hp * wp
+        self._eltwise("conv.cl", "conv_forward", total, x.buf, weight.buf, bias.buf, y.buf,
+                      (argmax if argmax is not None else y).buf, _i(bool(relu)), _i(c), _i(h), _i(w), _i(m), _i(k),
+                      _i(stride), _i(pad), _i(ho), _i(wo), _i(pool), _i(hp), _i(wp), _i(total), defines=geometry)
 
     # ---- end of conv_forward --------------------------------------------------------------------------------
 
