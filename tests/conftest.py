@@ -193,3 +193,19 @@ def usable_device_ids(simulators: bool = True) -> list[str]:
             continue
         ids.append(info.id)
     return ids
+
+
+def _opencl_params():
+    """The OpenCL devices of ``device_params()``; the simulator only in the deep grid."""
+    return [p if "oclgrind" not in p.id else pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep])
+            for p in device_params() if p.values[0] != "cpu"]
+
+
+@pytest.fixture(params=_opencl_params())
+def geometry_device(request):
+    """An OpenCL device made to build im2col/col2im/maxpool with each geometry's sizes as -D constants (the GPU
+    path; see OpenCLOps.geometry_constants); Oclgrind in the deep grid only."""
+    dev = open_device(request.param)
+    saved, dev.geometry_constants = dev.geometry_constants, True
+    yield dev
+    dev.geometry_constants = saved

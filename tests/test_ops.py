@@ -82,22 +82,6 @@ def _case_id(case):
     return "-".join(map(str, case)) if isinstance(case, tuple) else case
 
 
-def _opencl_params():
-    """The OpenCL devices of ``device_params()``; the simulator only in the deep grid."""
-    return [p if "oclgrind" not in p.id else pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep])
-            for p in device_params() if p.values[0] != "cpu"]
-
-
-@pytest.fixture(params=_opencl_params())
-def geometry_device(request):
-    """An OpenCL device made to build im2col/col2im/maxpool with each geometry's sizes as -D constants (the GPU
-    path; see OpenCLOps.geometry_constants); Oclgrind in the deep grid only."""
-    dev = open_device(request.param)
-    saved, dev.geometry_constants = dev.geometry_constants, True
-    yield dev
-    dev.geometry_constants = saved
-
-
 @pytest.mark.parametrize("case", CONV_CASES + ["big"], ids=_case_id)
 def test_im2col(device, small, case):
     check_im2col(device, _conv_case(case, small))

@@ -116,6 +116,21 @@ class Capabilities:
         """A context manager inside which every GEMM uses ``config`` (from gemm_variants; None: the default)."""
         return contextlib.nullcontext()
 
+    # ---- convolution algorithm ----------------------------------------------------------------------------
+    conv_algo: str | None = None   # "direct" or "im2col" forced for every convolution (tests, benchmarks)
+
+    def conv_algorithm(self, n: int, c: int, h: int, w: int, m: int, k: int, stride: int, pad: int,
+                       pool: int) -> str:
+        """How a Conv2D of this geometry runs here: "direct" (conv_forward/conv_backward, ``pool`` > 1 the
+        max-pool after it in the same ops) or "im2col" (im2col + GEMM, the seed's method). ``conv_algo`` wins;
+        otherwise ``_conv_direct``, each backend's rule from its measurements."""
+        if self.conv_algo is not None:
+            return self.conv_algo
+        return "direct" if self._conv_direct(n, c, h, w, m, k, stride, pad, pool) else "im2col"
+
+    def _conv_direct(self, n, c, h, w, m, k, stride, pad, pool) -> bool:
+        return False
+
     # ---- health -------------------------------------------------------------------------------------------
     def self_test(self) -> None:
         """Build and run a small GEMM and ReLU and compare with NumPy; raises DeviceError if they disagree."""

@@ -65,7 +65,46 @@ class Conv2D(Layer):
         cap = self.workspace_bytes or self.backend.workspace_bytes
         return max(1, min(n, cap // (4 * 2 * ckk * l)))
 
+    fuse_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after this layer (and its ReLU)
+    algorithm = None   # "direct" or "im2col" for the last input shape (the backend's conv_algorithm)
+
+    def _direct(self, x):
+        """(direct?, pool window or 1) for input x: the backend's choice, asked once per input shape."""
+        pool = self.fuse_pool.kernel_size if self.fuse_pool is not None else 1
+        key = (tuple(x.shape), id(self.backend), self.backend.conv_algo)
+        if getattr(self, "_algo_key", None) != key:
+            n, c, h, w = key[0]
+            ho, wo = self.check(key[0])[2:]
+            if pool > min(ho, wo):
+                pool = 1
+            self.algorithm = self.backend.conv_algorithm(n, c, h, w, self.out_channels, self.kernel_size,
+                                                         self.stride, self.padding, pool)
+            self._algo_key, self._algo_pool = key, pool
+        return self.algorithm == "direct", self._algo_pool
+
     def forward(self, x, train=True):
+        direct, pool = self._direct(x)
+        if self.fuse_pool is not None:
+            self.fuse_pool.pooled_by_conv = direct and pool > 1
+        if direct:
+            return self._forward_direct(x, pool)
+        return self._forward_im2col(x, train)
+
+    def _forward_direct(self, x, pool):
+        # x: (N, C, H, W) -> y: (N, M, Ho, Wo), or (N, M, Hp, Wp) pooled when pool > 1 (argmax kept), bias and the
+        # fused ReLU in the same pass (conv_forward).
+        be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
+        _, m, ho, wo = self.check(x.shape)
+        n, c, h, wd = x.shape
+        hp, wp = (ho - pool) // pool + 1, (wo - pool) // pool + 1
+        y = self._buffer("y", (n, m, hp, wp))
+        self.argmax = self._buffer("argmax", (n, m, hp, wp), np.int32) if pool > 1 else None
+        be.conv_forward(x, w.data, b.data, y, self.argmax, n, c, h, wd, m, k, self.stride, self.padding,
+                        relu=self.fuse_relu, pool=pool)
+        self.x, self.y, self.kept_cols = x, y, None
+        return y
+
+    def _forward_im2col(self, x, train):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x),
         # y[n] = W @ cols[:, n] + b (then max(., 0) when fuse_relu), bias and ReLU in the GEMM's write-out.
         be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
@@ -88,6 +127,24 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
+        if self.algorithm == "direct":
+            return self._backward_direct(dy, need_dx)
+        return self._backward_im2col(dy, need_dx)
+
+    def _backward_direct(self, dy, need_dx):
+        # dy: forward's output shape (pooled when pool > 1) -> dx: (N, C, H, W); the pool's backward (and the
+        # ReLU's, which the pool took over: relu_mask) in conv_backward's read of dy, the bias gradient with dW's.
+        be, w, b, x, k = self.backend, self.params["weight"], self.params["bias"], self.x, self.kernel_size
+        n, c, h, wd = x.shape
+        pool = self._algo_pool
+        relu = pool > 1 and self.fuse_pool.relu_mask
+        dx = self._buffer("dx", x.shape) if need_dx else None
+        be.conv_backward(x, w.data, dy, self.argmax, self.y, w.grad, b.grad, dx, n, c, h, wd, self.out_channels, k,
+                         self.stride, self.padding, relu=relu, pool=pool, beta=self.grad_beta)
+        self.x = self.y = self.argmax = None
+        return dx
+
+    def _backward_im2col(self, dy, need_dx):
         # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); dW = grad_beta*dW + sum_n dy[n] @ cols[:, n].T (cols kept from
         # forward, or unrolled again per chunk); dx[n] = col2im(W.T @ dy[n]) (conv_backward_data, dcols its scratch).
         be, w, b, x, k = self.backend, self.params["weight"], self.params["bias"], self.x, self.kernel_size
@@ -121,6 +178,8 @@ class MaxPool2D(Layer):
     """
 
     relu_mask = False   # set by Sequential when a ReLU precedes: backward also applies the ReLU's backward
+    pooled_by_conv = False   # set by the Conv2D before (fuse_pool) each forward: it pooled, forward and backward
+                             # pass through (the arg-max and the ReLU's mask live in the convolution's ops)
 
     def __init__(self, kernel_size, stride=None):
         check_positive("MaxPool2D", kernel_size=kernel_size, stride=kernel_size if stride is None else stride)
@@ -139,6 +198,8 @@ class MaxPool2D(Layer):
 
     def forward(self, x, train=True):
         # x: (N, C, H, W) -> y: (N, C, Ho, Wo); keeps the int32 arg-max (N, C, Ho, Wo) for backward.
+        if self.pooled_by_conv:
+            return x
         oshape = self.check(x.shape)   # ShapeError before unpacking
         n, c, h, w = x.shape
         y, self.argmax = self._buffer("y", oshape), self._buffer("argmax", oshape, np.int32)
@@ -151,6 +212,8 @@ class MaxPool2D(Layer):
         # value is > 0 when relu_mask: the preceding ReLU's backward, exact since its output at the arg-max is y).
         if not need_dx:
             return None
+        if self.pooled_by_conv:
+            return dy
         n, c, h, w = self.xshape
         dx = self._buffer("dx", self.xshape)
         self.backend.maxpool_backward(dy, self.argmax, dx, n, c, h, w, self.kernel_size, self.stride,

@@ -21,6 +21,11 @@ def fuse_chain(layers: list) -> None:
             prev.fuse_relu, nxt.fused = True, True
         if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
             prev.backward_in_next, nxt.relu_mask = True, True
+    for i, layer in enumerate(layers):   # a max-pool after a convolution (and its ReLU) may run in its ops
+        after = layers[i + 2] if i + 2 < len(layers) and getattr(layers[i + 1], "fused", False) else \
+            (layers[i + 1] if i + 1 < len(layers) else None)
+        if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D) and after.stride == after.kernel_size:
+            layer.fuse_pool = after
     for prev, nxt in zip(layers, layers[1:]):
         if isinstance(prev, _BatchNorm) and isinstance(nxt, ReLU) and not nxt.backward_in_next:
             prev.relu_mask, nxt.backward_in_prev = True, True   # the BN's backward cuts dy where y <= 0

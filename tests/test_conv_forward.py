@@ -1,0 +1,73 @@
+"""Backend.conv_forward (the direct convolution with bias + ReLU + max-pool in its write-out) on every device
+against the float64 reference of tests/reference_conv.py, and Conv2D's two algorithms (direct, im2col) giving the
+same network outputs. Tolerances: test_ops.py's (FWD_TOL on values; the arg-max bit-exact where no two window
+values are within rounding of each other)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference_conv as rc
+from conftest import deep
+from opcheck import FWD_TOL, check, check_exact, randn, up
+
+# (N, C, H, W, M, k, stride, pad, relu, pool)
+CASES = [
+    (2, 3, 9, 9, 4, 3, 1, 1, True, 2),
+    (2, 1, 28, 28, 6, 5, 1, 2, True, 2),       # LeNet-5 conv1
+    (3, 6, 14, 14, 16, 5, 1, 0, True, 2),      # LeNet-5 conv2
+    (2, 2, 8, 7, 3, 3, 2, 1, False, 1),        # stride 2, no pool, odd width
+    (1, 2, 11, 11, 2, 3, 1, 0, True, 3),       # 9x9 output, 3x3 windows
+    (2, 3, 7, 6, 5, 1, 1, 0, False, 2),        # 1x1 kernel; 7 rows: the last row no window covers
+    deep((2, 4, 16, 16, 8, 3, 1, 1, True, 4)),
+    deep((1, 3, 12, 10, 4, 4, 2, 2, False, 2)),
+]
+
+
+def _id(case):
+    n, c, h, w, m, k, s, p, relu, pool = case
+    return f"n{n}c{c}h{h}w{w}m{m}k{k}s{s}p{p}{'r' if relu else ''}P{pool}"
+
+
+def run_conv_forward(device, case, seed=0, x=None):
+    n, c, h, w, m, k, s, p, relu, pool = case
+    rng = np.random.default_rng(seed)
+    x = randn(rng, n, c, h, w) if x is None else x
+    wt, b = randn(rng, m, c, k, k), randn(rng, m)
+    want, warg = rc.conv_forward(x, wt, b, s, p, relu, pool)
+    y = up(device, np.full(want.shape, np.nan, np.float32))
+    arg = up(device, np.full(want.shape, -7, np.int32)) if pool > 1 else None
+    device.conv_forward(up(device, x), up(device, wt), up(device, b), y, arg, n, c, h, w, m, k, s, p, relu, pool)
+    return device.download(y), (device.download(arg) if pool > 1 else None), want, warg
+
+
+def check_conv_forward(device, case):
+    got, arg, want, warg = run_conv_forward(device, case)
+    check(got, want, FWD_TOL, "conv_forward y")
+    if arg is not None:
+        check_exact(arg, warg, "conv_forward argmax")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_conv_forward(device, case):
+    check_conv_forward(device, case)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[5]], ids=_id)
+def test_conv_forward_geometry_constants(geometry_device, case):
+    check_conv_forward(geometry_device, case)
+
+
+def test_conv_forward_special_values(device):
+    """NaN in the input propagates to the windows that read it and wins their pool (maxpool_forward's rule);
+    the ReLU keeps NaN and turns negatives into 0."""
+    case = (1, 1, 6, 6, 2, 3, 1, 1, True, 2)
+    x = randn(np.random.default_rng(3), 1, 1, 6, 6)
+    x[0, 0, 0, 0] = np.nan
+    got, arg, want, warg = run_conv_forward(device, case, x=x)
+    assert np.isnan(got[:, :, 0, 0]).all() and not np.isnan(got[:, :, 2:, 2:]).any()
+    check_exact(np.isnan(got), np.isnan(want), "NaN positions")
+    fin = ~np.isnan(want)
+    check(got[fin], want[fin], FWD_TOL, "finite outputs")
+    assert (got[fin] >= 0).all()
+    check_exact(arg, warg, "argmax with NaN")
