@@ -22,7 +22,7 @@ def strided_view(flat: np.ndarray, off: int, rows: int, cols: int, ld: int) -> n
 
 def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None, ldc=None,
          a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False, bias=None,
-         bias_axis=0, relu=False) -> np.ndarray:
+         bias_axis=0, relu=False, relu_mask=None) -> np.ndarray:
     """The whole flat storage of ``c`` after Backend.gemm (entries outside every C_b are unchanged).
 
     a: flat, A_b = (k, m) if trans_a else (m, k) at a_off + b*stride_a, row stride lda; b likewise (n, k)/(k, n);
@@ -48,6 +48,8 @@ def gemm(a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         _store(out, c_off + bi * stride_c, m, n, ldc, alpha * prod, beta, *epilogue)
     if reduce:
         _store(out, c_off, m, n, ldc, alpha * total, beta, *epilogue)
+    if relu_mask is not None:   # a dense single C: cut where the ReLU's output is <= 0 (a NaN passes)
+        out[:m * n] = np.where(f64(relu_mask).reshape(-1)[:m * n] <= 0, 0.0, out[:m * n])
     return out.reshape(np.shape(c))
 
 

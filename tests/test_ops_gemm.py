@@ -139,6 +139,33 @@ def test_gemm_epilogue(device, small, case, bias_axis, relu):
     run_gemm(device, m, n, k, bias_axis=bias_axis, relu=relu, seed=13, **kw)
 
 
+@pytest.mark.parametrize("m,n,k,trans_b", [(37, 29, 23, False), (8, 12, 2048, True), (1, 5, 3, False)],
+                         ids=["plain", "long_k", "one_row"])
+def test_gemm_relu_mask(device, small, m, n, k, trans_b):
+    """relu_mask: C cut to 0 where the mask (a ReLU's output) is <= 0, a NaN mask passing (relu_backward's rule),
+    on the plain and the split-K write paths (a long k over few tiles)."""
+    if small:
+        k = min(k, 96)
+    rng = np.random.default_rng(5)
+    a, b = randn(rng, m, k), randn(rng, *((n, k) if trans_b else (k, n)))
+    mask = np.maximum(randn(rng, m, n), 0).astype(np.float32)   # about half exactly 0
+    mask.reshape(-1)[::7] = np.nan
+    mask.reshape(-1)[1::11] = -0.0
+    dc = up(device, np.full((m, n), np.nan, np.float32))
+    device.gemm(up(device, a), up(device, b), dc, m, n, k, trans_b=trans_b, relu_mask=up(device, mask))
+    want = ref.gemm(a, b, np.zeros((m, n)), m, n, k, trans_b=trans_b, relu_mask=mask)
+    got = device.download(dc)
+    assert (got[(mask <= 0)] == 0).all()
+    check(got, want, FWD_TOL, "gemm with relu_mask")
+
+
+def test_gemm_relu_mask_needs_a_dense_c(device):
+    a = up(device, np.ones(4, np.float32))
+    for bad in (dict(batch=2), dict(c_off=1), dict(relu=True), dict(bias=a), dict(ldc=3)):
+        with pytest.raises(ValueError, match="relu_mask"):
+            device.gemm(a, a, up(device, np.zeros(8, np.float32)), 2, 2, 1, relu_mask=a, **bad)
+
+
 def test_gemm_bad_bias_axis(device):
     a = up(device, np.ones(4, np.float32))
     with pytest.raises(ValueError, match="bias_axis"):

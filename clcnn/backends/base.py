@@ -33,6 +33,15 @@ from ..errors import ConfigError, DeviceError  # noqa: F401  (re-exported: backe
 from .capabilities import Capabilities, Mark, Transfer  # noqa: F401  (re-exported)
 
 
+def check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
+    """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs."""
+    if relu_mask is None:
+        return False
+    if batch != 1 or reduce or c_off or (n if ldc is None else ldc) != n or bias is not None or relu:
+        raise ValueError("gemm: relu_mask needs a dense single C at offset 0, with no bias and no relu")
+    return True
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """One entry of ``clcnn.list_devices()``.
@@ -116,7 +125,7 @@ class Backend(Capabilities, ABC):
              alpha: float = 1.0, beta: float = 0.0, lda: int | None = None, ldb: int | None = None,
              ldc: int | None = None, a_off: int = 0, b_off: int = 0, c_off: int = 0, batch: int = 1,
              stride_a: int = 0, stride_b: int = 0, stride_c: int = 0, reduce: bool = False,
-             bias=None, bias_axis: int = 0, relu: bool = False) -> None:
+             bias=None, bias_axis: int = 0, relu: bool = False, relu_mask=None) -> None:
         """Row-major strided-batched GEMM over flat storage, with an optional fused bias + ReLU write-out.
 
         For b in range(batch), with op(X) = X.T if trans_X else X:
@@ -131,6 +140,9 @@ class Backend(Capabilities, ABC):
             bias (a float32 device vector) is added as bias[i] to row i (bias_axis=0, length m: a conv's
             per-channel bias) or as bias[j] to column j (bias_axis=1, length n: a dense layer's bias);
             relu=True then stores max(., 0).
+            relu_mask (a float32 device array holding a dense C: batch 1, c_off 0, ldc n; with no bias and no
+            relu) stores 0 where relu_mask <= 0 (relu_backward's rule: a NaN passes): the backward of a ReLU
+            whose output is relu_mask, fused into a product giving that ReLU's output gradient.
         """
 
     # ---- convolution unrolling ---------------------------------------------------------------------------

@@ -15,6 +15,11 @@ import numpy as np
 from ..errors import ConfigError, DeviceError
 
 
+def conv_key(n, c, h, w, m, k, stride, pad, pool) -> str:
+    """The tuning cache's name of one convolution geometry (Backend.conv_algorithm's arguments)."""
+    return f"conv n{n} c{c} h{h} w{w} m{m} k{k} s{stride} p{pad} pool{pool}"
+
+
 class Mark:
     """A point in a device's queue, set by ``Backend.mark``."""
     event = None
@@ -119,13 +124,18 @@ class Capabilities:
     # ---- convolution algorithm ----------------------------------------------------------------------------
     conv_algo: str | None = None   # "direct" or "im2col" forced for every convolution (tests, benchmarks)
 
+    conv_tuned: dict = {}   # conv_key -> "direct" | "im2col", measured by `clcnn tune` (OpenCL's tuning cache)
+
     def conv_algorithm(self, n: int, c: int, h: int, w: int, m: int, k: int, stride: int, pad: int,
                        pool: int) -> str:
         """How a Conv2D of this geometry runs here: "direct" (conv_forward/conv_backward, ``pool`` > 1 the
-        max-pool after it in the same ops) or "im2col" (im2col + GEMM, the seed's method). ``conv_algo`` wins;
-        otherwise ``_conv_direct``, each backend's rule from its measurements."""
+        max-pool after it in the same ops) or "im2col" (im2col + GEMM, the seed's method). ``conv_algo`` wins,
+        then the tuner's measured choice for this geometry, then ``_conv_direct`` (each backend's rule)."""
         if self.conv_algo is not None:
             return self.conv_algo
+        tuned = self.conv_tuned.get(conv_key(n, c, h, w, m, k, stride, pad, pool))
+        if tuned in ("direct", "im2col"):
+            return tuned
         return "direct" if self._conv_direct(n, c, h, w, m, k, stride, pad, pool) else "im2col"
 
     def _conv_direct(self, n, c, h, w, m, k, stride, pad, pool) -> bool:

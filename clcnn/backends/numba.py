@@ -10,7 +10,7 @@ from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # laz
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
 from ..cpu import adam as _adam, conv as _conv
-from .base import Backend, DeviceInfo
+from .base import Backend, DeviceInfo, check_relu_mask
 
 
 def _short_omp_spin() -> None:
@@ -79,9 +79,11 @@ class NumbaBackend(Backend):
     # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
-             bias=None, bias_axis=0, relu=False):
+             bias=None, bias_axis=0, relu=False, relu_mask=None):
         _gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
                    stride_a, stride_b, stride_c, reduce, bias, bias_axis, relu)
+        if check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu):
+            _act.relu_backward(relu_mask, c, c, m * n)
 
     def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
         _im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)

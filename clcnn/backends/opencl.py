@@ -61,7 +61,9 @@ class OpenCLBackend(OpenCLMemory, OpenCLGemm, OpenCLOps, Backend):
         self.reduce_wg = 1 << (min(REDUCE_WG, maxwg).bit_length() - 1)
         self._gemm_init()   # GEMM configs, override, tuned table (opencl_gemm.py)
         from .opencl_tune import load_tuning
-        tuned_wg = load_tuning(info).get("eltwise_wg")
+        tuning = load_tuning(info)
+        tuned_wg = tuning.get("eltwise_wg")
+        self.conv_tuned = dict(tuning.get("conv", {}))   # measured per geometry by `clcnn tune`
         if isinstance(tuned_wg, int) and 0 < tuned_wg <= maxwg:   # saved by `clcnn tune`
             self.eltwise_wg = tuned_wg
         self._kernels: dict[tuple, cl.Kernel] = {}

@@ -8,6 +8,7 @@ import math
 from ..errors import ConfigError
 from .opencl_ops import _f, _i
 
+from .base import check_relu_mask
 from .gemm_configs import (GEMM_CONFIGS, GEMM_DEFAULT_POOL, VARIANT_SOURCES, VEC_CONFIGS, _well_formed, gemm_geometry,
                            gemm_key, gemm_local_bytes)
 
@@ -170,9 +171,10 @@ class OpenCLGemm:
 
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
-             bias=None, bias_axis=0, relu=False):
+             bias=None, bias_axis=0, relu=False, relu_mask=None):
         if bias_axis not in (0, 1):
             raise ValueError(f"gemm: bias_axis must be 0 (per row) or 1 (per column), got {bias_axis}")
+        check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu)
         if m <= 0 or n <= 0 or batch <= 0:
             return
         trans_a, trans_b = bool(trans_a), bool(trans_b)
@@ -190,8 +192,11 @@ class OpenCLGemm:
         vec_a = lda % 4 == 0 and a_off % 4 == 0 and (batch == 1 or stride_a % 4 == 0)
         vec_b = ldb % 4 == 0 and b_off % 4 == 0 and (batch == 1 or stride_b % 4 == 0)
         knl, (tm, tn, lx, ly) = self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b)
-        epilogue = ((bias if bias is not None else self.scratch("gemm_no_bias", 1)).buf,
-                    _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
+        if relu_mask is not None:   # write_c's relu == 2: the bias argument carries the mask
+            epilogue = (relu_mask.buf, _i(0), _i(2))
+        else:
+            epilogue = ((bias if bias is not None else self.scratch("gemm_no_bias", 1)).buf,
+                        _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
         xy = (-(-n // tn) * lx, -(-m // tm) * ly)
         tiles = -(-n // tn) * -(-m // tm)
         splits = self._gemm_splits(tiles, batch) if reduce else 1

@@ -2,8 +2,9 @@
 
 The cache is one JSON file per device, keyed by platform, device name and driver version, under
 $CLCNN_TUNING_DIR (else ~/.cache/clcnn/tuning). OpenCLBackend loads it when it opens a device; ``tune`` searches
-the GEMM configs (``gemm_candidates``) of every GEMM shape some training steps use, and the elementwise
-work-group size, and saves the winners. Each candidate must reproduce the default config's result before it may
+the GEMM configs (``gemm_candidates``) of every GEMM shape some training steps use, the elementwise
+work-group size, and for each convolution geometry the faster of its two algorithms (direct, im2col: the whole
+step's device time with each), and saves the winners. Each candidate must reproduce the default config's result before it may
 win; times are device times from OpenCL profiling events, medians over repeats.
 
 The file is read back untrusted: it carries the SHA-256 of its own content ("checksum"); a file that is not JSON,
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_json
+from .capabilities import conv_key
 
 ELTWISE_SIZES = (64, 128, 256, 512, 1024)   # work-group sizes the elementwise search tries (capped by the device)
 
@@ -66,6 +68,9 @@ def _problem(doc, info) -> str:
         return "has a malformed gemm table"
     if isinstance(wg, bool) or not isinstance(wg, int) or wg < 1 or wg & (wg - 1):
         return f"has a bad eltwise_wg {wg!r} (a power of two)"
+    conv = doc.get("conv", {})
+    if not isinstance(conv, dict) or not all(v in ("direct", "im2col") for v in conv.values()):
+        return "has a malformed conv table"
     return ""
 
 
@@ -73,7 +78,8 @@ _warned: set[str] = set()   # tuning files this process has already warned about
 
 
 def load_tuning(info) -> dict:
-    """The saved winners of a device: {"gemm": {gemm_key: config}, "eltwise_wg": int}; {} when the device is
+    """The saved winners of a device: {"gemm": {gemm_key: config}, "eltwise_wg": int, "conv": {conv_key:
+    "direct" | "im2col"}}; {} when the device is
     untuned, or (with one warning line per file and process) when its file is not JSON, fails its checksum,
     belongs to another device or driver, or holds values of the wrong kind: the defaults are used then."""
     path = tuning_path(info)
@@ -95,15 +101,16 @@ def load_tuning(info) -> dict:
             print(f"clcnn: warning: tuning file {path} {why}: ignored, the default kernel configs are used "
                   "(clcnn tune writes a new one)", file=sys.stderr, flush=True)
         return {}
-    return {k: doc[k] for k in ("gemm", "eltwise_wg") if k in doc}
+    return {k: doc[k] for k in ("gemm", "eltwise_wg", "conv") if k in doc}
 
 
-def save_tuning(info, gemm: dict, eltwise_wg: int, seconds: float) -> Path:
+def save_tuning(info, gemm: dict, eltwise_wg: int, seconds: float, conv: dict | None = None) -> Path:
     """Write a device's winners (atomically) and return the file's path; OSError if it cannot be written."""
     path = tuning_path(info)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = json.loads(json.dumps({"device": _device_doc(info), "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                 "seconds": float(seconds), "gemm": gemm, "eltwise_wg": int(eltwise_wg)}))
+                                 "seconds": float(seconds), "gemm": gemm, "eltwise_wg": int(eltwise_wg),
+                                 "conv": dict(conv or {})}))
     write_json(path, {**doc, "checksum": _checksum(doc)})   # the checksum of what a later load will parse
     return path
 
@@ -128,6 +135,44 @@ def tune_eltwise(be, step, repeats: int, log=print) -> tuple[int, float, float]:
     log("  elementwise work-group size: " + ", ".join(f"{wg}: {t * 1e6:.0f} us" for wg, t in times.items())
         + f" -> {best}")
     return best, times[default], times[best]
+
+
+def record_convs(be, step) -> list[str]:
+    """The conv_key of every distinct convolution geometry one ``step()`` asks ``conv_algorithm`` about."""
+    keys, real = [], be.conv_algorithm
+
+    def spy(*args):
+        key = conv_key(*args)
+        if key not in keys:
+            keys.append(key)
+        return real(*args)
+    be.conv_algorithm = spy
+    try:
+        step()
+    finally:
+        del be.conv_algorithm
+    return keys
+
+
+def tune_convs(be, step, repeats: int, log=print) -> dict[str, str]:
+    """For each convolution geometry of ``step()``: the algorithm ("direct" or "im2col") with the least summed
+    device time of the whole step (the other layers as they are), inside ``be.profiling()``; applied on ``be``."""
+    winners = {}
+    for key in record_convs(be, step):
+        times = {}
+        for algo in ("im2col", "direct"):
+            be.conv_tuned = {**be.conv_tuned, key: algo}
+            runs = []
+            for _ in range(repeats + 1):   # the first run builds the kernels: not timed
+                mark = be.event_time()
+                step()
+                runs.append(sum(t for _, _, t in be.event_log(mark)))
+            times[algo] = statistics.median(runs[1:])
+        winners[key] = best = min(times, key=times.get)
+        be.conv_tuned = {**be.conv_tuned, key: best}
+        log(f"  {key:44s} im2col {times['im2col'] * 1e6:8.1f} us, direct {times['direct'] * 1e6:8.1f} us per step"
+            f" -> {best}")
+    return winners
 
 
 def record_gemms(be, step) -> list[tuple[str, tuple, dict]]:
@@ -226,11 +271,14 @@ def tune(be, steps: dict, gemm_sizes=(), repeats: int = 5, max_candidates: int |
     t0 = time.perf_counter()
     saved = load_tuning(be.info)
     winners, votes, rows = dict(saved.get("gemm", {})), [], []
+    be.conv_tuned = convs = dict(saved.get("conv", {}))
     for label, step in steps.items():
         log(f"{label}: GEMM shapes of one training step (default -> tuned, device time)")
         with be.profiling():
             found, r = tune_shapes(be, record_gemms(be, step), repeats, max_candidates, log)
+            be.gemm_tuned = {**be.gemm_tuned, **found}   # the convolution choice is made with tuned GEMMs
             votes.append(tune_eltwise(be, step, repeats, log))
+            convs.update(tune_convs(be, step, repeats, log))
         winners.update(found)
         rows += r
     for size in gemm_sizes:
@@ -244,8 +292,8 @@ def tune(be, steps: dict, gemm_sizes=(), repeats: int = 5, max_candidates: int |
         sums[best] = sums.get(best, 0.0) + t
     eltwise_wg = min(sums, key=sums.get) if sums else saved.get("eltwise_wg", be.eltwise_wg)
     seconds = time.perf_counter() - t0
-    path = save_tuning(be.info, winners, eltwise_wg, seconds)
-    be.gemm_tuned, be.eltwise_wg = winners, eltwise_wg
+    path = save_tuning(be.info, winners, eltwise_wg, seconds, convs)
+    be.gemm_tuned, be.eltwise_wg, be.conv_tuned = winners, eltwise_wg, convs
     before, after = sum(r["default_us"] for r in rows), sum(r["tuned_us"] for r in rows)
     elt_before, elt_after = sum(v[1] for v in votes) * 1e6, sum(v[2] for v in votes) * 1e6
     log(f"tuned {len(rows)} GEMM shapes on {be.info.id} ({be.info.name}) in {seconds:.1f} s: "

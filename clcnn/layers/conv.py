@@ -69,18 +69,17 @@ class Conv2D(Layer):
     algorithm = None   # "direct" or "im2col" for the last input shape (the backend's conv_algorithm)
 
     def _direct(self, x):
-        """(direct?, pool window or 1) for input x: the backend's choice, asked once per input shape."""
+        """(direct?, pool window or 1) for input x: the backend's choice for this geometry (asked each time the
+        layer's code runs: a recorded step replays its kernels without it)."""
         pool = self.fuse_pool.kernel_size if self.fuse_pool is not None else 1
-        key = (tuple(x.shape), id(self.backend), self.backend.conv_algo)
-        if getattr(self, "_algo_key", None) != key:
-            n, c, h, w = key[0]
-            ho, wo = self.check(key[0])[2:]
-            if pool > min(ho, wo):
-                pool = 1
-            self.algorithm = self.backend.conv_algorithm(n, c, h, w, self.out_channels, self.kernel_size,
-                                                         self.stride, self.padding, pool)
-            self._algo_key, self._algo_pool = key, pool
-        return self.algorithm == "direct", self._algo_pool
+        n, c, h, w = x.shape
+        ho, wo = self.check(x.shape)[2:]
+        if pool > min(ho, wo):
+            pool = 1
+        self.algorithm = self.backend.conv_algorithm(n, c, h, w, self.out_channels, self.kernel_size, self.stride,
+                                                     self.padding, pool)
+        self._algo_pool = pool
+        return self.algorithm == "direct", pool
 
     def forward(self, x, train=True):
         direct, pool = self._direct(x)

@@ -15,6 +15,8 @@ class Dense(Layer):
         x: (N, in_features) -> y: (N, out_features). weight: (out, in), bias: (out,).
     """
 
+    relu_mask = False   # set by fuse_chain when a ReLU precedes: backward applies the ReLU's backward to dx
+
     def __init__(self, in_features: int, out_features: int):
         check_positive("Dense", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -46,7 +48,8 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        # dy: (N, out) -> dx: (N, in); dW = grad_beta*dW + dy.T @ x, db likewise with sum_n dy.
+        # dy: (N, out) -> dx: (N, in); dW = grad_beta*dW + dy.T @ x, db likewise with sum_n dy; with relu_mask
+        # (a ReLU before: x is its output) dx is cut where x <= 0 in the product's write-out.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n = dy.shape[0]
         be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=self.grad_beta)
@@ -54,7 +57,8 @@ class Dense(Layer):
         dx = None
         if need_dx:
             dx = self._buffer("dx", (n, self.in_features))
-            be.gemm(dy, w.data, dx, n, self.in_features, self.out_features)
+            be.gemm(dy, w.data, dx, n, self.in_features, self.out_features,
+                    relu_mask=self.x if self.relu_mask else None)
         self.x = None
         return dx
 

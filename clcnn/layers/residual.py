@@ -14,13 +14,14 @@ from .registry import from_config, layer_config
 
 def fuse_chain(layers: list) -> None:
     """Mark the fusions of a chain: a ReLU after a Conv2D/Dense is applied in that layer's GEMM write-out, after a
-    batch-norm in its normalising pass; a ReLU's backward is done by a following MaxPool2D's, else by a
-    preceding batch-norm's."""
+    batch-norm in its normalising pass; a ReLU's backward is done by a following MaxPool2D's or Dense's (in its
+    input gradient's write-out), else by a preceding batch-norm's; a MaxPool2D (stride = window) after a Conv2D,
+    with or without a ReLU between, may run in the convolution's ops (fuse_pool: the backend's choice)."""
     for prev, nxt in zip(layers, layers[1:]):
         if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense, _BatchNorm)):   # in prev's write-out
             prev.fuse_relu, nxt.fused = True, True
-        if isinstance(prev, ReLU) and isinstance(nxt, MaxPool2D):   # ReLU's backward in the pool's backward
-            prev.backward_in_next, nxt.relu_mask = True, True
+        if isinstance(prev, ReLU) and isinstance(nxt, (MaxPool2D, Dense)):   # ReLU's backward in the pool's
+            prev.backward_in_next, nxt.relu_mask = True, True               # backward, the product's write-out
     for i, layer in enumerate(layers):   # a max-pool after a convolution (and its ReLU) may run in its ops
         after = layers[i + 2] if i + 2 < len(layers) and getattr(layers[i + 1], "fused", False) else \
             (layers[i + 1] if i + 1 < len(layers) else None)
