@@ -13,11 +13,12 @@ inline void tree_sum(__local float* part, const int lid)
 }
 
 // logits: (N, C), labels: int (N,) -> probs: (N, C) softmax, loss: (1,) = mean(logsumexp - (1-eps)*logit[label]
-// - eps*mean_j logit[j]) (+= when accumulate); eps = smoothing, torch.nn.CrossEntropyLoss(label_smoothing=eps)
+// - eps*mean_j logit[j]) (+= when accumulate); eps = smoothing, torch.nn.CrossEntropyLoss(label_smoothing=eps);
+// grad != 0: dlogits (N, C) = (probs - y) / N as well, y = (1-eps)*onehot(labels) + eps/C
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void softmax_xent_forward(__global const float* restrict logits, __global const int* restrict labels,
-                          __global float* restrict probs, __global float* restrict loss,
-                          const int n, const int c, const int accumulate, const float smoothing)
+                          __global float* probs, __global float* restrict loss, __global float* dlogits,
+                          const int grad, const int n, const int c, const int accumulate, const float smoothing)
 {
     __local float part[WG];
     const int lid = get_local_id(0);
@@ -31,6 +32,12 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
         for (int j = 0; j < c; ++j) { const float e = exp(z[j] - mx); p[j] = e; se += e; sz += z[j] - mx; }
         const float inv = 1.0f / se;
         for (int j = 0; j < c; ++j) p[j] *= inv;
+        if (grad) {
+            __global float* d = dlogits + row * c;
+            const int lab = labels[row];
+            for (int j = 0; j < c; ++j)
+                d[j] = (p[j] - ((j == lab ? 1.0f - smoothing : 0.0f) + smoothing / (float)c)) / (float)n;
+        }
         s += log(se) - (1.0f - smoothing) * (z[labels[row]] - mx)
              - (smoothing != 0.0f ? smoothing * (sz / (float)c) : 0.0f);   // 0 * -inf logit would be NaN
     }
@@ -42,24 +49,13 @@ void softmax_xent_forward(__global const float* restrict logits, __global const 
     }
 }
 
-// probs: (N, C), labels: int (N,) -> dlogits: (N, C) = (probs - y) / N with y = (1-eps)*onehot(labels) + eps/C
-// (eps = smoothing); total = N*C work-items
-__kernel void softmax_xent_backward(__global const float* restrict probs, __global const int* restrict labels,
-                                    __global float* restrict dlogits, const int n, const int c,
-                                    const float smoothing)
-{
-    const int i = get_global_id(0);
-    if (i >= n * c) return;
-    const float t = ((i % c == labels[i / c]) ? 1.0f - smoothing : 0.0f) + smoothing / (float)c;
-    dlogits[i] = (probs[i] - t) / (float)n;
-}
-
 // logits: (N, 1), labels: int (N,) in {0,1} -> probs: (N, 1) sigmoid,
-// loss: (1,) = mean(max(z,0) - y*z + log1p(exp(-|z|))) (+= when accumulate)
+// loss: (1,) = mean(max(z,0) - y*z + log1p(exp(-|z|))) (+= when accumulate); grad != 0: dlogits (N, 1) =
+// (probs - labels) / N as well
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void sigmoid_bce_forward(__global const float* restrict logits, __global const int* restrict labels,
-                         __global float* restrict probs, __global float* restrict loss,
-                         const int n, const int accumulate)
+                         __global float* probs, __global float* restrict loss, __global float* dlogits,
+                         const int grad, const int n, const int accumulate)
 {
     __local float part[WG];
     const int lid = get_local_id(0);
@@ -67,7 +63,9 @@ void sigmoid_bce_forward(__global const float* restrict logits, __global const i
     for (int row = lid; row < n; row += WG) {
         const float z = logits[row];
         const float e = exp(-fabs(z));   // in (0, 1]: never overflows
-        probs[row] = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        const float p = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        probs[row] = p;
+        if (grad) dlogits[row] = (p - (float)labels[row]) / (float)n;
         s += (z < 0.0f ? 0.0f : z) - (float)labels[row] * z + log1p(e);   // a NaN z stays NaN (fmax drops it)
     }
     part[lid] = s;
@@ -76,12 +74,4 @@ void sigmoid_bce_forward(__global const float* restrict logits, __global const i
         const float mean = part[0] / (float)n;
         loss[0] = accumulate ? loss[0] + mean : mean;
     }
-}
-
-// probs: (N, 1), labels: int (N,) -> dlogits: (N, 1) = (probs - labels) / N
-__kernel void sigmoid_bce_backward(__global const float* restrict probs, __global const int* restrict labels,
-                                   __global float* restrict dlogits, const int n)
-{
-    const int i = get_global_id(0);
-    if (i < n) dlogits[i] = (probs[i] - (float)labels[i]) / (float)n;
 }

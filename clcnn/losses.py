@@ -56,8 +56,8 @@ class CrossEntropyLoss(Loss):
     def forward_backward(self, backend, logits, labels, probs, dlogits, loss, accumulate):
         n, c = logits.shape
         eps = self.label_smoothing
-        backend.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=accumulate, label_smoothing=eps)
-        backend.softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing=eps)
+        backend.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=accumulate, label_smoothing=eps,
+                                     dlogits=dlogits)
 
     def evaluate(self, logits, labels):
         """(mean loss with this loss's label smoothing, accuracy), as forward_backward's loss."""
@@ -88,8 +88,7 @@ class BCEWithLogitsLoss(Loss):
 
     def forward_backward(self, backend, logits, labels, probs, dlogits, loss, accumulate):
         n = logits.shape[0]
-        backend.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=accumulate)
-        backend.sigmoid_bce_backward(probs, labels, dlogits, n)
+        backend.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=accumulate, dlogits=dlogits)
 
     def evaluate(self, logits, labels):
         if len(labels) == 0:

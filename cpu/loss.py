@@ -1,4 +1,5 @@
-"""Losses for the Numba backend: softmax cross-entropy and sigmoid binary cross-entropy, forward and backward."""
+"""Losses for the Numba backend: softmax cross-entropy and sigmoid binary cross-entropy, each forward with its
+gradient in the same pass (when asked)."""
 from __future__ import annotations
 
 import math
@@ -8,12 +9,16 @@ from numba import njit, prange
 
 from ._arrays import flat
 
+_NO_GRAD = np.zeros(1, np.float32)   # the dlogits argument when no gradient is asked (never written)
+
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, eps):
+def _softmax_xent_forward(logits, labels, probs, loss, dlogits, grad, n, c, accumulate, eps):
     # logits: (N, C), labels: (N,) -> probs: (N, C), loss: (1,) = mean_n(logsumexp - (1-eps)*logit[label]
-    # - eps*mean_j logit[j]) (eps: label smoothing, as torch.nn.CrossEntropyLoss)
+    # - eps*mean_j logit[j]) (eps: label smoothing, as torch.nn.CrossEntropyLoss); grad: dlogits (N, C) =
+    # (probs - y) / N, y = (1-eps)*onehot(labels) + eps/C
     rows = np.empty(n)
+    rn, off = 1.0 / n, eps / c
     for r in prange(n):
         base = r * c
         m = logits[base]
@@ -28,6 +33,10 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, eps):
         inv = 1.0 / s
         for j in range(c):
             probs[base + j] = math.exp(logits[base + j] - m) * inv
+        if grad:
+            for j in range(c):
+                dlogits[base + j] = (probs[base + j] - off) * rn
+            dlogits[base + labels[r]] = (probs[base + labels[r]] - (1.0 - eps) - off) * rn
         # the smoothing term only when eps != 0: 0 * (a -inf logit) would be NaN
         rows[r] = math.log(s) - (1.0 - eps) * (logits[base + labels[r]] - m) - (eps * (sz / c) if eps != 0.0 else 0.0)
     total = 0.0
@@ -37,24 +46,17 @@ def _softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, eps):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _softmax_xent_backward(probs, labels, dlogits, n, c, eps):
-    # probs: (N, C), labels: (N,) -> dlogits: (N, C) = (probs - y) / N, y = (1-eps)*onehot(labels) + eps/C
-    inv, off = 1.0 / n, eps / c
-    for r in prange(n):
-        base = r * c
-        for j in range(c):
-            dlogits[base + j] = (probs[base + j] - off) * inv
-        dlogits[base + labels[r]] = (probs[base + labels[r]] - (1.0 - eps) - off) * inv
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate):
-    # logits: (N,), labels: (N,) in {0,1} -> probs: (N,), loss: (1,) = mean(softplus(z) - y*z)
+def _sigmoid_bce_forward(logits, labels, probs, loss, dlogits, grad, n, accumulate):
+    # logits: (N,), labels: (N,) in {0,1} -> probs: (N,), loss: (1,) = mean(softplus(z) - y*z); grad: dlogits
+    # (N,) = (probs - labels) / N
     rows = np.empty(n)
+    inv = 1.0 / n
     for r in prange(n):
         z = float(logits[r])
         e = math.exp(-abs(z))
         probs[r] = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+        if grad:
+            dlogits[r] = (probs[r] - labels[r]) * inv
         rows[r] = max(z, 0.0) + math.log1p(e) - labels[r] * z
     total = 0.0
     for r in range(n):
@@ -62,35 +64,21 @@ def _sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate):
     loss[0] = total / n + (loss[0] if accumulate else 0.0)
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def _sigmoid_bce_backward(probs, labels, dlogits, n):
-    # probs: (N,), labels: (N,) -> dlogits: (N,) = (probs - labels) / N
-    inv = 1.0 / n
-    for r in prange(n):
-        dlogits[r] = (probs[r] - labels[r]) * inv
-
-
-def softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0) -> None:
+def softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0,
+                         dlogits=None) -> None:
     """logits: (N, C), labels: int32 (N,) -> probs: (N, C), loss: (1,) = (+=) mean cross-entropy (with
-    ``label_smoothing``, torch.nn.CrossEntropyLoss's)."""
+    ``label_smoothing``, torch.nn.CrossEntropyLoss's); dlogits (optional): (probs - y) / N."""
+    grad = dlogits is not None
     _softmax_xent_forward(flat(logits, n * c, "softmax logits"), flat(labels, n, "softmax labels", np.int32),
-                          flat(probs, n * c, "softmax probs"), flat(loss, 1, "softmax loss"), int(n), int(c),
+                          flat(probs, n * c, "softmax probs"), flat(loss, 1, "softmax loss"),
+                          flat(dlogits, n * c, "softmax dlogits") if grad else _NO_GRAD, grad, int(n), int(c),
                           bool(accumulate), float(label_smoothing))
 
 
-def softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing=0.0) -> None:
-    """dlogits: (N, C) = (probs - y) / N, y = (1 - label_smoothing)*onehot(labels) + label_smoothing/C."""
-    _softmax_xent_backward(flat(probs, n * c, "softmax probs"), flat(labels, n, "softmax labels", np.int32),
-                           flat(dlogits, n * c, "softmax dlogits"), int(n), int(c), float(label_smoothing))
-
-
-def sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=False) -> None:
-    """logits: (N, 1), labels: int32 (N,) -> probs = sigmoid(logits), loss: (1,) = (+=) mean BCE."""
+def sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate=False, dlogits=None) -> None:
+    """logits: (N, 1), labels: int32 (N,) -> probs = sigmoid(logits), loss: (1,) = (+=) mean BCE; dlogits
+    (optional): (probs - labels) / N."""
+    grad = dlogits is not None
     _sigmoid_bce_forward(flat(logits, n, "bce logits"), flat(labels, n, "bce labels", np.int32),
-                         flat(probs, n, "bce probs"), flat(loss, 1, "bce loss"), int(n), bool(accumulate))
-
-
-def sigmoid_bce_backward(probs, labels, dlogits, n) -> None:
-    """dlogits: (N, 1) = (probs - labels) / N."""
-    _sigmoid_bce_backward(flat(probs, n, "bce probs"), flat(labels, n, "bce labels", np.int32),
-                          flat(dlogits, n, "bce dlogits"), int(n))
+                         flat(probs, n, "bce probs"), flat(loss, 1, "bce loss"),
+                         flat(dlogits, n, "bce dlogits") if grad else _NO_GRAD, grad, int(n), bool(accumulate))

@@ -71,3 +71,23 @@ def test_conv_forward_special_values(device):
     check(got[fin], want[fin], FWD_TOL, "finite outputs")
     assert (got[fin] >= 0).all()
     check_exact(arg, warg, "argmax with NaN")
+
+
+@pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc"])
+def test_conv2d_algorithms_agree_in_eval(device, spec):
+    """A network's eval output is the same with every convolution direct (the pool and ReLU fused into it) as
+    with im2col + GEMM; a MaxPool2D the convolution ran reports pooled_by_conv."""
+    from clcnn.models import get_model
+    x = randn(np.random.default_rng(4), 3, 1, 28, 28)
+    outs = {}
+    saved = device.conv_algo
+    try:
+        for algo in ("im2col", "direct"):
+            device.conv_algo = algo
+            model = get_model(spec, input_shape=(1, 28, 28), num_classes=10, seed=1).to(device)
+            outs[algo] = model.eval().predict(x)
+            pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
+            assert all(p.pooled_by_conv == (algo == "direct" and p.stride == p.kernel_size) for p in pools)
+    finally:
+        device.conv_algo = saved
+    check(outs["direct"], outs["im2col"], 1e-5, f"{spec}: direct vs im2col logits")

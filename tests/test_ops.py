@@ -323,15 +323,16 @@ def test_softmax_xent(device, small, n, c, scale, accumulate):
     labels = rng.integers(0, c, n).astype(np.int32)
     before = 1.25 if accumulate else np.nan  # accumulate adds to it; otherwise it must be overwritten
     probs, loss = up(device, np.full((n, c), np.nan, np.float32)), up(device, np.array([before], np.float32))
-    dlab = up(device, labels)
-    device.softmax_xent_forward(up(device, logits), dlab, probs, loss, n, c, accumulate=accumulate)
+    dlab, dl = up(device, labels), up(device, np.full((n, c), np.nan, np.float32))
+    device.softmax_xent_forward(up(device, logits), dlab, probs, loss, n, c, accumulate=accumulate, dlogits=dl)
     want_p, want_loss = ref.softmax_xent_forward(logits, labels, n, c, 1.25, accumulate)
     pv = device.download(probs)
     check(pv, want_p, FWD_TOL, "softmax probs")
     check_scalar(device.download(loss), want_loss, FWD_TOL, "softmax_xent loss")
-    dl = up(device, np.full((n, c), np.nan, np.float32))
-    device.softmax_xent_backward(probs, dlab, dl, n, c)
-    check(device.download(dl), ref.softmax_xent_backward(pv, labels, n, c), GRAD_TOL, "softmax_xent_backward")
+    check(device.download(dl), ref.softmax_xent_backward(pv, labels, n, c), GRAD_TOL, "softmax_xent gradient")
+    kept = device.download(dl)
+    device.softmax_xent_forward(up(device, logits), dlab, probs, loss, n, c)   # no gradient: dlogits untouched
+    check_exact(device.download(dl), kept, "dlogits without a gradient asked")
 
 
 @pytest.mark.parametrize("n,scale", [(1, 1.0), (37, 3.0), (64, 1000.0)])
@@ -342,15 +343,13 @@ def test_sigmoid_bce(device, n, scale, accumulate):
     labels = rng.integers(0, 2, n).astype(np.int32)
     before = -0.5 if accumulate else np.nan
     probs, loss = up(device, np.full((n, 1), np.nan, np.float32)), up(device, np.array([before], np.float32))
-    dlab = up(device, labels)
-    device.sigmoid_bce_forward(up(device, logits), dlab, probs, loss, n, accumulate=accumulate)
+    dlab, dl = up(device, labels), up(device, np.full((n, 1), np.nan, np.float32))
+    device.sigmoid_bce_forward(up(device, logits), dlab, probs, loss, n, accumulate=accumulate, dlogits=dl)
     want_p, want_loss = ref.sigmoid_bce_forward(logits, labels, n, -0.5, accumulate)
     pv = device.download(probs)
     check(pv, want_p, FWD_TOL, "bce probs")
     check_scalar(device.download(loss), want_loss, FWD_TOL, "sigmoid_bce loss")
-    dl = up(device, np.full((n, 1), np.nan, np.float32))
-    device.sigmoid_bce_backward(probs, dlab, dl, n)
-    check(device.download(dl), ref.sigmoid_bce_backward(pv, labels, n), GRAD_TOL, "sigmoid_bce_backward")
+    check(device.download(dl), ref.sigmoid_bce_backward(pv, labels, n), GRAD_TOL, "sigmoid_bce gradient")
 
 
 # ---- optimizer -------------------------------------------------------------------------------------------

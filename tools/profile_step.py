@@ -23,7 +23,7 @@ from clcnn.optim import SGD  # noqa: E402
 
 OPS = ("gemm", "im2col", "col2im", "conv_backward_data", "maxpool_forward", "maxpool_backward", "bias_add",
        "bias_grad", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "softmax_xent_forward",
-       "softmax_xent_backward", "sigmoid_bce_forward", "sigmoid_bce_backward", "sgd_update", "fill", "copy",
+       "sigmoid_bce_forward", "conv_forward", "conv_backward", "sgd_update", "fill", "copy",
        "upload_into")
 
 

@@ -292,25 +292,20 @@ class Backend(Capabilities, ABC):
     # ---- losses -------------------------------------------------------------------------------------------
     @abstractmethod
     def softmax_xent_forward(self, logits, labels, probs, loss, n: int, c: int, accumulate: bool = False,
-                             label_smoothing: float = 0.0) -> None:
+                             label_smoothing: float = 0.0, dlogits=None) -> None:
         """logits: (N, C), labels: int32 (N,) -> probs: (N, C) softmax (max-subtracted),
         loss: (1,) = mean_n(-(1-eps)*log p[n, labels[n]] - eps*mean_j log p[n, j]) with eps = label_smoothing
         in [0, 1] (torch.nn.CrossEntropyLoss(label_smoothing=eps); eps = 0: the plain cross-entropy) (+= instead
         of = when accumulate). Labels outside [0, C) are a programming error (undefined). The log uses the
-        stable form logsumexp - logit."""
+        stable form logsumexp - logit. dlogits (optional, (N, C)): the gradient in the same pass,
+        (probs - y) / N with y = (1-eps)*onehot(labels) + eps/C."""
 
     @abstractmethod
-    def softmax_xent_backward(self, probs, labels, dlogits, n: int, c: int, label_smoothing: float = 0.0) -> None:
-        """dlogits: (N, C) = (probs - y) / N with y = (1-eps)*onehot(labels) + eps/C, eps = label_smoothing."""
-
-    @abstractmethod
-    def sigmoid_bce_forward(self, logits, labels, probs, loss, n: int, accumulate: bool = False) -> None:
+    def sigmoid_bce_forward(self, logits, labels, probs, loss, n: int, accumulate: bool = False,
+                            dlogits=None) -> None:
         """logits: (N, 1), labels int32 (N,) in {0,1} -> probs = sigmoid(logits),
-        loss: (1,) = mean_n(softplus(z) - y*z) (stable form) (+= when accumulate)."""
-
-    @abstractmethod
-    def sigmoid_bce_backward(self, probs, labels, dlogits, n: int) -> None:
-        """dlogits: (N, 1) = (probs - labels) / N."""
+        loss: (1,) = mean_n(softplus(z) - y*z) (stable form) (+= when accumulate); dlogits (optional, (N, 1)):
+        the gradient in the same pass, (probs - labels) / N."""
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     @abstractmethod

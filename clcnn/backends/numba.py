@@ -166,17 +166,12 @@ class NumbaBackend(Backend):
     def avgpool_backward(self, dy, dx, n, c, h, w, kh, kw, stride):
         _avgpool.avgpool_backward(dy, dx, n, c, h, w, kh, kw, stride)
 
-    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0):
-        _loss.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, label_smoothing)
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0,
+                             dlogits=None):
+        _loss.softmax_xent_forward(logits, labels, probs, loss, n, c, accumulate, label_smoothing, dlogits)
 
-    def softmax_xent_backward(self, probs, labels, dlogits, n, c, label_smoothing=0.0):
-        _loss.softmax_xent_backward(probs, labels, dlogits, n, c, label_smoothing)
-
-    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
-        _loss.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate)
-
-    def sigmoid_bce_backward(self, probs, labels, dlogits, n):
-        _loss.sigmoid_bce_backward(probs, labels, dlogits, n)
+    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False, dlogits=None):
+        _loss.sigmoid_bce_forward(logits, labels, probs, loss, n, accumulate, dlogits)
 
     def sgd_update(self, param, grad, velocity, hyper, size, nesterov=False):
         _sgd.sgd_update(param, grad, velocity, hyper, size, nesterov)

@@ -126,21 +126,16 @@ class OpenCLOps(OpenCLOpsNorm, OpenCLOpsConv):
         wg = self.reduce_wg
         self._run(self.kernel("loss.cl", name, {"WG": wg}), (wg,), (wg,), *args)
 
-    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0):
-        self._loss_forward("softmax_xent_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n), _i(c),
+    def softmax_xent_forward(self, logits, labels, probs, loss, n, c, accumulate=False, label_smoothing=0.0,
+                             dlogits=None):
+        self._loss_forward("softmax_xent_forward", logits.buf, labels.buf, probs.buf, loss.buf,
+                           (probs if dlogits is None else dlogits).buf, _i(dlogits is not None), _i(n), _i(c),
                            _i(bool(accumulate)), _f(label_smoothing))
 
-    def softmax_xent_backward(self, probs, labels, dlogits, n, c, label_smoothing=0.0):
-        self._eltwise("loss.cl", "softmax_xent_backward", n * c, probs.buf, labels.buf, dlogits.buf, _i(n), _i(c),
-                      _f(label_smoothing), defines={"WG": self.reduce_wg})
-
-    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False):
-        self._loss_forward("sigmoid_bce_forward", logits.buf, labels.buf, probs.buf, loss.buf, _i(n),
+    def sigmoid_bce_forward(self, logits, labels, probs, loss, n, accumulate=False, dlogits=None):
+        self._loss_forward("sigmoid_bce_forward", logits.buf, labels.buf, probs.buf, loss.buf,
+                           (probs if dlogits is None else dlogits).buf, _i(dlogits is not None), _i(n),
                            _i(bool(accumulate)))
-
-    def sigmoid_bce_backward(self, probs, labels, dlogits, n):
-        self._eltwise("loss.cl", "sigmoid_bce_backward", n, probs.buf, labels.buf, dlogits.buf, _i(n),
-                      defines={"WG": self.reduce_wg})
 
     # ---- optimizer ----------------------------------------------------------------------------------------
     def sgd_update(self, param, grad, velocity, hyper, size, nesterov=False):

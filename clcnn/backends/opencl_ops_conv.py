@@ -17,6 +17,12 @@ class OpenCLOpsConv:
     """Mixin of OpenCLOps (so of OpenCLBackend): relies on the backend's ``kernel``, ``_run``, ``_eltwise``,
     ``scratch``, ``reduce_wg``, ``compute_units`` and ``_geometry``."""
 
+    def _conv_direct(self, n, c, h, w, m, k, stride, pad, pool):
+        # Untuned rule (H200, 2026-12-02, docs/PERFORMANCE.md): on GPUs the direct kernels win while the reduction
+        # C*k*k is small (LeNet-5's, CIFAR's first two, fashion's first layer) and the im2col + GEMM path above
+        # (CIFAR conv3, fashion conv2: C*k*k = 576); CPU OpenCL (PoCL) keeps im2col + GEMM everywhere.
+        return self.info.type == "gpu" and c * k * k <= 320
+
     # ---- conv_forward ---------------------------------------------------------------------------------------
     def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
