@@ -3,7 +3,8 @@
     clcnn bench layers --model lenet5 --batch-size 256 --device cl:0 [--repeats 20] [--png layers.png]
 
 clcnn's layers run as the model builds them: a ReLU fused into the convolution or Dense before it (forward) or
-into the max-pool after it (backward) shows "fused", its cost in that layer's row. Times are medians over
+into the max-pool or Dense after it (backward), and a max-pool a direct convolution runs in its own kernels,
+show "fused", their cost in that layer's row. Times are medians over
 ``repeats``: OpenCL profiling events on an OpenCL device (from the first launch's start to the last one's end),
 perf_counter on the Numba CPU backend (its ops finish before they return). backward-weights is ``backward(need_dx=False)`` (bias and weight gradients);
 backward-data is a full ``backward`` minus that, a difference of medians (0 when it is below the noise, as for
@@ -51,12 +52,12 @@ def _clcnn_layers(model, x, repeats: int) -> list[dict]:
     """[{name, forward, backward_data, backward_weights (None without parameters)}] in seconds, per layer of
     the placed ``model`` on input x (N, C, H, W) float32."""
     be, rng = model.backend, np.random.default_rng(1)
-    inputs, h = [], be.upload(x)
-    for layer in model.layers:   # each layer's input, from one training-mode forward
-        inputs.append(h)
+    inputs, shapes, h = [], [], be.upload(x)
+    for layer in model.layers:   # each layer's input and output shape, from one training-mode forward (a
+        inputs.append(h)         # convolution that pools returns the pooled shape)
         h = layer.forward(h, True)
-    outs = [be.upload(rng.standard_normal(tuple(layer.output_shape(tuple(a.shape)))).astype(np.float32))
-            for layer, a in zip(model.layers, inputs)]
+        shapes.append(tuple(h.shape))
+    outs = [be.upload(rng.standard_normal(s).astype(np.float32)) for s in shapes]
     timed, rows = _timer(be), []
     with be.profiling() if be.info.backend == "opencl" else contextlib.nullcontext():
         for i, (layer, xin, dy) in enumerate(zip(model.layers, inputs, outs)):
@@ -82,6 +83,8 @@ def _clcnn_layer(name: str, layer, xin, dy, timed, repeats: int) -> dict:
     weights = med["weights"]
     fused = [p for p, flag in (("forward", "fused"), ("backward_data", "backward_in_next"))
              if getattr(layer, flag, False)]   # a ReLU done by the layer before (forward) or after (backward)
+    if getattr(layer, "pooled_by_conv", False):   # a max-pool the convolution before it ran, both ways
+        fused = ["forward", "backward_data"]
     row = {"name": name, "forward": med["forward"], "backward_weights": weights, "backward": med["full"],
            "backward_data": max(0.0, med["full"] - (weights or 0.0)), "fused": fused}
     return {**row, **{p: None for p in fused}}
