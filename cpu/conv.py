@@ -70,7 +70,131 @@ def conv_forward(x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu
 
 
 # ---- conv_backward ------------------------------------------------------------------------------------------
+# g: (N, M, Ho, Wo), the gradient at the convolution's output, is materialised once (dy routed to the pool's
+# arg-max, cut by the ReLU); then dweight/dbias in a prange over m (each m sums its images in order: bit-identical
+# for any thread count) and dx in a prange over n (each image's planes owned by one iteration). Every inner loop
+# runs over ow, elementwise (per-ow partial sums for the weights), so it vectorises without reassociating sums.
+_NO_ARGMAX = np.zeros(1, np.int32)   # argmax's stand-in with pool 1 (one compiled signature)
+
+
+@njit(cache=True)
+def _cb_spans(k, stride, pad, w, wo):
+    """lo[j], hi[j]: the output columns ow whose input column ow*stride - pad + j lies inside [0, w)."""
+    lo, hi = np.zeros(k, np.int64), np.zeros(k, np.int64)
+    for j in range(k):
+        a = 0 if pad <= j else (pad - j + stride - 1) // stride
+        b = (w - 1 + pad - j) // stride + 1
+        lo[j] = min(a, wo)
+        hi[j] = max(lo[j], min(b, wo))
+    return lo, hi
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _conv_output_grad(dy, argmax, y, g, planes, ho, wo, hp, wp, relu, pool):
+    # dy/argmax/y: (N*M, Hp, Wp) (pool > 1) or (N*M, Ho, Wo) -> g: (N*M, Ho, Wo); relu: cut where y <= 0 (a NaN
+    # y passes); windows do not overlap (stride = pool), so each arg-max is written once
+    L = ho * wo
+    for p in prange(planes):
+        if pool > 1:
+            for o in range(L):
+                g[np.uint64(p * L + o)] = 0.0
+            for e in range(hp * wp):
+                idx = np.uint64(p * hp * wp + e)
+                a = argmax[idx]
+                if 0 <= a < L:
+                    g[np.uint64(p * L + a)] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
+        else:
+            for o in range(L):
+                idx = np.uint64(p * L + o)
+                g[idx] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _conv_weight_grad(x, g, dweight, dbias, n, c, h, w, m, k, stride, pad, ho, wo, beta):
+    # x: (N, C, H, W), g: (N, M, Ho, Wo) -> dweight: (M, C, k, k), dbias: (M,) (= beta*old + sum; beta == 0
+    # reads neither); iteration mo owns row mo, with per-ow partial sums buf (C*k*k, Wo) summed in order at the end
+    ckk = c * k * k
+    lo, hi = _cb_spans(k, stride, pad, w, wo)
+    for mo in prange(m):
+        buf = np.zeros(ckk * wo, np.float32)
+        bb = np.zeros(wo, np.float32)
+        for nn in range(n):
+            for oh in range(ho):
+                gr = ((nn * m + mo) * ho + oh) * wo
+                for ow in range(wo):
+                    bb[ow] += g[np.uint64(gr + ow)]
+                for ci in range(c):
+                    for i in range(k):
+                        ih = oh * stride - pad + i
+                        if ih < 0 or ih >= h:
+                            continue
+                        for j in range(k):
+                            xr = ((nn * c + ci) * h + ih) * w - pad + j
+                            br = ((ci * k + i) * k + j) * wo
+                            if stride == 1:
+                                for ow in range(lo[j], hi[j]):
+                                    buf[np.uint64(br + ow)] += g[np.uint64(gr + ow)] * x[np.uint64(xr + ow)]
+                            else:
+                                for ow in range(lo[j], hi[j]):
+                                    buf[np.uint64(br + ow)] += g[np.uint64(gr + ow)] * x[np.uint64(xr + ow * stride)]
+        for r in range(ckk):
+            s = np.float32(0.0)
+            for ow in range(wo):
+                s += buf[r * wo + ow]
+            o = mo * ckk + r
+            dweight[o] = beta * dweight[o] + s if beta != 0.0 else s
+        s = np.float32(0.0)
+        for ow in range(wo):
+            s += bb[ow]
+        dbias[mo] = beta * dbias[mo] + s if beta != 0.0 else s
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def _conv_input_grad(g, weight, dx, n, c, h, w, m, k, stride, pad, ho, wo):
+    # g: (N, M, Ho, Wo), weight: (M, C, k, k) -> dx: (N, C, H, W) overwritten; iteration nn owns image nn
+    lo, hi = _cb_spans(k, stride, pad, w, wo)
+    for nn in prange(n):
+        for ci in range(c):
+            d0 = (nn * c + ci) * h * w
+            for q in range(h * w):
+                dx[np.uint64(d0 + q)] = 0.0
+            for mo in range(m):
+                for i in range(k):
+                    for j in range(k):
+                        wv = weight[((mo * c + ci) * k + i) * k + j]
+                        for oh in range(ho):
+                            ih = oh * stride - pad + i
+                            if ih < 0 or ih >= h:
+                                continue
+                            dr = d0 + ih * w - pad + j
+                            gr = ((nn * m + mo) * ho + oh) * wo
+                            if stride == 1:
+                                for ow in range(lo[j], hi[j]):
+                                    dx[np.uint64(dr + ow)] += wv * g[np.uint64(gr + ow)]
+                            else:
+                                for ow in range(lo[j], hi[j]):
+                                    dx[np.uint64(dr + ow * stride)] += wv * g[np.uint64(gr + ow)]
+
+
 def conv_backward(x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad, relu, pool, beta):
-    raise NotImplementedError("conv_backward: being written")
+    """base.Backend.conv_backward: x: (N, C, H, W), dy (argmax, y): (N, M, Hp, Wp) with pool > 1, else (N, M, Ho,
+    Wo) -> dweight: (M, C, k, k), dbias: (M,) (beta*old + sum), dx: (N, C, H, W) (overwritten) unless None."""
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    hp, wp = ((ho - pool) // pool + 1, (wo - pool) // pool + 1) if pool > 1 else (ho, wo)
+    if min(n, c, h, w, m, k, stride, pool, ho, wo, hp, wp) < 1 or pad < 0:
+        raise ValueError(f"conv_backward: bad geometry n={n} c={c} h={h} w={w} m={m} k={k} stride={stride} "
+                         f"pad={pad} pool={pool}")
+    nq = n * m * hp * wp
+    fdy = flat(dy, nq, "conv_backward dy")
+    farg = flat(argmax, nq, "conv_backward argmax", np.int32) if pool > 1 else _NO_ARGMAX
+    g = np.empty(n * m * ho * wo, np.float32)
+    _conv_output_grad(fdy, farg, flat(y, nq, "conv_backward y") if relu else fdy, g, n * m, ho, wo, hp, wp,
+                      bool(relu), int(pool))
+    sizes = (int(n), int(c), int(h), int(w), int(m), int(k), int(stride), int(pad), ho, wo)
+    _conv_weight_grad(flat(x, n * c * h * w, "conv_backward x"), g, flat(dweight, m * c * k * k,
+                      "conv_backward dweight"), flat(dbias, m, "conv_backward dbias"), *sizes, float(beta))
+    if dx is not None:
+        _conv_input_grad(g, flat(weight, m * c * k * k, "conv_backward weight"),
+                         flat(dx, n * c * h * w, "conv_backward dx"), *sizes)
 
 # ---- end of conv_backward -----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialize
 stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code path of every kernel variant in its
 smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im
 and maxpool (with --deep also built with the sizes as constants, as on GPUs), conv_backward_data (over a
-never-written scratch), bias, activations, losses and sgd, and checks each result against tests/reference.py.
+never-written scratch), conv_backward (local-memory and direct paths; with --deep also as constants), bias,
+activations, losses and sgd, and checks each result against tests/reference.py (reference_conv.py for conv_backward).
 Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
 """
@@ -23,6 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import clcnn  # noqa: E402
 from clcnn.backends.gemm_configs import gemm_geometry  # noqa: E402
 import reference as ref  # noqa: E402
+import reference_conv as rconv  # noqa: E402
 from opcheck import representative_configs  # noqa: E402
 
 FAILURES: list[str] = []
@@ -151,6 +153,32 @@ def pool_cases(dev, rng):
                 ref.maxpool_backward(dy, warg, n, c, h, w, k, s, y=ym), 1e-4)
 
 
+def conv_backward_cases(dev, rng):
+    """conv_backward staged in local memory and on its direct kernels (dweight/dbias a never-written scratch with
+    beta 0), with pools 1-3, stride 2, padding, dx or None."""
+    cases = [(2, 2, 7, 7, 3, 3, 1, 1, True, 2, True), (2, 1, 8, 6, 2, 3, 2, 2, False, 1, False),
+             (1, 2, 8, 7, 2, 2, 1, 0, True, 3, True)]
+    for local in (None, False):
+        dev.conv_backward_local = local
+        for (n, c, h, w, m, k, s, p, relu, pool, with_dx) in cases:
+            x, wt, b = rnd(rng, n, c, h, w), rnd(rng, m, c, k, k), rnd(rng, m)
+            yf, arg = rconv.conv_forward(x, wt, b, s, p, relu, pool)
+            dy, y = rnd(rng, *yf.shape), yf.astype(np.float32)
+            dw, db = dev.scratch(f"oclgrind_dw_{k}", m * c * k * k), dev.scratch(f"oclgrind_db_{m}", m)
+            dx = dev.upload(rnd(rng, n, c, h, w)) if with_dx else None
+            darg = None if arg is None else dev.upload(arg)
+            dev.conv_backward(dev.upload(x), dev.upload(wt), dev.upload(dy), darg, dev.upload(y) if relu else None,
+                              dw, db, dx, n, c, h, w, m, k, s, p, relu, pool)
+            wdw, wdb, wdx = rconv.conv_backward(x, wt, dy, arg, y, s, p, relu, pool)
+            tag = (f"{c}x{h}x{w} m{m} k{k} s{s} p{p} relu={relu} pool={pool} "
+                   f"{'local' if local is None else 'direct'}")
+            compare(f"conv_backward dweight {tag}", dev.download(dw)[:wdw.size].reshape(wdw.shape), wdw, 1e-4)
+            compare(f"conv_backward dbias {tag}", dev.download(db)[:m], wdb, 1e-4)
+            if with_dx:
+                compare(f"conv_backward dx {tag}", dev.download(dx), wdx, 1e-4)
+    dev.conv_backward_local = None
+
+
 def bias_cases(dev, rng):
     for (n, c, inner) in [(2, 3, 5), (3, 4, 1), (2, 2, 300), (4, 1, 600)]:   # last: bias_grad in 2 passes
         y0, b = rnd(rng, n, c, inner), rnd(rng, c)
@@ -237,6 +265,7 @@ def geometry_constant_cases(dev, rng):
     try:
         conv_cases(dev, rng)
         pool_cases(dev, rng)
+        conv_backward_cases(dev, rng)
     finally:
         dev.geometry_constants = None
 
@@ -253,7 +282,8 @@ def main() -> int:
     dev = clcnn.get_backend(devs[0].id)
     print(f"device: {dev.info}", flush=True)
     rng = np.random.default_rng(0)
-    families = [gemm_cases, conv_cases, pool_cases, bias_cases, activation_cases, loss_cases, sgd_and_memory_cases]
+    families = [gemm_cases, conv_cases, pool_cases, conv_backward_cases, bias_cases, activation_cases, loss_cases,
+                sgd_and_memory_cases]
     for family in families + ([geometry_constant_cases] if DEEP else []):
         t0 = time.perf_counter()
         try:

@@ -38,8 +38,65 @@ class OpenCLOpsConv:
     # ---- end of conv_forward --------------------------------------------------------------------------------
 
     # ---- conv_backward --------------------------------------------------------------------------------------
+    # None: pass 1 stages each image in local memory where it fits (else the direct kernels, global reads);
+    # False: always the direct kernels (tests reach them with small shapes this way).
+    conv_backward_local: bool | None = None
+
     def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad,
                       relu=False, pool=1, beta=0.0):
-        raise NotImplementedError("conv_backward: being written")
+        # x: (N, C, H, W), dy/argmax/y: (N, M, Hp, Wp) (pool > 1) or (N, M, Ho, Wo) -> dweight: (M, C, k, k),
+        # dbias: (M,), dx: (N, C, H, W) or None. Two launches (three on the direct path with dx): cl/conv.cl.
+        import pyopencl as cl   # loaded already by the backend; here for cl.LocalMemory only
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        hp, wp = ((ho - pool) // pool + 1, (wo - pool) // pool + 1) if pool > 1 else (ho, wo)
+        if min(n, c, h, w, m, k, stride, pool, ho, wo, hp, wp) < 1 or pad < 0:
+            raise ValueError(f"conv_backward: bad geometry n={n} c={c} h={h} w={w} m={m} k={k} stride={stride} "
+                             f"pad={pad} pool={pool}")
+        wg, mckk, q = self.reduce_wg, m * c * k * k, hp * wp
+        outs = mckk + m
+        defines = dict(self._geometry(cb_c=c, cb_h=h, cb_w=w, cb_m=m, cb_k=k, cb_s=stride, cb_pad=pad, cb_ho=ho,
+                                      cb_wo=wo, cb_p=pool, cb_hp=hp, cb_wp=wp) or {}, CB_WG=wg)
+        sizes = tuple(_i(v) for v in (c, h, w, m, k, stride, pad, ho, wo, pool, hp, wp, bool(relu)))
+        bufs = (dy.buf, (argmax if pool > 1 else dy).buf, (y if relu else dy).buf)   # unused ones: any buffer
+        xsz = c * ((ho - 1) * stride + k) * ((wo - 1) * stride + k)
+        floats = max(xsz + m * q, mckk + m * ho * wo if dx is not None else 0)
+        budget = min(self.device.local_mem_size, 48 << 10) - 1024
+        if self.conv_backward_local is not False and 4 * (floats + m * q) <= budget:
+            slices, wblocks = self._conv_backward_slices(outs, q, xsz + 3 * m * q, wg)
+            dblocks = -(-c * h * w // wg) if dx is not None else 0
+            nb = -(-n // max(1, min(n, -(-4 * self.compute_units // (wblocks + dblocks)))))
+            chunks = -(-n // nb)
+            rows = chunks * slices
+            part = self.scratch("conv_backward", rows * outs)
+            self._run(self.kernel("conv.cl", "conv_backward_partial", defines), ((wblocks + dblocks) * wg, chunks),
+                      (wg, 1), x.buf, weight.buf, *bufs, part.buf, (dx if dx is not None else part).buf,
+                      cl.LocalMemory(4 * floats), cl.LocalMemory(4 * m * q), _i(n), *sizes,
+                      _i(slices), _i(wblocks), _i(nb))
+        else:
+            nb = -(-n // max(1, min(n, -(-4 * self.compute_units * wg // outs))))
+            rows = -(-n // nb)
+            part = self.scratch("conv_backward", rows * outs)
+            self._run(self.kernel("conv.cl", "conv_backward_partial_direct", defines),
+                      (-(-outs // wg) * wg, rows), (wg, 1), x.buf, *bufs, part.buf, _i(n), *sizes, _i(nb))
+            if dx is not None:
+                self._eltwise("conv.cl", "conv_backward_dx_direct", n * c * h * w, weight.buf, *bufs, dx.buf,
+                              *sizes, _i(n * c * h * w), defines=defines)
+        nrs = min(wg, 1 << max(0, (rows // 4).bit_length() - 1))   # row slices of a reduce work-group
+        tout = wg // nrs
+        self._run(self.kernel("conv.cl", "conv_backward_reduce", defines), (-(-outs // tout) * wg,), (wg,),
+                  part.buf, dweight.buf, dbias.buf, _i(rows), _i(outs), _i(mckk), _i(tout), _f(beta))
+
+    @staticmethod
+    def _conv_backward_slices(outs, q, stage, wg):
+        """(slices, weight blocks) for pass 1: each of the ``outs`` dot products over ``q`` positions split in
+        ``slices``, picked to minimise the blocks' time per image (staging ``stage`` loads / wg each, then
+        ceil(q/slices) multiply-adds); every block restages the image."""
+        best = None
+        for s in range(1, min(q, 64) + 1):
+            blocks = -(-outs * s // wg)
+            cost = blocks * (stage / wg + -(-q // s))
+            if best is None or cost < best[0]:
+                best = (cost, s, blocks)
+        return best[1], best[2]
 
     # ---- end of conv_backward -------------------------------------------------------------------------------
