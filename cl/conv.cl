@@ -19,6 +19,10 @@
 #define HP hp
 #define WP wp
 #endif
+#ifndef MB   // a build of conv_backward's kernels only (the file is one program)
+#define MB 1
+#define POOL 1
+#endif
 #define MBLOCKS ((M + MB - 1) / MB)
 
 // One work-item per (n, block of MB output channels, ph, pw): the POOL x POOL convolution values of its window for
@@ -98,6 +102,9 @@ __kernel void conv_forward(__global const float* restrict x, __global const floa
 #define CB_P pool
 #define CB_HP hp
 #define CB_WP wp
+#endif
+#ifndef CB_WG   // a build of conv_forward only (the file is one program)
+#define CB_WG 64
 #endif
 #define CB_XH ((CB_HO - 1) * CB_S + CB_K)          // rows of the padded input the windows read
 #define CB_XW ((CB_WO - 1) * CB_S + CB_K)

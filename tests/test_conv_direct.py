@@ -1,4 +1,4 @@
-"""Backend.conv_forward (the direct convolution with bias + ReLU + max-pool in its write-out) on every device
+"""The direct convolution: Backend.conv_forward (bias + ReLU + max-pool in its write-out) on every device
 against the float64 reference of tests/reference_conv.py, and Conv2D's two algorithms (direct, im2col) giving the
 same network outputs. Tolerances: test_ops.py's (FWD_TOL on values; the arg-max bit-exact where no two window
 values are within rounding of each other)."""
@@ -91,3 +91,27 @@ def test_conv2d_algorithms_agree_in_eval(device, spec):
     finally:
         device.conv_algo = saved
     check(outs["direct"], outs["im2col"], 1e-5, f"{spec}: direct vs im2col logits")
+
+
+@pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc",
+                                  "c4k3p1-bn-relu-mp2-fc"])
+def test_conv2d_algorithms_agree_in_training(device, spec):
+    """One training step's loss and every parameter gradient agree between the direct convolution (pool, ReLU
+    and their backward fused into conv_forward/conv_backward) and im2col + GEMM with separate layers."""
+    from clcnn.models import get_model
+    rng = np.random.default_rng(6)
+    x, y = randn(rng, 4, 1, 20, 20), rng.integers(0, 10, 4).astype(np.int32)
+    got = {}
+    saved = device.conv_algo
+    try:
+        for algo in ("im2col", "direct"):
+            device.conv_algo = algo
+            model = get_model(spec, input_shape=(1, 20, 20), num_classes=10, seed=2).to(device)
+            got[algo] = model.gradients(x, y)
+    finally:
+        device.conv_algo = saved
+    assert abs(got["direct"][0] - got["im2col"][0]) <= 1e-5 * max(1.0, abs(got["im2col"][0]))
+    scale = max(float(np.abs(g).max()) for g in got["im2col"][1].values())   # a conv bias before a batch-norm
+    for name, g in got["im2col"][1].items():                                 # has a gradient of ~0 (rounding)
+        err = float(np.abs(got["direct"][1][name] - g).max())
+        assert err <= 1e-4 * max(float(np.abs(g).max()), 1e-3 * scale), f"{spec}: gradient of {name}: {err:.3g}"
