@@ -82,36 +82,39 @@ def test_conv2d_algorithms_agree_in_eval(device, spec):
     outs = {}
     saved = device.conv_algo
     try:
-        for algo in ("im2col", "direct"):
+        for algo in ("im2col", "direct", "hybrid"):
             device.conv_algo = algo
             model = get_model(spec, input_shape=(1, 28, 28), num_classes=10, seed=1).to(device)
             outs[algo] = model.eval().predict(x)
             pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
-            assert all(p.pooled_by_conv == (algo == "direct" and p.stride == p.kernel_size) for p in pools)
+            assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
     finally:
         device.conv_algo = saved
-    check(outs["direct"], outs["im2col"], 1e-5, f"{spec}: direct vs im2col logits")
+    for algo in ("direct", "hybrid"):
+        check(outs[algo], outs["im2col"], 1e-5, f"{spec}: {algo} vs im2col logits")
 
 
 @pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc",
                                   "c4k3p1-bn-relu-mp2-fc"])
 def test_conv2d_algorithms_agree_in_training(device, spec):
     """One training step's loss and every parameter gradient agree between the direct convolution (pool, ReLU
-    and their backward fused into conv_forward/conv_backward) and im2col + GEMM with separate layers."""
+    and their backward fused into conv_forward/conv_backward), the hybrid (the direct forward, the im2col path's
+    backward) and im2col + GEMM with separate layers."""
     from clcnn.models import get_model
     rng = np.random.default_rng(6)
     x, y = randn(rng, 4, 1, 20, 20), rng.integers(0, 10, 4).astype(np.int32)
     got = {}
     saved = device.conv_algo
     try:
-        for algo in ("im2col", "direct"):
+        for algo in ("im2col", "direct", "hybrid"):
             device.conv_algo = algo
             model = get_model(spec, input_shape=(1, 20, 20), num_classes=10, seed=2).to(device)
             got[algo] = model.gradients(x, y)
     finally:
         device.conv_algo = saved
-    assert abs(got["direct"][0] - got["im2col"][0]) <= 1e-5 * max(1.0, abs(got["im2col"][0]))
     scale = max(float(np.abs(g).max()) for g in got["im2col"][1].values())   # a conv bias before a batch-norm
-    for name, g in got["im2col"][1].items():                                 # has a gradient of ~0 (rounding)
-        err = float(np.abs(got["direct"][1][name] - g).max())
-        assert err <= 1e-4 * max(float(np.abs(g).max()), 1e-3 * scale), f"{spec}: gradient of {name}: {err:.3g}"
+    for algo in ("direct", "hybrid"):                                        # has a gradient of ~0 (rounding)
+        assert abs(got[algo][0] - got["im2col"][0]) <= 1e-5 * max(1.0, abs(got["im2col"][0]))
+        for name, g in got["im2col"][1].items():
+            err = float(np.abs(got[algo][1][name] - g).max())
+            assert err <= 1e-4 * max(float(np.abs(g).max()), 1e-3 * scale), f"{spec} {algo}: d{name}: {err:.3g}"

@@ -15,6 +15,9 @@ import numpy as np
 from ..errors import ConfigError, DeviceError
 
 
+CONV_ALGORITHMS = ("im2col", "direct", "hybrid")
+
+
 def conv_key(n, c, h, w, m, k, stride, pad, pool) -> str:
     """The tuning cache's name of one convolution geometry (Backend.conv_algorithm's arguments)."""
     return f"conv n{n} c{c} h{h} w{w} m{m} k{k} s{stride} p{pad} pool{pool}"
@@ -122,24 +125,25 @@ class Capabilities:
         return contextlib.nullcontext()
 
     # ---- convolution algorithm ----------------------------------------------------------------------------
-    conv_algo: str | None = None   # "direct" or "im2col" forced for every convolution (tests, benchmarks)
+    conv_algo: str | None = None   # one of CONV_ALGORITHMS forced for every convolution (tests, benchmarks)
 
     conv_tuned: dict = {}   # conv_key -> "direct" | "im2col", measured by `clcnn tune` (OpenCL's tuning cache)
 
     def conv_algorithm(self, n: int, c: int, h: int, w: int, m: int, k: int, stride: int, pad: int,
                        pool: int) -> str:
-        """How a Conv2D of this geometry runs here: "direct" (conv_forward/conv_backward, ``pool`` > 1 the
-        max-pool after it in the same ops) or "im2col" (im2col + GEMM, the seed's method). ``conv_algo`` wins,
-        then the tuner's measured choice for this geometry, then ``_conv_direct`` (each backend's rule)."""
+        """How a Conv2D of this geometry runs here, one of CONV_ALGORITHMS: "direct" (conv_forward and
+        conv_backward, ``pool`` > 1 the max-pool after it in the same ops), "im2col" (im2col + GEMM both ways, the
+        seed's method) or "hybrid" (conv_forward, then the pool's backward and the im2col path's). ``conv_algo``
+        wins, then the tuner's measured choice for this geometry, then ``_conv_rule`` (each backend's)."""
         if self.conv_algo is not None:
             return self.conv_algo
         tuned = self.conv_tuned.get(conv_key(n, c, h, w, m, k, stride, pad, pool))
-        if tuned in ("direct", "im2col"):
+        if tuned in CONV_ALGORITHMS:
             return tuned
-        return "direct" if self._conv_direct(n, c, h, w, m, k, stride, pad, pool) else "im2col"
+        return self._conv_rule(n, c, h, w, m, k, stride, pad, pool)
 
-    def _conv_direct(self, n, c, h, w, m, k, stride, pad, pool) -> bool:
-        return False
+    def _conv_rule(self, n, c, h, w, m, k, stride, pad, pool) -> str:
+        return "im2col"
 
     # ---- health -------------------------------------------------------------------------------------------
     def self_test(self) -> None:

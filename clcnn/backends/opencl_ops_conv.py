@@ -17,11 +17,27 @@ class OpenCLOpsConv:
     """Mixin of OpenCLOps (so of OpenCLBackend): relies on the backend's ``kernel``, ``_run``, ``_eltwise``,
     ``scratch``, ``reduce_wg``, ``compute_units`` and ``_geometry``."""
 
-    def _conv_direct(self, n, c, h, w, m, k, stride, pad, pool):
-        # Untuned rule (H200, 2026-12-02, docs/PERFORMANCE.md): on GPUs the direct kernels win while the reduction
-        # C*k*k is small (LeNet-5's, CIFAR's first two, fashion's first layer) and the im2col + GEMM path above
-        # (CIFAR conv3, fashion conv2: C*k*k = 576); CPU OpenCL (PoCL) keeps im2col + GEMM everywhere.
-        return self.info.type == "gpu" and c * k * k <= 320
+    def _conv_rule(self, n, c, h, w, m, k, stride, pad, pool):
+        # Untuned rule (H200, 2026-12-02, docs/PERFORMANCE.md): on GPUs the direct forward wins while the
+        # reduction C*k*k is small (<= 288: LeNet-5's, CIFAR's first two, fashion's first layer); its backward
+        # only where an image and its gradient fit in local memory and the work is small (LeNet-5's first
+        # layer); elsewhere the im2col path's backward follows it (hybrid). CPU OpenCL (PoCL): im2col everywhere.
+        if self.info.type != "gpu" or c * k * k > 320:
+            return "im2col"
+        fits = self._conv_backward_floats(c, h, w, m, k, stride, pad, pool, True) <= self._conv_local_budget()
+        return "direct" if fits and m * c * k * k <= 256 else "hybrid"
+
+    def _conv_local_budget(self) -> int:
+        """Floats of local memory conv_backward's pass 1 may stage."""
+        return (min(self.device.local_mem_size, 48 << 10) - 1024) // 4
+
+    @staticmethod
+    def _conv_backward_floats(c, h, w, m, k, stride, pad, pool, need_dx) -> int:
+        """Floats of local memory pass 1 stages per work-group (one image, its gradient and their offsets)."""
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        q = ((ho - pool) // pool + 1) * ((wo - pool) // pool + 1) if pool > 1 else ho * wo
+        xsz = c * ((ho - 1) * stride + k) * ((wo - 1) * stride + k)
+        return max(xsz + m * q, m * c * k * k + m * ho * wo if need_dx else 0) + m * q
 
     # ---- conv_forward ---------------------------------------------------------------------------------------
     def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
@@ -41,6 +57,8 @@ class OpenCLOpsConv:
     # None: pass 1 stages each image in local memory where it fits (else the direct kernels, global reads);
     # False: always the direct kernels (tests reach them with small shapes this way).
     conv_backward_local: bool | None = None
+    conv_backward_groups = 32   # pass 1's work-groups per compute unit (chunks of images x blocks): enough that
+                                # each work-group stages one image or few (H200: LeNet-5 conv2 at 4 ran 8 each)
 
     def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad,
                       relu=False, pool=1, beta=0.0):
@@ -60,11 +78,12 @@ class OpenCLOpsConv:
         bufs = (dy.buf, (argmax if pool > 1 else dy).buf, (y if relu else dy).buf)   # unused ones: any buffer
         xsz = c * ((ho - 1) * stride + k) * ((wo - 1) * stride + k)
         floats = max(xsz + m * q, mckk + m * ho * wo if dx is not None else 0)
-        budget = min(self.device.local_mem_size, 48 << 10) - 1024
-        if self.conv_backward_local is not False and 4 * (floats + m * q) <= budget:
+        fits = self._conv_backward_floats(c, h, w, m, k, stride, pad, pool, dx is not None) <= self._conv_local_budget()
+        if self.conv_backward_local is not False and fits:
             slices, wblocks = self._conv_backward_slices(outs, q, xsz + 3 * m * q, wg)
             dblocks = -(-c * h * w // wg) if dx is not None else 0
-            nb = -(-n // max(1, min(n, -(-4 * self.compute_units // (wblocks + dblocks)))))
+            groups = self.conv_backward_groups * self.compute_units
+            nb = -(-n // max(1, min(n, -(-groups // (wblocks + dblocks)))))
             chunks = -(-n // nb)
             rows = chunks * slices
             part = self.scratch("conv_backward", rows * outs)
@@ -73,7 +92,7 @@ class OpenCLOpsConv:
                       cl.LocalMemory(4 * floats), cl.LocalMemory(4 * m * q), _i(n), *sizes,
                       _i(slices), _i(wblocks), _i(nb))
         else:
-            nb = -(-n // max(1, min(n, -(-4 * self.compute_units * wg // outs))))
+            nb = -(-n // max(1, min(n, -(-self.conv_backward_groups * self.compute_units * wg // outs))))
             rows = -(-n // nb)
             part = self.scratch("conv_backward", rows * outs)
             self._run(self.kernel("conv.cl", "conv_backward_partial_direct", defines),

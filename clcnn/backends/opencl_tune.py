@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_json
-from .capabilities import conv_key
+from .capabilities import CONV_ALGORITHMS, conv_key
 
 ELTWISE_SIZES = (64, 128, 256, 512, 1024)   # work-group sizes the elementwise search tries (capped by the device)
 
@@ -69,7 +69,7 @@ def _problem(doc, info) -> str:
     if isinstance(wg, bool) or not isinstance(wg, int) or wg < 1 or wg & (wg - 1):
         return f"has a bad eltwise_wg {wg!r} (a power of two)"
     conv = doc.get("conv", {})
-    if not isinstance(conv, dict) or not all(v in ("direct", "im2col") for v in conv.values()):
+    if not isinstance(conv, dict) or not all(v in CONV_ALGORITHMS for v in conv.values()):
         return "has a malformed conv table"
     return ""
 
@@ -155,12 +155,12 @@ def record_convs(be, step) -> list[str]:
 
 
 def tune_convs(be, step, repeats: int, log=print) -> dict[str, str]:
-    """For each convolution geometry of ``step()``: the algorithm ("direct" or "im2col") with the least summed
+    """For each convolution geometry of ``step()``: the algorithm (CONV_ALGORITHMS) with the least summed
     device time of the whole step (the other layers as they are), inside ``be.profiling()``; applied on ``be``."""
     winners = {}
     for key in record_convs(be, step):
         times = {}
-        for algo in ("im2col", "direct"):
+        for algo in CONV_ALGORITHMS:
             be.conv_tuned = {**be.conv_tuned, key: algo}
             runs = []
             for _ in range(repeats + 1):   # the first run builds the kernels: not timed
@@ -170,8 +170,7 @@ def tune_convs(be, step, repeats: int, log=print) -> dict[str, str]:
             times[algo] = statistics.median(runs[1:])
         winners[key] = best = min(times, key=times.get)
         be.conv_tuned = {**be.conv_tuned, key: best}
-        log(f"  {key:44s} im2col {times['im2col'] * 1e6:8.1f} us, direct {times['direct'] * 1e6:8.1f} us per step"
-            f" -> {best}")
+        log(f"  {key:44s} " + ", ".join(f"{a} {t * 1e6:.1f} us" for a, t in times.items()) + f" per step -> {best}")
     return winners
 
 

@@ -66,7 +66,7 @@ class Conv2D(Layer):
         return max(1, min(n, cap // (4 * 2 * ckk * l)))
 
     fuse_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after this layer (and its ReLU)
-    algorithm = None   # "direct" or "im2col" for the last input shape (the backend's conv_algorithm)
+    algorithm = None   # the backend's conv_algorithm for the last input: "direct", "im2col" or "hybrid"
 
     def _direct(self, x):
         """(direct?, pool window or 1) for input x: the backend's choice for this geometry (asked each time the
@@ -79,10 +79,10 @@ class Conv2D(Layer):
         self.algorithm = self.backend.conv_algorithm(n, c, h, w, self.out_channels, self.kernel_size, self.stride,
                                                      self.padding, pool)
         self._algo_pool = pool
-        return self.algorithm == "direct", pool
+        return self.algorithm in ("direct", "hybrid"), pool
 
     def forward(self, x, train=True):
-        direct, pool = self._direct(x)
+        direct, pool = self._direct(x)   # hybrid: the direct forward, the im2col path's backward
         if self.fuse_pool is not None:
             self.fuse_pool.pooled_by_conv = direct and pool > 1
         if direct:
@@ -128,6 +128,13 @@ class Conv2D(Layer):
     def backward(self, dy, need_dx=True):
         if self.algorithm == "direct":
             return self._backward_direct(dy, need_dx)
+        if self.algorithm == "hybrid" and self._algo_pool > 1:   # the pool's (and its ReLU's) backward first
+            _, m, ho, wo = self.check(self.x.shape)
+            n = self.x.shape[0]
+            dconv = self._buffer("dconv", (n, m, ho, wo))
+            self.backend.maxpool_backward(dy, self.argmax, dconv, n, m, ho, wo, self._algo_pool, self._algo_pool,
+                                          y=self.y if self.fuse_pool.relu_mask else None)
+            dy = dconv
         return self._backward_im2col(dy, need_dx)
 
     def _backward_direct(self, dy, need_dx):
