@@ -126,11 +126,15 @@ def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
     winners = doc["gemm"]
     assert winners and doc["eltwise_wg"] in (64, 128, 256, 512, 1024)
     assert "elementwise work-group size" in res.stdout
+    # each of LeNet-5's two convolutions got the algorithm measured fastest over the whole step
+    assert sorted(doc["conv"]) == ["conv n2 c1 h28 w28 m6 k5 s1 p2 pool2", "conv n2 c6 h14 w14 m16 k5 s1 p0 pool2"]
+    assert set(doc["conv"].values()) <= {"im2col", "direct", "hybrid"} and "hybrid" in res.stdout
     # A fresh backend of the same device loads the winners; training then never searches.
     backends._backends.pop(dev, None)
     monkeypatch.setattr(tuner, "tune_shapes", lambda *a, **k: pytest.fail("a training run searched"))
     be = clcnn.get_backend(dev)
-    assert be.gemm_tuned == winners and be.eltwise_wg == doc["eltwise_wg"]
+    assert be.gemm_tuned == winners and be.eltwise_wg == doc["eltwise_wg"] and be.conv_tuned == doc["conv"]
+    assert be.conv_algorithm(2, 1, 28, 28, 6, 5, 1, 2, 2) == doc["conv"]["conv n2 c1 h28 w28 m6 k5 s1 p2 pool2"]
     model = clcnn.models.lenet5().to(dev)
     opt = clcnn.optim.SGD(model, lr=0.01)
     used = []

@@ -300,8 +300,9 @@ def test_tuning_file_hand_edited_or_damaged_is_ignored_with_one_warning(tmp_path
     monkeypatch.setattr(T, "_warned", set())
     info = DeviceInfo("cl:9", "Test Device", "opencl", "cpu", "Test Platform", "OpenCL 3.0 test")
     gemm = {"64x64x64:NN:b1": {"variant": "tiled", "TM": 16}}
-    path = T.save_tuning(info, gemm, 128, 1.5)
-    assert T.load_tuning(info) == {"gemm": gemm, "eltwise_wg": 128}
+    conv = {"conv n8 c1 h28 w28 m6 k5 s1 p2 pool2": "direct"}
+    path = T.save_tuning(info, gemm, 128, 1.5, conv)
+    assert T.load_tuning(info) == {"gemm": gemm, "eltwise_wg": 128, "conv": conv}
     good = path.read_text()
     cases = [good.replace('"eltwise_wg": 128', '"eltwise_wg": 100000'),   # hand-edited: the checksum fails
              good[:len(good) // 2], "<html>not json</html>", "[1, 2]"]
@@ -318,6 +319,11 @@ def test_tuning_file_hand_edited_or_damaged_is_ignored_with_one_warning(tmp_path
     path.write_text(json.dumps(doc))
     T._warned.clear()
     assert T.load_tuning(info) == {} and "eltwise_wg" in capsys.readouterr().err
+    doc["eltwise_wg"], doc["conv"] = 128, {"conv n8 c1 h28 w28 m6 k5 s1 p2 pool2": "fastest"}   # not an algorithm
+    doc["checksum"] = T._checksum(doc)
+    path.write_text(json.dumps(doc))
+    T._warned.clear()
+    assert T.load_tuning(info) == {} and "conv table" in capsys.readouterr().err
     path.unlink()
     assert T.load_tuning(info) == {} and capsys.readouterr().err == ""   # untuned: no word
 

@@ -72,8 +72,8 @@ class Conv2D(Layer):
         """(direct?, pool window or 1) for input x: the backend's choice for this geometry (asked each time the
         layer's code runs: a recorded step replays its kernels without it)."""
         pool = self.fuse_pool.kernel_size if self.fuse_pool is not None else 1
+        ho, wo = self.check(x.shape)[2:]   # ShapeError before unpacking: a 3-D input is named, not a ValueError
         n, c, h, w = x.shape
-        ho, wo = self.check(x.shape)[2:]
         if pool > min(ho, wo):
             pool = 1
         self.algorithm = self.backend.conv_algorithm(n, c, h, w, self.out_channels, self.kernel_size, self.stride,
