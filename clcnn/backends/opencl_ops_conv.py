@@ -20,12 +20,13 @@ class OpenCLOpsConv:
     def _conv_rule(self, n, c, h, w, m, k, stride, pad, pool):
         # Untuned rule (H200, 2026-12-02, docs/PERFORMANCE.md): on GPUs the direct forward wins while the
         # reduction C*k*k is small (<= 288: LeNet-5's, CIFAR's first two, fashion's first layer); its backward
-        # only where an image and its gradient fit in local memory and the work is small (LeNet-5's first
-        # layer); elsewhere the im2col path's backward follows it (hybrid). CPU OpenCL (PoCL): im2col everywhere.
+        # where an image and its gradient fit in local memory and the batch's weight-gradient work N*M*C*k*k is
+        # at most LeNet-5 conv2's at batch 256 (99 us against 117 us; at 1024 323 against 238, conv1 3.5-4.6x
+        # faster at both); elsewhere the im2col path's backward follows it (hybrid). PoCL: im2col everywhere.
         if self.info.type != "gpu" or c * k * k > 320:
             return "im2col"
         fits = self._conv_backward_floats(c, h, w, m, k, stride, pad, pool, True) <= self._conv_local_budget()
-        return "direct" if fits and m * c * k * k <= 256 else "hybrid"
+        return "direct" if fits and n * m * c * k * k <= 256 * 2400 else "hybrid"
 
     def _conv_local_budget(self) -> int:
         """Floats of local memory conv_backward's pass 1 may stage."""
@@ -57,8 +58,9 @@ class OpenCLOpsConv:
     # None: pass 1 stages each image in local memory where it fits (else the direct kernels, global reads);
     # False: always the direct kernels (tests reach them with small shapes this way).
     conv_backward_local: bool | None = None
-    conv_backward_groups = 32   # pass 1's work-groups per compute unit (chunks of images x blocks): enough that
-                                # each work-group stages one image or few (H200: LeNet-5 conv2 at 4 ran 8 each)
+    conv_backward_groups = 64   # pass 1's work-groups per compute unit (chunks of images x blocks): enough that
+                                # each work-group stages one image or few (H200, LeNet-5 conv2 at batch 256:
+                                # 192 us at 4, 110 at 16, 99 at 64 and at one image per work-group)
 
     def conv_backward(self, x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k, stride, pad,
                       relu=False, pool=1, beta=0.0):
