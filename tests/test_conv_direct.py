@@ -73,23 +73,32 @@ def test_conv_forward_special_values(device):
     check_exact(arg, warg, "argmax with NaN")
 
 
+def per_algorithm(device, spec, shape, seed, run) -> dict:
+    """{algorithm: run(model, algorithm)} for the model ``spec`` built fresh on ``device`` with every convolution
+    forced to each of the three algorithms."""
+    from clcnn.models import get_model
+    out, saved = {}, device.conv_algo
+    try:
+        for algo in ("im2col", "direct", "hybrid"):
+            device.conv_algo = algo
+            out[algo] = run(get_model(spec, input_shape=shape, num_classes=10, seed=seed).to(device), algo)
+    finally:
+        device.conv_algo = saved
+    return out
+
+
 @pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc"])
 def test_conv2d_algorithms_agree_in_eval(device, spec):
     """A network's eval output is the same with every convolution direct (the pool and ReLU fused into it) as
     with im2col + GEMM; a MaxPool2D the convolution ran reports pooled_by_conv."""
-    from clcnn.models import get_model
     x = randn(np.random.default_rng(4), 3, 1, 28, 28)
-    outs = {}
-    saved = device.conv_algo
-    try:
-        for algo in ("im2col", "direct", "hybrid"):
-            device.conv_algo = algo
-            model = get_model(spec, input_shape=(1, 28, 28), num_classes=10, seed=1).to(device)
-            outs[algo] = model.eval().predict(x)
-            pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
-            assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
-    finally:
-        device.conv_algo = saved
+
+    def run(model, algo):
+        out = model.eval().predict(x)
+        pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
+        assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
+        return out
+    outs = per_algorithm(device, spec, (1, 28, 28), 1, run)
     for algo in ("direct", "hybrid"):
         check(outs[algo], outs["im2col"], 1e-5, f"{spec}: {algo} vs im2col logits")
 
@@ -100,18 +109,9 @@ def test_conv2d_algorithms_agree_in_training(device, spec):
     """One training step's loss and every parameter gradient agree between the direct convolution (pool, ReLU
     and their backward fused into conv_forward/conv_backward), the hybrid (the direct forward, the im2col path's
     backward) and im2col + GEMM with separate layers."""
-    from clcnn.models import get_model
     rng = np.random.default_rng(6)
     x, y = randn(rng, 4, 1, 20, 20), rng.integers(0, 10, 4).astype(np.int32)
-    got = {}
-    saved = device.conv_algo
-    try:
-        for algo in ("im2col", "direct", "hybrid"):
-            device.conv_algo = algo
-            model = get_model(spec, input_shape=(1, 20, 20), num_classes=10, seed=2).to(device)
-            got[algo] = model.gradients(x, y)
-    finally:
-        device.conv_algo = saved
+    got = per_algorithm(device, spec, (1, 20, 20), 2, lambda model, algo: model.gradients(x, y))
     scale = max(float(np.abs(g).max()) for g in got["im2col"][1].values())   # a conv bias before a batch-norm
     for algo in ("direct", "hybrid"):                                        # has a gradient of ~0 (rounding)
         assert abs(got[algo][0] - got["im2col"][0]) <= 1e-5 * max(1.0, abs(got["im2col"][0]))
