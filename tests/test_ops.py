@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import reference as ref  # tests/ is on sys.path (conftest.py)
-from conftest import deep, device_params, open_device
+from conftest import deep
 from opcheck import FWD_TOL, GRAD_TOL, check, check_exact, check_scalar, randn, up
 
 
