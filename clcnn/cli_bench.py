@@ -44,7 +44,7 @@ def _report(rows: list[dict], json_path: str | None) -> None:
 
 
 @bench.command(name="train")
-@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them).")
+@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them), a spec string or a JSON file.")
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--device", default=None, help="One id or a comma list (cpu,cl:1): one row each; a+b (cl:0+cl:1) is "
               "one data-parallel group [default: auto].")
@@ -100,7 +100,7 @@ def bench_gemm(size, device, variant, rounds, torch_modes, json_path):
 
 
 @bench.command(name="layers")
-@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them).")
+@click.option("--model", default="lenet5", show_default=True, help="A preset (`clcnn models` lists them), a spec string or a JSON file.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default=None, help="One clcnn device id [default: $CLCNN_DEVICE or auto].")
 @click.option("--repeats", default=20, show_default=True, type=click.IntRange(min=1),

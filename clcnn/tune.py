@@ -32,7 +32,8 @@ def tune(device, models=("lenet5", "cifar"), batch_sizes=(256,), repeats: int = 
         preset_shape(name)   # an unknown preset fails before any device work
     be = get_backend(device)
     if not hasattr(be, "gemm_candidates"):
-        log(f"{be.info.id} ({be.info.name}) has nothing to tune: its GEMM is the system BLAS")
+        log(f"{be.info.id} ({be.info.name}) has nothing to tune: its GEMM is the system BLAS and its convolutions "
+            "run im2col + GEMM")
         return {"device": be.info.id, "seconds": 0.0, "shapes": 0, "path": None}
     from .backends.opencl_tune import tune as search
     steps, nets = {}, []

@@ -118,3 +118,24 @@ def test_conv2d_algorithms_agree_in_training(device, spec):
         for name, g in got["im2col"][1].items():
             err = float(np.abs(got[algo][1][name] - g).max())
             assert err <= 1e-4 * max(float(np.abs(g).max()), 1e-3 * scale), f"{spec} {algo}: d{name}: {err:.3g}"
+
+
+def test_conv_algorithm_rules(device):
+    """A forced algorithm must be one of CONV_ALGORITHMS (ConfigError naming them); a tuned entry applies to its
+    geometry at the nearest tuned batch size, and an untuned geometry falls back to the backend's rule."""
+    from clcnn.errors import ConfigError
+    saved_algo, saved_tuned = device.conv_algo, device.conv_tuned
+    geometry = (1, 28, 28, 6, 5, 1, 2, 2)
+    try:
+        device.conv_algo = "Direct"
+        with pytest.raises(ConfigError, match="im2col, direct, hybrid"):
+            device.conv_algorithm(8, *geometry)
+        device.conv_algo = None
+        device.conv_tuned = {"conv n8 c1 h28 w28 m6 k5 s1 p2 pool2": "hybrid",
+                             "conv n256 c1 h28 w28 m6 k5 s1 p2 pool2": "direct"}
+        assert device.conv_algorithm(8, *geometry) == "hybrid"
+        assert device.conv_algorithm(5, *geometry) == "hybrid"      # nearest: 8
+        assert device.conv_algorithm(1000, *geometry) == "direct"   # nearest: 256
+        assert device.conv_algorithm(8, 1, 28, 28, 7, 5, 1, 2, 2) == device._conv_rule(8, 1, 28, 28, 7, 5, 1, 2, 2)
+    finally:
+        device.conv_algo, device.conv_tuned = saved_algo, saved_tuned

@@ -1,6 +1,8 @@
-"""Run every Backend op with tiny shapes on the Oclgrind simulator (for its memory/race/uninitialized checkers).
+"""Run every Backend op with tiny shapes on the Oclgrind simulator (for its memory and race checkers).
 
-Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 OCLGRIND_UNINITIALIZED=1 python tools/oclgrind_ops.py [--deep]
+Usage:  OCLGRIND_DATA_RACES=1 OCLGRIND_CHECK_API=1 python tools/oclgrind_ops.py [--deep]
+(not OCLGRIND_UNINITIALIZED=1: this Oclgrind build aborts kernels under it, "Unsupported instruction: freeze";
+see tests/test_oclgrind.py)
 Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialized C, offsets/lds, batch with
 stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code path of every kernel variant in its
 smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im

@@ -127,7 +127,7 @@ class Capabilities:
     # ---- convolution algorithm ----------------------------------------------------------------------------
     conv_algo: str | None = None   # one of CONV_ALGORITHMS forced for every convolution (tests, benchmarks)
 
-    conv_tuned: dict = {}   # conv_key -> "direct" | "im2col", measured by `clcnn tune` (OpenCL's tuning cache)
+    conv_tuned: dict = {}   # conv_key -> one of CONV_ALGORITHMS, measured by `clcnn tune` (OpenCL's tuning cache)
 
     def conv_algorithm(self, n: int, c: int, h: int, w: int, m: int, k: int, stride: int, pad: int,
                        pool: int) -> str:
@@ -136,11 +136,21 @@ class Capabilities:
         seed's method) or "hybrid" (conv_forward, then the pool's backward and the im2col path's). ``conv_algo``
         wins, then the tuner's measured choice for this geometry, then ``_conv_rule`` (each backend's)."""
         if self.conv_algo is not None:
+            if self.conv_algo not in CONV_ALGORITHMS:
+                raise ConfigError(f"conv_algo must be one of {', '.join(CONV_ALGORITHMS)} (got {self.conv_algo!r})")
             return self.conv_algo
-        tuned = self.conv_tuned.get(conv_key(n, c, h, w, m, k, stride, pad, pool))
-        if tuned in CONV_ALGORITHMS:
-            return tuned
-        return self._conv_rule(n, c, h, w, m, k, stride, pad, pool)
+        tuned = self._tuned_conv(n, conv_key(n, c, h, w, m, k, stride, pad, pool))
+        return tuned or self._conv_rule(n, c, h, w, m, k, stride, pad, pool)
+
+    def _tuned_conv(self, n: int, key: str) -> str | None:
+        """The tuned algorithm of this geometry: its own batch size's entry, else that of the nearest batch size
+        tuned for the same geometry (a last partial batch, an eval chunk, a data-parallel shard), else None."""
+        if key in self.conv_tuned:
+            return self.conv_tuned[key]
+        rest = key.split(" ", 2)[2]   # "conv n<N> <the geometry>"
+        near = [(abs(int(k.split(" ")[1][1:]) - n), v) for k, v in self.conv_tuned.items()
+                if k.startswith("conv n") and k.split(" ", 2)[2:] == [rest]]
+        return min(near)[1] if near else None
 
     def _conv_rule(self, n, c, h, w, m, k, stride, pad, pool) -> str:
         return "im2col"

@@ -3,9 +3,9 @@
 The cache is one JSON file per device, keyed by platform, device name and driver version, under
 $CLCNN_TUNING_DIR (else ~/.cache/clcnn/tuning). OpenCLBackend loads it when it opens a device; ``tune`` searches
 the GEMM configs (``gemm_candidates``) of every GEMM shape some training steps use, the elementwise
-work-group size, and for each convolution geometry the faster of its two algorithms (direct, im2col: the whole
-step's device time with each), and saves the winners. Each candidate must reproduce the default config's result before it may
-win; times are device times from OpenCL profiling events, medians over repeats.
+work-group size, and for each convolution geometry and batch size the fastest of its algorithms (CONV_ALGORITHMS:
+the whole step's device time with each), and saves the winners. Each GEMM candidate must reproduce the default
+config's result before it may win; times are device times from OpenCL profiling events, medians over repeats.
 
 The file is read back untrusted: it carries the SHA-256 of its own content ("checksum"); a file that is not JSON,
 fails its checksum (hand-edited, cut short) or holds values of the wrong kind is ignored with one warning line on
@@ -78,8 +78,8 @@ _warned: set[str] = set()   # tuning files this process has already warned about
 
 
 def load_tuning(info) -> dict:
-    """The saved winners of a device: {"gemm": {gemm_key: config}, "eltwise_wg": int, "conv": {conv_key:
-    "direct" | "im2col"}}; {} when the device is
+    """The saved winners of a device: {"gemm": {gemm_key: config}, "eltwise_wg": int, "conv": {conv_key: one of
+    CONV_ALGORITHMS}}; {} when the device is
     untuned, or (with one warning line per file and process) when its file is not JSON, fails its checksum,
     belongs to another device or driver, or holds values of the wrong kind: the defaults are used then."""
     path = tuning_path(info)
