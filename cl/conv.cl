@@ -2,7 +2,10 @@
 // forward's write-out, the pool's and the ReLU's backward and the bias gradient in the backward's passes.
 // Semantics: base.Backend.conv_forward / conv_backward; x (N, C, H, W), weight (M, C, K, K), conv (N, M, Ho, Wo).
 
+// Each build holds one half: the host defines MB (with POOL) for conv_forward, CB_WG for conv_backward's kernels.
+
 // ---- conv_forward ---------------------------------------------------------------------------------------
+#ifdef MB
 // Sizes: the scalar arguments (one build for every geometry, as on Oclgrind), or the build constants C, H, W, M,
 // K, STRIDE, PAD, HO, WO, HP, WP (all or none; the arguments then repeat them and are unused). Always constants:
 // POOL (the pool window, 1: none) and MB (output channels per work-item, for the registers' sizes).
@@ -18,10 +21,6 @@
 #define WO wo
 #define HP hp
 #define WP wp
-#endif
-#ifndef MB   // a build of conv_backward's kernels only (the file is one program)
-#define MB 1
-#define POOL 1
 #endif
 #define MBLOCKS ((M + MB - 1) / MB)
 
@@ -76,10 +75,12 @@ __kernel void conv_forward(__global const float* restrict x, __global const floa
         if (POOL > 1) argmax[o] = arg;
     }
 }
+#endif
 // ---- end of conv_forward --------------------------------------------------------------------------------
 
 
 // ---- conv_backward --------------------------------------------------------------------------------------
+#ifdef CB_WG
 // Sizes: the scalar arguments, or (GPUs, CPUs: one program per layer geometry) the build constants CB_C, CB_H,
 // CB_W, CB_M, CB_K, CB_S, CB_PAD, CB_HO, CB_WO, CB_P, CB_HP, CB_WP (all or none; CB_ so they never meet
 // conv_forward's names). CB_WG (always defined): the work-group size of the two passes.
@@ -102,9 +103,6 @@ __kernel void conv_forward(__global const float* restrict x, __global const floa
 #define CB_P pool
 #define CB_HP hp
 #define CB_WP wp
-#endif
-#ifndef CB_WG   // a build of conv_forward only (the file is one program)
-#define CB_WG 64
 #endif
 #define CB_XH ((CB_HO - 1) * CB_S + CB_K)          // rows of the padded input the windows read
 #define CB_XW ((CB_WO - 1) * CB_S + CB_K)
@@ -292,4 +290,5 @@ void conv_backward_reduce(__global const float* restrict part, __global float* r
     }
 }
 
+#endif
 // ---- end of conv_backward -------------------------------------------------------------------------------

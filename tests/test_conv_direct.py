@@ -87,37 +87,38 @@ def per_algorithm(device, spec, shape, seed, run) -> dict:
     return out
 
 
-@pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc"])
-def test_conv2d_algorithms_agree_in_eval(device, spec):
-    """A network's eval output is the same with every convolution direct (the pool and ReLU fused into it) as
-    with im2col + GEMM; a MaxPool2D the convolution ran reports pooled_by_conv."""
-    x = randn(np.random.default_rng(4), 3, 1, 28, 28)
-
-    def run(model, algo):
-        out = model.eval().predict(x)
-        pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
-        assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
-        return out
-    outs = per_algorithm(device, spec, (1, 28, 28), 1, run)
-    for algo in ("direct", "hybrid"):
-        check(outs[algo], outs["im2col"], 1e-5, f"{spec}: {algo} vs im2col logits")
+# LeNet-5's shape of network (direct, pool and ReLU fused) and a stride-2 convolution with a 3x3 pool and no ReLU in
+# the default run; a ReLU without a pool and a batch-norm between convolution and pool in the deep grid (each
+# spec builds its kernels three times on every device)
+AGREEMENT_SPECS = ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", deep("c5k3-relu-fc", id="c5k3-relu-fc"),
+                   deep("c4k3p1-bn-relu-mp2-fc", id="c4k3p1-bn-relu-mp2-fc")]
 
 
-@pytest.mark.parametrize("spec", ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", "c5k3-relu-fc",
-                                  "c4k3p1-bn-relu-mp2-fc"])
-def test_conv2d_algorithms_agree_in_training(device, spec):
-    """One training step's loss and every parameter gradient agree between the direct convolution (pool, ReLU
-    and their backward fused into conv_forward/conv_backward), the hybrid (the direct forward, the im2col path's
-    backward) and im2col + GEMM with separate layers."""
+@pytest.mark.parametrize("spec", AGREEMENT_SPECS)
+def test_conv2d_algorithms_agree(device, spec):
+    """One training step's loss and every parameter gradient, then the eval logits, agree between the direct
+    convolution (pool, ReLU and their backward fused into conv_forward/conv_backward), the hybrid (the direct
+    forward, the im2col path's backward) and im2col + GEMM with separate layers; a MaxPool2D (stride = window)
+    after a convolution reports pooled_by_conv exactly when the convolution pooled."""
     rng = np.random.default_rng(6)
     x, y = randn(rng, 4, 1, 20, 20), rng.integers(0, 10, 4).astype(np.int32)
-    got = per_algorithm(device, spec, (1, 20, 20), 2, lambda model, algo: model.gradients(x, y))
-    scale = max(float(np.abs(g).max()) for g in got["im2col"][1].values())   # a conv bias before a batch-norm
-    for algo in ("direct", "hybrid"):                                        # has a gradient of ~0 (rounding)
-        assert abs(got[algo][0] - got["im2col"][0]) <= 1e-5 * max(1.0, abs(got["im2col"][0]))
-        for name, g in got["im2col"][1].items():
-            err = float(np.abs(got[algo][1][name] - g).max())
+
+    def run(model, algo):
+        grads = model.gradients(x, y)
+        logits = model.eval().predict(x)
+        pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
+        assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
+        return grads, logits
+    got = per_algorithm(device, spec, (1, 20, 20), 2, run)
+    ref_grads, ref_logits = got["im2col"]
+    scale = max(float(np.abs(g).max()) for g in ref_grads[1].values())   # a conv bias before a batch-norm has
+    for algo in ("direct", "hybrid"):                                   # a gradient of ~0 (rounding)
+        (loss, grads), logits = got[algo]
+        assert abs(loss - ref_grads[0]) <= 1e-5 * max(1.0, abs(ref_grads[0]))
+        for name, g in ref_grads[1].items():
+            err = float(np.abs(grads[name] - g).max())
             assert err <= 1e-4 * max(float(np.abs(g).max()), 1e-3 * scale), f"{spec} {algo}: d{name}: {err:.3g}"
+        check(logits, ref_logits, 1e-5, f"{spec}: {algo} vs im2col logits")
 
 
 def test_conv_algorithm_rules(device):

@@ -44,9 +44,11 @@ class OpenCLOpsConv:
     def conv_forward(self, x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu=False, pool=1):
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
         hp, wp = (ho - pool) // pool + 1, (wo - pool) // pool + 1
-        mb = 4 if m <= 4 else 8   # output channels per work-item: 2 register sizes, so few programs per pool
-        defines = {**(self._geometry(c=c, h=h, w=w, m=m, k=k, stride=stride, pad=pad, ho=ho, wo=wo, hp=hp, wp=wp)
-                      or {}), "POOL": pool, "MB": mb}
+        geometry = self._geometry(c=c, h=h, w=w, m=m, k=k, stride=stride, pad=pad, ho=ho, wo=wo, hp=hp, wp=wp)
+        # output channels per work-item: 8 where the program is built per geometry (GPUs, CPUs), else 4 (one
+        # program per pool window on simulators)
+        mb = 8 if geometry and m > 4 else 4
+        defines = {**(geometry or {}), "POOL": pool, "MB": mb}
         total = n * -(-m // mb) * hp * wp
         self._eltwise("conv.cl", "conv_forward", total, x.buf, weight.buf, bias.buf, y.buf,
                       (argmax if argmax is not None else y).buf, _i(bool(relu)), _i(c), _i(h), _i(w), _i(m), _i(k),
