@@ -110,6 +110,26 @@ def device(request):
     return open_device(request.param)
 
 
+def lean_device_params():
+    """device_params(), with each platform's devices after its first (a second PoCL build) in the deep grid only:
+    for layer-level tests whose cost is building every kernel again; the op tests run on every device."""
+    seen, out = set(), []
+    for p in _device_params():
+        family = p.id.split("-", 1)[-1]
+        if family in seen:
+            out.append(pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep]))
+        else:
+            seen.add(family)
+            out.append(p)
+    return out
+
+
+@pytest.fixture(scope="session", params=lean_device_params())
+def lean_device(request):
+    """``device``, over lean_device_params()."""
+    return open_device(request.param)
+
+
 def open_device(device_id: str):
     """clcnn.get_backend(device_id), but skipped (or failed under CLCNN_REQUIRE_OPENCL=1 when no PoCL device
     works) when the driver cannot build kernels for a known non-clcnn reason; use it in custom device fixtures."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference_conv as rc  # tests/ is on sys.path (conftest.py)
-from conftest import deep, device_params, is_simulator, open_device
+from conftest import deep, is_simulator, lean_device_params, open_device
 from opcheck import GRAD_TOL, check, check_exact, randn, up
 
 # (N, C, H, W, M, k, stride, pad, relu, pool)
@@ -152,9 +152,10 @@ def test_conv_backward_deterministic(device, small):
 
 
 def _cl_modes():
-    """(device id, mode) for every OpenCL device; the simulator's constants builds (seconds each) deep only."""
+    """(device id, mode) for every OpenCL device; the simulator's constants builds (seconds each) and a second
+    PoCL build's (lean_device_params) deep only."""
     out = []
-    for p in device_params():
+    for p in lean_device_params():
         if p.values[0] == "cpu":
             continue
         for mode in ("constants", "direct"):

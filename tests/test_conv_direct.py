@@ -95,7 +95,7 @@ AGREEMENT_SPECS = ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", deep(
 
 
 @pytest.mark.parametrize("spec", AGREEMENT_SPECS)
-def test_conv2d_algorithms_agree(device, spec):
+def test_conv2d_algorithms_agree(lean_device, spec):
     """One training step's loss and every parameter gradient, then the eval logits, agree between the direct
     convolution (pool, ReLU and their backward fused into conv_forward/conv_backward), the hybrid (the direct
     forward, the im2col path's backward) and im2col + GEMM with separate layers; a MaxPool2D (stride = window)
@@ -109,7 +109,7 @@ def test_conv2d_algorithms_agree(device, spec):
         pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
         assert all(p.pooled_by_conv == (algo != "im2col" and p.stride == p.kernel_size) for p in pools)
         return grads, logits
-    got = per_algorithm(device, spec, (1, 20, 20), 2, run)
+    got = per_algorithm(lean_device, spec, (1, 20, 20), 2, run)
     ref_grads, ref_logits = got["im2col"]
     scale = max(float(np.abs(g).max()) for g in ref_grads[1].values())   # a conv bias before a batch-norm has
     for algo in ("direct", "hybrid"):                                   # a gradient of ~0 (rounding)
