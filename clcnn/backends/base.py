@@ -24,45 +24,13 @@ Where PyTorch's own devices may differ (the sign of a zero, which NaN a max retu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
 
 from ..errors import ConfigError, DeviceError  # noqa: F401  (re-exported: backends raise it)
 from .capabilities import Capabilities, Mark, Transfer  # noqa: F401  (re-exported)
-
-
-def check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
-    """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs."""
-    if relu_mask is None:
-        return False
-    if batch != 1 or reduce or c_off or (n if ldc is None else ldc) != n or bias is not None or relu:
-        raise ValueError("gemm: relu_mask needs a dense single C at offset 0, with no bias and no relu")
-    return True
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """One entry of ``clcnn.list_devices()``.
-
-    Attributes:
-        id: ``"cpu"`` for the Numba backend, ``"cl:N"`` for the N-th OpenCL device of the flat list.
-        name: the device's name as its driver reports it.
-        backend: ``"numba"`` or ``"opencl"``.
-        type: ``"cpu"``, ``"gpu"``, ``"accelerator"`` or ``"other"`` (simulators such as Oclgrind).
-        platform: the OpenCL platform name, or ``"numba"``.
-        version: driver/API version string.
-    """
-    id: str
-    name: str
-    backend: str
-    type: str
-    platform: str
-    version: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.id:6s} {self.backend:7s} {self.type:11s} {self.name} [{self.platform}]"
+from .device_info import DeviceInfo  # noqa: F401  (re-exported)
 
 
 class Backend(Capabilities, ABC):

@@ -100,3 +100,12 @@ def _well_formed(cfg: dict) -> bool:
     lanes_ok = wx == 0 or ((lx * ly) % 32 == 0 and 32 % wx == 0 and lx % wx == 0 and ly % (32 // wx) == 0)
     options_ok = cfg.get("FB", 0) in (0, 1) and 0 <= cfg.get("ST", 0) < cfg["TK"]
     return tm % 4 == 0 and tn % 4 == 0 and cfg["TK"] % 4 == 0 and lanes_ok and options_ok
+
+
+def check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
+    """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs."""
+    if relu_mask is None:
+        return False
+    if batch != 1 or reduce or c_off or (n if ldc is None else ldc) != n or bias is not None or relu:
+        raise ValueError("gemm: relu_mask needs a dense single C at offset 0, with no bias and no relu")
+    return True

@@ -10,7 +10,8 @@ from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # laz
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
 from ..cpu import adam as _adam, conv as _conv
-from .base import Backend, DeviceInfo, check_relu_mask
+from .base import Backend, DeviceInfo
+from .gemm_configs import check_relu_mask
 
 
 def _short_omp_spin() -> None:

@@ -8,9 +8,8 @@ import math
 from ..errors import ConfigError
 from .opencl_ops import _f, _i
 
-from .base import check_relu_mask
-from .gemm_configs import (GEMM_CONFIGS, GEMM_DEFAULT_POOL, VARIANT_SOURCES, VEC_CONFIGS, _well_formed, gemm_geometry,
-                           gemm_key, gemm_local_bytes)
+from .gemm_configs import (GEMM_CONFIGS, GEMM_DEFAULT_POOL, VARIANT_SOURCES, VEC_CONFIGS, _well_formed, check_relu_mask,
+                           gemm_geometry, gemm_key, gemm_local_bytes)
 
 
 class OpenCLGemm:
