@@ -52,3 +52,10 @@ class StopRequest:
             from mpi4py import MPI
             self.signum = comm.allreduce(self.signum, op=MPI.MAX)
         return bool(self.signum)
+
+    def settle(self, model=None) -> None:
+        """Under MPI ranks (``model.comm``), wait until every rank is here, so the lead's checkpoint is written
+        before any rank exits: a launcher (mpiexec) ends every rank once one of them exits non-zero."""
+        comm = getattr(model, "comm", None)
+        if comm is not None and comm.size > 1:
+            comm.Barrier()

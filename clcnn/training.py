@@ -174,7 +174,9 @@ class _Run:
         return self.history
 
     def _stopped(self, stop, st: EpochState, n: int):
-        """Say where the run stopped and how to resume it; raise signals.Interrupted."""
+        """Once every rank is here (the lead's checkpoint written), say where the run stopped and how to resume
+        it; raise signals.Interrupted."""
+        stop.settle(self.model)
         where = f"after epoch {st.epoch - 1}" if st.step == 0 else f"at epoch {st.epoch} step {st.step}/{n}"
         hint = f"clcnn train --resume {checkpoint.quote(self.out)}"
         ranks = getattr(self.model, "world_size", 1)
