@@ -249,3 +249,24 @@ def test_sigint_to_mpi_ranks_rank0_saves_and_the_ranks_resume(data, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert len((out / "metrics.jsonl").read_text().splitlines()) == st["epoch"]
+
+
+def test_a_stop_under_ranks_waits_for_every_rank_before_exiting():
+    """mpiexec ends every rank once one exits non-zero: a rank that is not the lead must not exit 130 before the
+    lead has written its checkpoint (CI once lost it so). settle() is a Barrier across the ranks, nothing alone."""
+    class Comm:
+        def __init__(self, size):
+            self.size, self.barriers = size, 0
+
+        def Barrier(self):   # noqa: N802 - mpi4py's name
+            self.barriers += 1
+
+    class Model:
+        def __init__(self, size):
+            self.comm = Comm(size)
+    stop = signals.StopRequest()
+    ranks, alone = Model(2), Model(1)
+    stop.settle(ranks)
+    stop.settle(alone)
+    stop.settle(object())
+    assert (ranks.comm.barriers, alone.comm.barriers) == (1, 0)
