@@ -39,13 +39,18 @@ def parse_modes(text: str) -> list[str]:
 
 
 def device_modes(asked: list[str], tdev: str) -> tuple[list[str], dict[str, str]]:
-    """(modes to run on torch device ``tdev``, {mode: why it is skipped}) for ``parse_modes``' list."""
+    """(modes to run on torch device ``tdev``, {mode: why it is skipped}) for ``parse_modes``' list.
+    ConfigError when modes were named and none of them can run there (``--torch graph`` on a CPU)."""
     have = CUDA_MODES if tdev == "cuda" else CPU_MODES
     if asked == ["none"]:
         return [], {}
     if asked == ["all"]:
         return list(have), {}
-    return [m for m in asked if m in have], {m: "needs CUDA" for m in asked if m not in have}
+    run = [m for m in asked if m in have]
+    if not run:
+        raise ConfigError(f"--torch {','.join(asked)} needs CUDA; PyTorch runs on the {tdev} here, where the "
+                          f"modes are {', '.join(have)}")
+    return run, {m: "needs CUDA" for m in asked if m not in have}
 
 
 def torch_device(info):

@@ -63,6 +63,8 @@ def test_parse_modes():
     assert bench_torch.device_modes(["all"], "cpu") == (["eager", "compile"], {})
     assert bench_torch.device_modes(["all"], "cuda") == (list(bench_torch.CUDA_MODES), {})
     assert bench_torch.device_modes(["benchmark", "compile"], "cpu") == (["compile"], {"benchmark": "needs CUDA"})
+    with pytest.raises(clcnn.errors.ConfigError, match="needs CUDA; PyTorch runs on the cpu here"):
+        bench_torch.device_modes(["graph", "benchmark"], "cpu")   # nothing asked for can run: an error, not exit 0
     for bad in ("jit", "", "all,eager", "none,graph"):
         with pytest.raises(clcnn.errors.ConfigError, match="--torch"):
             bench_torch.parse_modes(bad)
