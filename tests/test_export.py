@@ -77,7 +77,9 @@ def pixels(run, n=5, seed=0):
 
 
 def close(got, want):
-    return np.abs(np.asarray(got, np.float64) - want).max() <= RTOL * np.abs(want).max()
+    """Within RTOL of the outputs' scale, at least 1 (a logit near 0 is a float32 sum of terms of order 1: a
+    purely relative bound on it failed once by 1%, with PyTorch's summation order against ours)."""
+    return np.abs(np.asarray(got, np.float64) - want).max() <= RTOL * max(np.abs(want).max(), 1.0)
 
 
 def test_every_layer_type_has_an_export_entry():
