@@ -111,12 +111,13 @@ def device(request):
 
 
 def lean_device_params():
-    """device_params(), with each platform's devices after its first (a second PoCL build) in the deep grid only:
-    for layer-level tests whose cost is building every kernel again; the op tests run on every device."""
+    """device_params(), with each platform's devices after its first (a second PoCL build) and the Oclgrind
+    simulator in the deep grid only: for layer-level tests whose cost is building every kernel again (or
+    simulating whole networks); the op tests run on every device, Oclgrind included."""
     seen, out = set(), []
     for p in _device_params():
         family = p.id.split("-", 1)[-1]
-        if family in seen:
+        if family in seen or family == "oclgrind":
             out.append(pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.deep]))
         else:
             seen.add(family)
