@@ -94,10 +94,15 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     (DataParallel, ``split``); with an MPI ``comm`` each rank drives its own of ``device``
     (distributed.rank_device) and the group is the ranks.
 
+    Both sides step on one batch already on the device (a single model: ``to_device``; PyTorch: a CUDA or CPU
+    tensor made once), so the rates compare the same work; ``clcnn_upload`` is clcnn's rate when each step also
+    checks and uploads the host batch (``train_step(x, y)``, what a training loop does; a data-parallel group
+    always uploads: ``clcnn`` is that rate and there is no ``clcnn_upload``).
+
     Returns one row: {what, device, card, clcnn, torch (the best mode's img/s), torch_mode (which), ratio
     (clcnn / best), unit="img/s", torch_on, date, peak_bytes, torch_peak_bytes (the best mode's),
     torch_modes {mode: {rate, peak_bytes, error}}, launches (device enqueues per clcnn step on device
-    launches_on: a group's replica with the largest share)[, split]}.
+    launches_on: a group's replica with the largest share)[, clcnn_upload | split]}.
     ConfigError for an unknown preset or a non-positive count."""
     from .optim import SGD
     if batch_size < 1 or steps < 1 or rounds < 1:
@@ -107,9 +112,12 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     be, info = model.backend, model.device
     opt = SGD(model, lr=0.01, momentum=0.9)
 
-    def ours():
+    def ours(batch=None):   # batch: a DeviceBatch (the batch already on the device, as PyTorch's is), else x, y
         for _ in range(steps):
-            model.train_step(x, y, opt, sync=False)
+            if batch is None:
+                model.train_step(x, y, opt, sync=False)
+            else:
+                model.train_step(batch, None, opt, sync=False)
         model.read_loss()   # one device read: waits for every queued step
 
     for _ in range(warmup):   # compile, allocate, capture
@@ -126,7 +134,10 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
     tdev = torch_device(be.info) if list(torch_modes) != ["none"] else None   # PyTorch on the same hardware
     modes, skipped = device_modes(list(torch_modes), tdev[0]) if tdev else ([], {})
     torch_runs = {m: TorchMode(m, model_name, tdev[0], x, y, steps) for m in modes}
-    runners = {"clcnn": ours, **{m: t.run for m, t in torch_runs.items() if t.run}}
+    runners = {"clcnn": ours}
+    if hasattr(model, "to_device"):   # a single model: both sides step on a batch already on the device, and
+        runners = {"clcnn": lambda: ours(model.to_device(x, y)), "clcnn_upload": ours}   # clcnn also uploading
+    runners.update({m: t.run for m, t in torch_runs.items() if t.run})
     be.reset_peak_memory()
     errors = {}
     rates = _alternate(runners, rounds, steps * batch_size, errors)
@@ -134,7 +145,7 @@ def bench_train(model_name: str, batch_size: int, device: str, steps: int = 20, 
                 for m, t in torch_runs.items()}
     per_mode.update({m: {"rate": None, "peak_bytes": None, "error": why} for m, why in skipped.items()})
     best = max((m for m in per_mode if per_mode[m]["rate"]), key=lambda m: per_mode[m]["rate"], default=None)
-    extra = {"split": model.split()} if hasattr(model, "split") else {}
+    extra = {"split": model.split()} if hasattr(model, "split") else {"clcnn_upload": rates["clcnn_upload"]}
     return _row(f"{model_name} train step, batch {batch_size}", info, rates["clcnn"],
                 per_mode[best]["rate"] if best else None, tdev[1] if tdev else None, "img/s",
                 peak_bytes=be.memory_stats()["peak_bytes"], torch_mode=best,

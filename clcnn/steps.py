@@ -20,6 +20,18 @@ def labels_int32(y) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
 
 
+class DeviceBatch:
+    """A mini-batch checked and copied into a model's device input buffers by ``Steps.to_device``; pass it to
+    that model's ``train_step(batch, None, optimizer)`` to step on it without another upload (as PyTorch steps on
+    a tensor already on the GPU). The buffers are the model's own: the next ``to_device`` or host-batch
+    ``train_step`` overwrites them, after which this batch is refused (ConfigError)."""
+
+    __slots__ = ("model", "x", "y", "shape", "generation")
+
+    def __init__(self, model, x, y, shape, generation):
+        self.model, self.x, self.y, self.shape, self.generation = model, x, y, shape, generation
+
+
 class Steps:
     """Mixin of Sequential: needs ``layers``, ``loss``, ``backend``, ``training``, ``flat_grad``, ``_steps``
     (a StepCache), ``_loss_buf``/``_loss_acc`` (device (1,) arrays) and ``output_shape``."""
@@ -43,7 +55,10 @@ class Steps:
 
     def _host_batch(self, x, y=None):
         """(x float32 contiguous, y int32 (N,) or None), checked before any upload: x's shape through every layer
-        (once per shape), y's length and range; ShapeError naming what does not fit."""
+        (once per shape), y's length and range; ShapeError naming what does not fit (ConfigError for a
+        DeviceBatch, which only its own model's train_step takes)."""
+        if isinstance(x, DeviceBatch) or isinstance(y, DeviceBatch):
+            raise ConfigError("a DeviceBatch (to_device) goes only to train_step of the model that made it")
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = self._checked_shapes.get(x.shape)
         if out is None:
@@ -94,6 +109,8 @@ class Steps:
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ConfigError(f"predict: batch_size must be a positive whole number (got {batch_size!r})")
         self._ensure_device()
+        if isinstance(x, DeviceBatch):
+            self._host_batch(x)   # its one-line refusal
         mode, out = self.training, []
         self.train(False)
         try:
@@ -140,25 +157,49 @@ class Steps:
         loss = float(self.backend.download(self._loss_buf)[0])
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
 
+    def to_device(self, x, y) -> DeviceBatch:
+        """Check the batch (x (N, *input_shape), y (N,): ShapeError as train_step's) and copy it into this
+        model's training input buffers; ``train_step(batch, None, optimizer)`` then steps on it with no upload,
+        as often as wanted, until the next batch overwrites the buffers."""
+        self._ensure_device()
+        x, y = self._host_batch(x, y)
+        return self._stage(x, y)
+
+    def _stage(self, x, y) -> DeviceBatch:
+        dx, dy = self._input("train_x", x), self._input("train_y", y)
+        self._host_refs = (x, y)   # alive until the next batch: uploads may still be in flight
+        self._generation = getattr(self, "_generation", 0) + 1
+        return DeviceBatch(self, dx, dy, x.shape, self._generation)
+
+    def _staged(self, batch: DeviceBatch, y) -> DeviceBatch:
+        """``batch`` if it is this model's latest; ConfigError otherwise (another model's, overwritten, or a y)."""
+        if y is not None:
+            raise ConfigError("train_step(batch, None, optimizer): a DeviceBatch holds its labels already")
+        if batch.model is not self:
+            raise ConfigError("this DeviceBatch was made by another model's to_device")
+        if batch.generation != getattr(self, "_generation", 0):
+            raise ConfigError("this DeviceBatch was overwritten by a later batch: call to_device again")
+        return batch
+
     def train_step(self, x, y, optimizer, sync: bool = True):
         """Forward, backward and one optimizer update on batch (x, y): x (N, *input_shape), y (N,). Returns the
         mean loss as a float, or None with ``sync=False`` (then the loss is added to the device total
-        ``read_loss`` returns). ShapeError before any kernel runs when x does not fit the model.
+        ``read_loss`` returns). ShapeError before any kernel runs when x does not fit the model. ``x`` may be this
+        model's latest ``to_device`` batch (``y`` None): no check or upload then.
 
         From the second step with the same shapes, mode and optimizer on, the step's kernels are recorded once and
         then replayed with their arguments already set (where the backend supports it): no per-op host work. The
         optimizer's hyper-parameters are device buffers: changing the learning rate keeps the recording.
         """
         self._ensure_device()
-        x, y = self._host_batch(x, y)
-        dx, dy = self._input("train_x", x), self._input("train_y", y)
-        self._host_refs = (x, y)
+        batch = self._staged(x, y) if isinstance(x, DeviceBatch) else self._stage(*self._host_batch(x, y))
+        dx, dy = batch.x, batch.y
         optimizer.prepare()   # writes changed hyper-parameters to their device buffers (not part of the recording)
 
         def step():
             self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
             optimizer.step()
-        key = (x.shape, not sync, self.training, id(optimizer), optimizer.version)
+        key = (batch.shape, not sync, self.training, id(optimizer), optimizer.version)
         self._host_steps(self._steps.run(key, (dx, dy), step, self.capture_steps))
         if sync:
             return float(self.backend.download(self._loss_buf)[0])

@@ -118,6 +118,7 @@ def test_report_patterns_catch_real_errors(tmp_path):
 
 @pytest.mark.oclgrind
 @pytest.mark.slow
+@pytest.mark.deep   # 37 s of a warm lean run; every op also runs on Oclgrind in the lean op tests
 def test_all_ops_clean_under_oclgrind(tmp_path):
     _require_oclgrind()
     args = [sys.executable, str(SCRIPT)] + (["--deep"] if DEEP else [])   # deep: every tile config
