@@ -24,14 +24,15 @@ def test_bench_train_rows_and_json(tmp_path):
     res = run_cli("bench", "train", "--model", "lenet5", "--batch-size", 4, "--device", devs, "--steps", 1,
                   "--rounds", 1, "--torch", "eager", "--json", out)
     assert res.returncode == 0, res.stderr
-    for needle in ("clcnn/best", "launches per clcnn step", "peak device memory", "TF32 off"):
+    for needle in ("clcnn/best", "launches per clcnn step", "peak device memory", "TF32 off",
+                   "uploading the host batch every step as well"):
         assert needle in res.stdout, res.stdout
     rows = json.loads(out.read_text())
     assert [r["device"] for r in rows] == devs.split(",")
     for r in rows:
         assert {"clcnn", "torch", "torch_mode", "torch_modes", "ratio", "unit", "device", "card", "peak_bytes",
-                "torch_peak_bytes", "launches"} <= set(r)
-        assert r["clcnn"] > 0 and r["unit"] == "img/s" and r["peak_bytes"] > 0 and r["launches"] > 10
+                "torch_peak_bytes", "launches", "clcnn_upload"} <= set(r)
+        assert r["clcnn"] > 0 and r["clcnn_upload"] > 0 and r["unit"] == "img/s" and r["peak_bytes"] > 0 and r["launches"] > 10
         if r["torch"] is not None:
             assert set(r["torch_modes"]) == {"eager"} and r["torch_mode"] == "eager"
             assert r["torch"] == r["torch_modes"]["eager"]["rate"] > 0
@@ -177,6 +178,7 @@ def test_preset_inputs_follow_the_preset():
         bench.preset_shape("nope")
 
 
+@pytest.mark.deep   # 10 s of a warm lean run (a PNG, every layer timed on two devices)
 def test_bench_layers_table_chart_json(tmp_path):
     """`bench layers`: one row per layer with clcnn's and PyTorch's three passes, a PNG chart and the JSON."""
     pytest.importorskip("torch")

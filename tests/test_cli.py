@@ -15,7 +15,7 @@ from conftest import _device_params, open_device, usable_device_ids
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 POCL = [p.values[0] for p in _device_params() if p.id.endswith("-pocl")]
 # the end-to-end runs on PoCL: the first PoCL device; the others (the same check again) in the deep grid
-POCL_E2E = [pytest.param(d, marks=() if i == 0 else (pytest.mark.deep,)) for i, d in enumerate(POCL)]
+POCL_E2E = [pytest.param(d, marks=(pytest.mark.deep,)) for d in POCL]   # 12 s warm each: the deep grid's
 
 
 def clcnn(*args, env=None, timeout=600):
