@@ -56,7 +56,7 @@ def _notes(rows: list[dict], names: list[str]) -> list[str]:
                 out.append(f"torch {m} on {r['device']} failed: {v['error']}")
     uploads = [f"{r['device']} {r['clcnn_upload']:,.0f} {r['unit']}" for r in rows if r.get("clcnn_upload")]
     if uploads:
-        out.append("clcnn and torch step on a batch already on the device; clcnn checking and uploading the host "
+        out.append("clcnn (and torch) step on a batch already on the device; clcnn checking and uploading the host "
                    "batch every step as well: " + ", ".join(uploads))
     launches = [f"{r['device']} {r['launches']}" + (f" (on {r['launches_on']})" if r.get("launches_on", r["device"])
                                                    != r["device"] else "")

@@ -112,7 +112,8 @@ def cut(n: int, fractions) -> list[tuple[int, int]]:
 def global_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
     """(x as contiguous float32 (N, ...), y as contiguous int32 (N,)) of a batch to cut into shards; ShapeError
     for mismatched lengths or an empty batch."""
-    from .steps import labels_int32
+    from .steps import labels_int32, refuse_device_batch
+    refuse_device_batch(x, y)
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = labels_int32(y)
     if y.shape[0] != x.shape[0]:

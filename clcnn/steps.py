@@ -20,6 +20,12 @@ def labels_int32(y) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
 
 
+def refuse_device_batch(x, y=None) -> None:
+    """ConfigError where a DeviceBatch is passed as anything but the x of its own model's train_step."""
+    if isinstance(x, DeviceBatch) or isinstance(y, DeviceBatch):
+        raise ConfigError("a DeviceBatch (to_device) goes only to train_step of the model that made it")
+
+
 class DeviceBatch:
     """A mini-batch checked and copied into a model's device input buffers by ``Steps.to_device``; pass it to
     that model's ``train_step(batch, None, optimizer)`` to step on it without another upload (as PyTorch steps on
@@ -30,6 +36,12 @@ class DeviceBatch:
 
     def __init__(self, model, x, y, shape, generation):
         self.model, self.x, self.y, self.shape, self.generation = model, x, y, shape, generation
+
+    def __repr__(self):
+        return f"DeviceBatch(shape={self.shape}, device={self.model.backend.info.id}, generation={self.generation})"
+
+    def __reduce__(self):   # a handle to one model's device buffers: nothing to copy or pickle
+        raise ConfigError("a DeviceBatch cannot be copied or pickled: call to_device on the model it is for")
 
 
 class Steps:
@@ -57,8 +69,7 @@ class Steps:
         """(x float32 contiguous, y int32 (N,) or None), checked before any upload: x's shape through every layer
         (once per shape), y's length and range; ShapeError naming what does not fit (ConfigError for a
         DeviceBatch, which only its own model's train_step takes)."""
-        if isinstance(x, DeviceBatch) or isinstance(y, DeviceBatch):
-            raise ConfigError("a DeviceBatch (to_device) goes only to train_step of the model that made it")
+        refuse_device_batch(x, y)
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = self._checked_shapes.get(x.shape)
         if out is None:
@@ -162,10 +173,15 @@ class Steps:
         model's training input buffers; ``train_step(batch, None, optimizer)`` then steps on it with no upload,
         as often as wanted, until the next batch overwrites the buffers."""
         self._ensure_device()
-        x, y = self._host_batch(x, y)
-        return self._stage(x, y)
+        return self._stage(*self._host_batch(x, y))
 
     def _stage(self, x, y) -> DeviceBatch:
+        """Checked host x, y -> this model's input buffers; ShapeError for no labels or an empty batch."""
+        if y is None:
+            raise ShapeError("a training batch needs its labels y (train_step(x, y, optimizer)), or a DeviceBatch "
+                             "from to_device as x with y None")
+        if x.shape[0] == 0:
+            raise ShapeError("an empty batch has no gradient")
         dx, dy = self._input("train_x", x), self._input("train_y", y)
         self._host_refs = (x, y)   # alive until the next batch: uploads may still be in flight
         self._generation = getattr(self, "_generation", 0) + 1
@@ -177,8 +193,9 @@ class Steps:
             raise ConfigError("train_step(batch, None, optimizer): a DeviceBatch holds its labels already")
         if batch.model is not self:
             raise ConfigError("this DeviceBatch was made by another model's to_device")
-        if batch.generation != getattr(self, "_generation", 0):
-            raise ConfigError("this DeviceBatch was overwritten by a later batch: call to_device again")
+        if batch.generation != getattr(self, "_generation", 0) or batch.x is not self._bufs.get("train_x"):
+            raise ConfigError("this DeviceBatch was overwritten by a later batch, or the model has moved: call "
+                              "to_device again")
         return batch
 
     def train_step(self, x, y, optimizer, sync: bool = True):
