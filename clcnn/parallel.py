@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ConfigError, DeviceError
 from .layers import Dropout, walk
 from .split import Group, GroupInfo, SplitPolicy, global_batch
+from .steps import refuse_device_batch
 
 
 class DataParallel(Group):
@@ -74,7 +75,7 @@ class DataParallel(Group):
     def train_step(self, x, y, optimizer, sync: bool = True):
         """The global batch's gradient over the group, then one update of every active replica; returns the
         mean loss, or None with ``sync=False`` (then it is added to ``read_loss``'s total)."""
-        global_batch(x, y)   # a bad batch (a DeviceBatch included) is refused alike with one device active or more
+        refuse_device_batch(x, y)   # alike with one device active or more (global_batch checks the rest)
         if sum(self.policy.active) == 1:   # the others are left out: the lead runs its own recorded steps
             self._alone_steps += 1
             return self.lead.train_step(x, y, optimizer, sync=sync)
