@@ -20,6 +20,7 @@
 // ST (1..TK-1): stash the prefetched slab s into local memory after ST of the TK k-steps of slab s-1 instead of
 //     after all of them (its registers are freed earlier; the stores overlap the remaining FMAs). Safe: buffer s&1
 //     is not read by anyone between the previous barrier and the next one.
+// GATHER_A / GATHER_B: fetch_a / fetch_b are defined by the file that includes this one (cl/implicit_conv.cl).
 #pragma OPENCL FP_CONTRACT ON
 #ifndef FB
 #define FB 0
@@ -80,6 +81,7 @@ inline float4 load_quad(__global const float* src, const int valid, const int ve
     return v;
 }
 
+#ifndef GATHER_A   // cl/implicit_conv.cl brings its own
 // quad l of the A slab at k-offset p0 of entry a; rows past m, k read as 0
 inline float4 fetch_a(__global const float* a, const int lda, const int m, const int k, const int row0,
                       const int p0, const int l)
@@ -92,6 +94,7 @@ inline float4 fetch_a(__global const float* a, const int lda, const int m, const
     return load_quad(a + gi * lda + gp, gi < m ? clamp(k - gp, 0, 4) : 0, VEC_A);
 #endif
 }
+#endif
 
 // quad l of an A slab -> as (TK x LA, k-major)
 inline void stash_a(__local float* as, const int l, const float4 v)
@@ -104,6 +107,7 @@ inline void stash_a(__local float* as, const int l, const float4 v)
 #endif
 }
 
+#ifndef GATHER_B
 // quad l of the B slab at k-offset p0 of entry b; columns past n, k read as 0
 inline float4 fetch_b(__global const float* b, const int ldb, const int n, const int k, const int col0,
                       const int p0, const int l)
@@ -116,6 +120,7 @@ inline float4 fetch_b(__global const float* b, const int ldb, const int n, const
     return load_quad(b + gp * ldb + gj, gp < k ? clamp(n - gj, 0, 4) : 0, VEC_B);
 #endif
 }
+#endif
 
 // quad l of a B slab -> bs (TK x LB, k-major)
 inline void stash_b(__local float* bs, const int l, const float4 v)

@@ -164,6 +164,29 @@ class Backend(Capabilities, ABC):
         beta*dbias + sum of g, and unless dx is None, dx: (N, C, H, W) = the input gradient (overwritten).
         Deterministic: the same inputs give bit-identical outputs (no atomics)."""
 
+    # ---- implicit-GEMM convolution (cl/implicit_conv.cl, cpu/implicit_conv.py) ----------------------------
+    # The im2col path's products with the unrolled operand gathered from x (or dy) inside the GEMM: no workspace.
+    # Geometry as conv_forward's: x (N, C, H, W), weight (M, C, k, k), Ho = (H + 2*pad - k)//stride + 1, any
+    # stride >= 1 and pad >= 0; ValueError when the output is empty.
+    @abstractmethod
+    def implicit_conv_forward(self, x, weight, bias, y, n: int, c: int, h: int, w: int, m: int, k: int,
+                              stride: int, pad: int, relu: bool = False) -> None:
+        """y: (N, M, Ho, Wo) = conv2d(x, weight) + bias[m] (PyTorch's conv2d, zero padding), then relu_forward's
+        max(., 0) with ``relu``; conv_forward with pool = 1."""
+
+    @abstractmethod
+    def implicit_conv_backward_weight(self, x, dy, dweight, n: int, c: int, h: int, w: int, m: int, k: int,
+                                      stride: int, pad: int, beta: float = 0.0) -> None:
+        """dy: (N, M, Ho, Wo) -> dweight: (M, C, k, k) = beta*dweight + sum over n, oh, ow of dy * the input
+        window (beta == 0 does not read dweight). Deterministic (no atomics)."""
+
+    @abstractmethod
+    def implicit_conv_backward_data(self, weight, dy, dx, n: int, c: int, h: int, w: int, m: int, k: int,
+                                    stride: int, pad: int) -> None:
+        """dy: (N, M, Ho, Wo) -> dx: (N, C, H, W) = the input gradient of conv2d (the adjoint of the forward:
+        dx[n, c, ih, iw] = sum of weight[o, c, kh, kw] * dy[n, o, oh, ow] over oh*stride - pad + kh = ih and
+        ow*stride - pad + kw = iw), overwritten."""
+
     # ---- pooling ------------------------------------------------------------------------------------------
     @abstractmethod
     def maxpool_forward(self, x, y, argmax, n: int, c: int, h: int, w: int, k: int, stride: int) -> None:

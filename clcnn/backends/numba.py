@@ -9,7 +9,7 @@ import numpy as np
 from ..cpu import _blas, activation as _act, bias as _bias, gemm as _gemm  # lazily
 from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as _sgd
 from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
-from ..cpu import adam as _adam, conv as _conv
+from ..cpu import adam as _adam, conv as _conv, implicit_conv as _implicit
 from .base import Backend, DeviceInfo
 from .gemm_configs import check_relu_mask
 
@@ -108,6 +108,15 @@ class NumbaBackend(Backend):
                             pool, beta)
 
     # ---- end of conv_backward -------------------------------------------------------------------------------
+
+    def implicit_conv_forward(self, x, weight, bias, y, n, c, h, w, m, k, stride, pad, relu=False):
+        _implicit.implicit_conv_forward(x, weight, bias, y, n, c, h, w, m, k, stride, pad, relu)
+
+    def implicit_conv_backward_weight(self, x, dy, dweight, n, c, h, w, m, k, stride, pad, beta=0.0):
+        _implicit.implicit_conv_backward_weight(x, dy, dweight, n, c, h, w, m, k, stride, pad, beta)
+
+    def implicit_conv_backward_data(self, weight, dy, dx, n, c, h, w, m, k, stride, pad):
+        _implicit.implicit_conv_backward_data(weight, dy, dx, n, c, h, w, m, k, stride, pad)
 
     def maxpool_forward(self, x, y, argmax, n, c, h, w, k, stride):
         _maxpool.maxpool_forward(x, y, argmax, n, c, h, w, k, stride)

@@ -152,9 +152,10 @@ class OpenCLGemm:
             chunks *= 2
         return chunks
 
-    def _gemm_kernel(self, p: dict, trans_a: bool, trans_b: bool, vec_a: bool, vec_b: bool):
-        """(kernel, (TM, TN, wg x, wg y)) for config p; vec_a / vec_b: 128-bit loads of A / B are aligned."""
-        key = (tuple(p.items()), trans_a, trans_b, vec_a, vec_b)
+    def _gemm_kernel(self, p: dict, trans_a: bool, trans_b: bool, vec_a: bool, vec_b: bool, gather=None):
+        """(kernel, (TM, TN, wg x, wg y)) for config p; vec_a / vec_b: 128-bit loads of A / B are aligned;
+        gather: None, or the MODE and geometry defines of cl/implicit_conv.cl (a "vec" config only)."""
+        key = (tuple(p.items()), trans_a, trans_b, vec_a, vec_b, tuple(sorted((gather or {}).items())))
         hit = self._gemm_kernels.get(key)
         if hit is None:
             file, variant = VARIANT_SOURCES[p["variant"]]
@@ -165,6 +166,9 @@ class OpenCLGemm:
                 defines.update(VEC_A=int(wide and vec_a), VEC_B=int(wide and vec_b))
             else:
                 defines["VARIANT"] = variant
+            if gather:
+                file = "implicit_conv.cl"
+                defines.update(gather)
             hit = self._gemm_kernels[key] = (self.kernel(file, "gemm", defines), gemm_geometry(p))
         return hit
 
@@ -190,12 +194,20 @@ class OpenCLGemm:
                 k, batch, reduce = kc, chunks, True
         vec_a = lda % 4 == 0 and a_off % 4 == 0 and (batch == 1 or stride_a % 4 == 0)
         vec_b = ldb % 4 == 0 and b_off % 4 == 0 and (batch == 1 or stride_b % 4 == 0)
-        knl, (tm, tn, lx, ly) = self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b)
         if relu_mask is not None:   # write_c's relu == 2: the bias argument carries the mask
             epilogue = (relu_mask.buf, _i(0), _i(2))
         else:
             epilogue = ((bias if bias is not None else self.scratch("gemm_no_bias", 1)).buf,
                         _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
+        self._gemm_launch(self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b), a, b, c, m, n, k, alpha, beta,
+                          (a_off, lda, stride_a), (b_off, ldb, stride_b), (c_off, ldc, stride_c), batch, reduce,
+                          epilogue)
+
+    def _gemm_launch(self, kernel, a, b, c, m, n, k, alpha, beta, a_args, b_args, c_args, batch, reduce, epilogue):
+        """Enqueue one gemm-signature kernel (``kernel``: _gemm_kernel's pair): a batch-reduce split over the batch
+        with the partial products in scratch, then gemm_reduce; else one launch. *_args: (offset, ld, stride)."""
+        knl, (tm, tn, lx, ly) = kernel
+        (a_off, lda, stride_a), (b_off, ldb, stride_b), (c_off, ldc, stride_c) = a_args, b_args, c_args
         xy = (-(-n // tn) * lx, -(-m // tm) * ly)
         tiles = -(-n // tn) * -(-m // tm)
         splits = self._gemm_splits(tiles, batch) if reduce else 1

@@ -123,3 +123,44 @@ class OpenCLOpsConv:
         return best[1], best[2]
 
     # ---- end of conv_backward -------------------------------------------------------------------------------
+
+    # ---- implicit_conv ------------------------------------------------------------------------------------
+    # cl/implicit_conv.cl: cl/gemm_vec.cl's kernel gathering its convolution operand while it loads a slab (no
+    # unrolled buffer); the tile config as for the explicit GEMM of the same shape (tuned or the heuristic's).
+    def _implicit(self, mode, n, c, h, w, m, k, stride, pad) -> tuple[dict, int]:
+        """(the gather defines of cl/implicit_conv.cl, L = Ho*Wo); ValueError for an empty or bad geometry."""
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        if min(n, c, h, w, m, k, stride, ho, wo) < 1 or pad < 0:
+            raise ValueError(f"implicit_conv: bad geometry n={n} c={c} h={h} w={w} m={m} k={k} stride={stride} "
+                             f"pad={pad}")
+        return dict(MODE=mode, CV_C=c, CV_H=h, CV_W=w, CV_HO=ho, CV_WO=wo, CV_K=k, CV_S=stride, CV_P=pad), ho * wo
+
+    def _implicit_kernel(self, gather, gm, gn, gk, trans_b, batch, reduce, vec_a):
+        p = self.gemm_config(gm, gn, gk, False, trans_b, batch, reduce)
+        if p["variant"] != "vec":   # the gathers live in the vec kernel only
+            p = self._gemm_heuristic(gm, gn, batch, reduce, [q for q in self.gemm_configs if q["variant"] == "vec"])
+        return self._gemm_kernel(p, False, trans_b, vec_a, False, gather)
+
+    def implicit_conv_forward(self, x, weight, bias, y, n, c, h, w, m, k, stride, pad, relu=False):
+        # y[e] (M, L) = weight (M, C*k*k) @ im2col(x[e]) + bias, then ReLU: one launch for the whole batch
+        gather, l = self._implicit(1, n, c, h, w, m, k, stride, pad)
+        ckk = c * k * k
+        self._gemm_launch(self._implicit_kernel(gather, m, l, ckk, False, n, False, ckk % 4 == 0), weight, x, y,
+                          m, l, ckk, 1.0, 0.0, (0, ckk, 0), (0, 0, c * h * w), (0, l, m * l), n, False,
+                          (bias.buf, _i(1), _i(bool(relu))))
+
+    def implicit_conv_backward_weight(self, x, dy, dweight, n, c, h, w, m, k, stride, pad, beta=0.0):
+        # dweight (M, C*k*k) = beta*dweight + sum_e dy[e] (M, L) @ im2col(x[e])^T: a batch-reduce over the images
+        gather, l = self._implicit(2, n, c, h, w, m, k, stride, pad)
+        ckk = c * k * k
+        self._gemm_launch(self._implicit_kernel(gather, m, ckk, l, True, n, True, l % 4 == 0), dy, x, dweight,
+                          m, ckk, l, 1.0, beta, (0, l, m * l), (0, 0, c * h * w), (0, ckk, 0), n, True,
+                          (self.scratch("gemm_no_bias", 1).buf, _i(0), _i(0)))
+
+    def implicit_conv_backward_data(self, weight, dy, dx, n, c, h, w, m, k, stride, pad):
+        # dx[e] (C, H*W) = weight^T gathered (C, M*k*k) @ the adjoint gather of dy[e]: one launch, overwritten
+        gather, l = self._implicit(3, n, c, h, w, m, k, stride, pad)
+        mkk = m * k * k
+        self._gemm_launch(self._implicit_kernel(gather, c, h * w, mkk, False, n, False, False), weight, dy, dx,
+                          c, h * w, mkk, 1.0, 0.0, (0, 0, 0), (0, 0, m * l), (0, h * w, c * h * w), n, False,
+                          (self.scratch("gemm_no_bias", 1).buf, _i(0), _i(0)))
