@@ -75,11 +75,12 @@ def test_conv_forward_special_values(device):
 
 def per_algorithm(device, spec, shape, seed, run) -> dict:
     """{algorithm: run(model, algorithm)} for the model ``spec`` built fresh on ``device`` with every convolution
-    forced to each of the three algorithms."""
+    forced to each of the algorithms (CONV_ALGORITHMS)."""
+    from clcnn.backends.capabilities import CONV_ALGORITHMS
     from clcnn.models import get_model
     out, saved = {}, device.conv_algo
     try:
-        for algo in ("im2col", "direct", "hybrid"):
+        for algo in CONV_ALGORITHMS:
             device.conv_algo = algo
             out[algo] = run(get_model(spec, input_shape=shape, num_classes=10, seed=seed).to(device), algo)
     finally:
@@ -100,7 +101,7 @@ AGREEMENT_SPECS = ["c6k5p2-relu-mp2-c16k5-relu-mp2-fc", "c4k3s2p1-mp3-fc", deep(
 def test_conv2d_algorithms_agree(lean_device, spec):
     """One training step's loss and every parameter gradient, then the eval logits, agree between the direct
     convolution (pool, ReLU and their backward fused into conv_forward/conv_backward), the hybrid (the direct
-    forward, the im2col path's backward) and im2col + GEMM with separate layers; a MaxPool2D (stride = window)
+    forward, the im2col path's backward), the implicit GEMM and im2col + GEMM with separate layers; a MaxPool2D (stride = window)
     right after a convolution (and its ReLU; not after a batch-norm) reports pooled_by_conv exactly when the
     convolution pooled."""
     rng = np.random.default_rng(6)
@@ -112,12 +113,12 @@ def test_conv2d_algorithms_agree(lean_device, spec):
         pools = [layer for layer in model.layers if type(layer).__name__ == "MaxPool2D"]
         fused = {id(layer.fuse_pool) for layer in model.layers if getattr(layer, "fuse_pool", None) is not None}
         assert len(fused) == FUSED_POOLS[spec]
-        assert all(p.pooled_by_conv == (algo != "im2col" and id(p) in fused) for p in pools)
+        assert all(p.pooled_by_conv == (algo in ("direct", "hybrid") and id(p) in fused) for p in pools)
         return grads, logits
     got = per_algorithm(lean_device, spec, (1, 20, 20), 2, run)
     ref_grads, ref_logits = got["im2col"]
     scale = max(float(np.abs(g).max()) for g in ref_grads[1].values())   # a conv bias before a batch-norm has
-    for algo in ("direct", "hybrid"):                                   # a gradient of ~0 (rounding)
+    for algo in ("direct", "hybrid", "implicit"):                       # a gradient of ~0 (rounding)
         (loss, grads), logits = got[algo]
         assert abs(loss - ref_grads[0]) <= 1e-5 * max(1.0, abs(ref_grads[0]))
         for name, g in ref_grads[1].items():

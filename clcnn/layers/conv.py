@@ -1,4 +1,5 @@
-"""Convolution (im2col + GEMM, the unrolled buffer bounded and reused) and max-pooling."""
+"""Convolution (im2col + GEMM with the unrolled buffer bounded and reused, or the backend's direct and implicit-GEMM
+ops) and max-pooling."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,9 @@ def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
 
 
 class Conv2D(Layer):
-    """2-D convolution as im2col + GEMM, the mini-batch processed in chunks so the unrolled buffer stays bounded.
+    """2-D convolution. The backend's conv_algorithm picks, per geometry, im2col + GEMM (the mini-batch in chunks
+    so the unrolled buffer stays bounded), the direct convolution (a max-pool after it fused), the hybrid of the
+    two, or the implicit GEMM (im2col's products with no unrolled buffer).
 
     Args:
         in_channels, out_channels: C and M.
@@ -66,7 +69,7 @@ class Conv2D(Layer):
         return max(1, min(n, cap // (4 * 2 * ckk * l)))
 
     fuse_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after this layer (and its ReLU)
-    algorithm = None   # the backend's conv_algorithm for the last input: "direct", "im2col" or "hybrid"
+    algorithm = None   # the backend's conv_algorithm for the last input: one of CONV_ALGORITHMS
 
     def _direct(self, x):
         """(direct?, pool window or 1) for input x: the backend's choice for this geometry (asked each time the
@@ -87,6 +90,8 @@ class Conv2D(Layer):
             self.fuse_pool.pooled_by_conv = direct and pool > 1
         if direct:
             return self._forward_direct(x, pool)
+        if self.algorithm == "implicit":
+            return self._forward_implicit(x)
         return self._forward_im2col(x, train)
 
     def _forward_direct(self, x, pool):
@@ -101,6 +106,17 @@ class Conv2D(Layer):
         be.conv_forward(x, w.data, b.data, y, self.argmax, n, c, h, wd, m, k, self.stride, self.padding,
                         relu=self.fuse_relu, pool=pool)
         self.x, self.y, self.kept_cols = x, y, None
+        return y
+
+    def _forward_implicit(self, x):
+        # x: (N, C, H, W) -> y: (N, M, Ho, Wo) in one implicit-GEMM launch, bias and ReLU in its write-out; no
+        # unrolled buffer (a MaxPool2D after it runs on its own)
+        be, w, b = self.backend, self.params["weight"], self.params["bias"]
+        _, m, ho, wo = self.check(x.shape)
+        y = self._buffer("y", (x.shape[0], m, ho, wo))
+        be.implicit_conv_forward(x, w.data, b.data, y, *x.shape, m, self.kernel_size, self.stride, self.padding,
+                                 relu=self.fuse_relu)
+        self.x, self.kept_cols = x, None
         return y
 
     def _forward_im2col(self, x, train):
@@ -128,6 +144,8 @@ class Conv2D(Layer):
     def backward(self, dy, need_dx=True):
         if self.algorithm == "direct":
             return self._backward_direct(dy, need_dx)
+        if self.algorithm == "implicit":
+            return self._backward_implicit(dy, need_dx)
         if self.algorithm == "hybrid" and self._algo_pool > 1:   # the pool's (and its ReLU's) backward first
             _, m, ho, wo = self.check(self.x.shape)
             n = self.x.shape[0]
@@ -148,6 +166,19 @@ class Conv2D(Layer):
         be.conv_backward(x, w.data, dy, self.argmax, self.y, w.grad, b.grad, dx, n, c, h, wd, self.out_channels, k,
                          self.stride, self.padding, relu=relu, pool=pool, beta=self.grad_beta)
         self.x = self.y = self.argmax = None
+        return dx
+
+    def _backward_implicit(self, dy, need_dx):
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); the bias gradient, then dW and dx each one implicit-GEMM launch
+        be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
+        n, m = x.shape[0], self.out_channels
+        geometry = (*x.shape, m, self.kernel_size, self.stride, self.padding)
+        be.bias_grad(dy, b.grad, n, m, dy.shape[2] * dy.shape[3], beta=self.grad_beta)
+        be.implicit_conv_backward_weight(x, dy, w.grad, *geometry, beta=self.grad_beta)
+        dx = self._buffer("dx", x.shape) if need_dx else None
+        if need_dx:
+            be.implicit_conv_backward_data(w.data, dy, dx, *geometry)
+        self.x = None
         return dx
 
     def _backward_im2col(self, dy, need_dx):
