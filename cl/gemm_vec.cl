@@ -20,7 +20,8 @@
 // ST (1..TK-1): stash the prefetched slab s into local memory after ST of the TK k-steps of slab s-1 instead of
 //     after all of them (its registers are freed earlier; the stores overlap the remaining FMAs). Safe: buffer s&1
 //     is not read by anyone between the previous barrier and the next one.
-// GATHER_A / GATHER_B: fetch_a / fetch_b are defined by the file that includes this one (cl/implicit_conv.cl).
+// GATHER_A / GATHER_B: fetch_a + stash_a / fetch_b + stash_b are defined by the file that includes this one
+// (cl/implicit_conv.cl).
 #pragma OPENCL FP_CONTRACT ON
 #ifndef FB
 #define FB 0
@@ -28,15 +29,7 @@
 #ifndef ST
 #define ST 0
 #endif
-#define NTX (TN / WN)
-#define NTY (TM / WM)
-#define NT (NTX * NTY)
-#define LA (TM + 4)                  // local row lengths
-#define LB (TN + 4)
-#define A_QUADS (TM * TK / 4)        // quads per slab, and per work-item
-#define B_QUADS (TK * TN / 4)
-#define QA ((A_QUADS + NT - 1) / NT)
-#define QB ((B_QUADS + NT - 1) / NT)
+#include "_gemm_vec_slabs.cl"   // the slab sizes (shared with cl/implicit_conv.cl)
 #if WM % 4 == 0
 #define ROW(u) (((u) / 4) * 4 * NTY + 4 * ty + (u) % 4)
 #else
@@ -81,7 +74,7 @@ inline float4 load_quad(__global const float* src, const int valid, const int ve
     return v;
 }
 
-#ifndef GATHER_A   // cl/implicit_conv.cl brings its own
+#ifndef GATHER_A   // cl/implicit_conv.cl brings its own fetch and stash
 // quad l of the A slab at k-offset p0 of entry a; rows past m, k read as 0
 inline float4 fetch_a(__global const float* a, const int lda, const int m, const int k, const int row0,
                       const int p0, const int l)
@@ -94,7 +87,6 @@ inline float4 fetch_a(__global const float* a, const int lda, const int m, const
     return load_quad(a + gi * lda + gp, gi < m ? clamp(k - gp, 0, 4) : 0, VEC_A);
 #endif
 }
-#endif
 
 // quad l of an A slab -> as (TK x LA, k-major)
 inline void stash_a(__local float* as, const int l, const float4 v)
@@ -106,6 +98,7 @@ inline void stash_a(__local float* as, const int l, const float4 v)
     d[0] = v.x; d[LA] = v.y; d[2 * LA] = v.z; d[3 * LA] = v.w;
 #endif
 }
+#endif
 
 #ifndef GATHER_B
 // quad l of the B slab at k-offset p0 of entry b; columns past n, k read as 0
@@ -120,7 +113,6 @@ inline float4 fetch_b(__global const float* b, const int ldb, const int n, const
     return load_quad(b + gp * ldb + gj, gp < k ? clamp(n - gj, 0, 4) : 0, VEC_B);
 #endif
 }
-#endif
 
 // quad l of a B slab -> bs (TK x LB, k-major)
 inline void stash_b(__local float* bs, const int l, const float4 v)
@@ -132,6 +124,7 @@ inline void stash_b(__local float* bs, const int l, const float4 v)
     *(__local float4*)(bs + (l / (TN / 4)) * LB + (l % (TN / 4)) * 4) = v;
 #endif
 }
+#endif
 
 // this work-item's quads of the fetched slab (ra, rb) -> local buffer BUF
 #define STASH(BUF) do { \

@@ -11,6 +11,7 @@
 // MODE 3, input grad:    dx[e] (C, H*W) = A @ B, A[ch, (o, t)] = weight[o, ch, t] (t = kh*K + kw) and
 //                        B[(o, t), ih*W + iw] = dy[e][o, (ih + P - kh)/S, (iw + P - kw)/S] where both divide
 //                        exactly and land inside Ho x Wo, else 0 (the adjoint of im2col). TRANS_A = TRANS_B = 0.
+#include "_gemm_vec_slabs.cl"
 #define CV_KK (CV_K * CV_K)
 #define GATHER_B
 #if MODE == 3
@@ -47,46 +48,67 @@ inline float col2im_at(__global const float* dy, const int p, const int j)
 #define B_ELEMENT im2col_at
 #endif
 
-// quad l of the B slab at k-offset p0 (gemm_vec.cl's contract: 4 elements along the stored matrix's contiguous
-// dimension, those past n or k read as 0)
+// A work-item's "quad" l of a slab (gemm_vec.cl's STASH calls: l < the slab's elements / 4) is here the four
+// elements l + t*QUADS (t = 0..3) of the slab in its stored order, not four neighbours: neighbouring work-items
+// then gather neighbouring tensor elements (coalesced scalar loads; measured on the H200: ...).
+// B slab, TRANS_B 0: TK rows p x TN columns j, element f = p*TN + j; TRANS_B 1: f = j*TK + p (along the positions)
+#if TRANS_B
+#define B_SLAB_P(f) ((f) % TK)
+#define B_SLAB_J(f) ((f) / TK)
+#else
+#define B_SLAB_P(f) ((f) / TN)
+#define B_SLAB_J(f) ((f) % TN)
+#endif
+
 inline float4 fetch_b(__global const float* b, const int ldb, const int n, const int k, const int col0,
                       const int p0, const int l)
 {
-    float4 v = (float4)(0.0f);
-#if TRANS_B   // (n, k): a tap r = gj, quads along the output positions gp..gp+3
-    const int gj = col0 + l / (TK / 4), gp = p0 + (l % (TK / 4)) * 4;
-    if (gj < n) {
-        if (gp < k) v.x = B_ELEMENT(b, gj, gp);
-        if (gp + 1 < k) v.y = B_ELEMENT(b, gj, gp + 1);
-        if (gp + 2 < k) v.z = B_ELEMENT(b, gj, gp + 2);
-        if (gp + 3 < k) v.w = B_ELEMENT(b, gj, gp + 3);
-    }
-#else         // (k, n): row gp, quads along the columns gj..gj+3
-    const int gp = p0 + l / (TN / 4), gj = col0 + (l % (TN / 4)) * 4;
-    if (gp < k) {
-        if (gj < n) v.x = B_ELEMENT(b, gp, gj);
-        if (gj + 1 < n) v.y = B_ELEMENT(b, gp, gj + 1);
-        if (gj + 2 < n) v.z = B_ELEMENT(b, gp, gj + 2);
-        if (gj + 3 < n) v.w = B_ELEMENT(b, gp, gj + 3);
-    }
+    float e[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        const int f = l + t * B_QUADS, gp = p0 + B_SLAB_P(f), gj = col0 + B_SLAB_J(f);
+#if TRANS_B   // (n, k): element (gp, gj) of the product is B^T's: tap gj, position gp
+        e[t] = (gp < k && gj < n) ? B_ELEMENT(b, gj, gp) : 0.0f;
+#else
+        e[t] = (gp < k && gj < n) ? B_ELEMENT(b, gp, gj) : 0.0f;
 #endif
-    return v;
+    }
+    return (float4)(e[0], e[1], e[2], e[3]);
+}
+
+inline void stash_b(__local float* bs, const int l, const float4 v)
+{
+    const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        const int f = l + t * B_QUADS;
+        bs[B_SLAB_P(f) * LB + B_SLAB_J(f)] = e[t];
+    }
 }
 
 #if MODE == 3
-// quad l of the A slab: row gi = input channel, quads along p = (o, t); A[ch, (o, t)] = weight[(o*C + ch)*KK + t]
+// A slab: TM rows i (input channels) x TK columns p = (o, t), element f = i*TK + p;
+// A[ch, (o, t)] = weight[(o*C + ch)*KK + t]
 inline float4 fetch_a(__global const float* a, const int lda, const int m, const int k, const int row0,
                       const int p0, const int l)
 {
-    float4 v = (float4)(0.0f);
-    const int gi = row0 + l / (TK / 4), gp = p0 + (l % (TK / 4)) * 4;
-    if (gi < m) {
-        if (gp < k) v.x = a[((gp / CV_KK) * CV_C + gi) * CV_KK + gp % CV_KK];
-        if (gp + 1 < k) v.y = a[(((gp + 1) / CV_KK) * CV_C + gi) * CV_KK + (gp + 1) % CV_KK];
-        if (gp + 2 < k) v.z = a[(((gp + 2) / CV_KK) * CV_C + gi) * CV_KK + (gp + 2) % CV_KK];
-        if (gp + 3 < k) v.w = a[(((gp + 3) / CV_KK) * CV_C + gi) * CV_KK + (gp + 3) % CV_KK];
+    float e[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        const int f = l + t * A_QUADS, gi = row0 + f / TK, gp = p0 + f % TK;
+        e[t] = (gi < m && gp < k) ? a[((gp / CV_KK) * CV_C + gi) * CV_KK + gp % CV_KK] : 0.0f;
     }
-    return v;
+    return (float4)(e[0], e[1], e[2], e[3]);
+}
+
+inline void stash_a(__local float* as, const int l, const float4 v)
+{
+    const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        const int f = l + t * A_QUADS;
+        as[(f % TK) * LA + f / TK] = e[t];
+    }
 }
 #endif
 
