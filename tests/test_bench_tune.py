@@ -10,6 +10,7 @@ import clcnn
 import clcnn.backends as backends
 from clcnn import bench, bench_report, bench_torch
 from clcnn.backends import opencl_tune as tuner
+from clcnn.backends.capabilities import CONV_ALGORITHMS
 from conftest import usable_device_ids
 from test_cli import assert_one_line_error, clcnn as run_cli
 
@@ -131,7 +132,7 @@ def test_tune_saves_and_next_run_loads_without_search(tmp_path, monkeypatch):
     assert "elementwise work-group size" in res.stdout
     # each of LeNet-5's two convolutions got the algorithm measured fastest over the whole step
     assert sorted(doc["conv"]) == ["conv n2 c1 h28 w28 m6 k5 s1 p2 pool2", "conv n2 c6 h14 w14 m16 k5 s1 p0 pool2"]
-    assert set(doc["conv"].values()) <= {"im2col", "direct", "hybrid"} and "hybrid" in res.stdout
+    assert set(doc["conv"].values()) <= set(CONV_ALGORITHMS) and "hybrid" in res.stdout
     # A fresh backend of the same device loads the winners; training then never searches.
     backends._backends.pop(dev, None)
     monkeypatch.setattr(tuner, "tune_shapes", lambda *a, **k: pytest.fail("a training run searched"))
