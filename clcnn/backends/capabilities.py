@@ -133,8 +133,8 @@ class Capabilities:
                        pool: int) -> str:
         """How a Conv2D of this geometry runs here, one of CONV_ALGORITHMS: "direct" (conv_forward and
         conv_backward, ``pool`` > 1 the max-pool after it in the same ops), "im2col" (im2col + GEMM both ways, the
-        seed's method), "hybrid" (conv_forward, then the pool's backward and the im2col path's) or "implicit" (the
-        implicit_conv ops: im2col's products with no unrolled buffer). ``conv_algo``
+        seed's method), "hybrid" (conv_forward; backward: the pool's, implicit_conv_backward_weight and im2col's
+        conv_backward_data) or "implicit" (the implicit_conv ops: im2col's products with no unrolled buffer). ``conv_algo``
         wins, then the tuner's measured choice for this geometry, then ``_conv_rule`` (each backend's)."""
         if self.conv_algo is not None:
             if self.conv_algo not in CONV_ALGORITHMS:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gemm_configs import gemm_key
+
 
 def _i(v) -> np.int32:
     return np.int32(v)
@@ -22,7 +24,8 @@ class OpenCLOpsConv:
         # reduction C*k*k is small (<= 288: LeNet-5's, CIFAR's first two, fashion's first layer); its backward
         # where an image and its gradient fit in local memory and the batch's weight-gradient work N*M*C*k*k is
         # at most LeNet-5 conv2's at batch 256 (99 us against 117 us; at 1024 323 against 238, conv1 3.5-4.6x
-        # faster at both); elsewhere the im2col path's backward follows it (hybrid). PoCL: im2col everywhere.
+        # faster at both); elsewhere hybrid's backward follows it (the implicit weight gradient, im2col's dx;
+        # 2026-12-04: faster and smaller than im2col's backward at both batches). PoCL: im2col everywhere.
         if self.info.type != "gpu" or c * k * k > 320:
             return "im2col"
         fits = self._conv_backward_floats(c, h, w, m, k, stride, pad, pool, True) <= self._conv_local_budget()
@@ -136,9 +139,19 @@ class OpenCLOpsConv:
         return dict(MODE=mode, CV_C=c, CV_H=h, CV_W=w, CV_HO=ho, CV_WO=wo, CV_K=k, CV_S=stride, CV_P=pad), ho * wo
 
     def _implicit_kernel(self, gather, gm, gn, gk, trans_b, batch, reduce, vec_a):
-        p = self.gemm_config(gm, gn, gk, False, trans_b, batch, reduce)
-        if p["variant"] != "vec":   # the gathers live in the vec kernel only
-            p = self._gemm_heuristic(gm, gn, batch, reduce, [q for q in self.gemm_configs if q["variant"] == "vec"])
+        """The tuned config of the explicit GEMM of this shape where it is a vec one, else the heuristic's among
+        the vec tiles no taller than gm rounded up to a power of two (>= 16): the input gradient's gm = C rows
+        (32 for the CIFAR CNN's conv2) took 1065 us in a 64-row tile and 594 in a 32x128 one at batch 1024
+        (H200, 2026-12-04, docs/PERFORMANCE.md), the heuristic's padded-area model scoring the two alike."""
+        p = self.gemm_override or self.gemm_tuned.get(gemm_key(gm, gn, gk, False, trans_b, batch, reduce))
+        if p is None or p["variant"] != "vec":   # the gathers live in the vec kernel only
+            key = ("implicit", gm, gn, batch, reduce)
+            p = self._gemm_choice.get(key)
+            if p is None:
+                rows = max(16, 1 << (gm - 1).bit_length())
+                vec = [q for q in self._default_pool() if q["variant"] == "vec" and self._gemm_fits(q)]
+                p = self._gemm_choice[key] = self._gemm_heuristic(gm, gn, batch, reduce,
+                                                                  [q for q in vec if q["TM"] <= rows] or vec)
         return self._gemm_kernel(p, False, trans_b, vec_a, False, gather)
 
     def implicit_conv_forward(self, x, weight, bias, y, n, c, h, w, m, k, stride, pad, relu=False):

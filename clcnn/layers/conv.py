@@ -15,8 +15,9 @@ def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
 
 class Conv2D(Layer):
     """2-D convolution. The backend's conv_algorithm picks, per geometry, im2col + GEMM (the mini-batch in chunks
-    so the unrolled buffer stays bounded), the direct convolution (a max-pool after it fused), the hybrid of the
-    two, or the implicit GEMM (im2col's products with no unrolled buffer).
+    so the unrolled buffer stays bounded), the direct convolution (a max-pool after it fused), the hybrid (the
+    direct forward; the implicit weight gradient and im2col's input gradient), or the implicit GEMM (im2col's
+    products with no unrolled buffer).
 
     Args:
         in_channels, out_channels: C and M.
@@ -62,11 +63,12 @@ class Conv2D(Layer):
             self._fail(f"(N, {self.in_channels}, H, W) with H, W + 2*{p} >= {k}", shape)
         return (shape[0], self.out_channels, ho, wo)
 
-    def _chunk(self, n, ckk, l):
-        """Images per chunk: the two unrolled (ckk, nb*l) workspaces (backward's cols and dcols; forward uses the
-        first) together stay within the cap, unless a single image needs more."""
+    def _chunk(self, n, ckk, l, workspaces=2):
+        """Images per chunk: the unrolled (ckk, nb*l) workspaces (im2col's backward: cols and dcols, its forward
+        the first; hybrid's backward: dcols alone) together stay within the cap, unless a single image needs
+        more."""
         cap = self.workspace_bytes or self.backend.workspace_bytes
-        return max(1, min(n, cap // (4 * 2 * ckk * l)))
+        return max(1, min(n, cap // (4 * workspaces * ckk * l)))
 
     fuse_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after this layer (and its ReLU)
     algorithm = None   # the backend's conv_algorithm for the last input: one of CONV_ALGORITHMS
@@ -85,7 +87,7 @@ class Conv2D(Layer):
         return self.algorithm in ("direct", "hybrid"), pool
 
     def forward(self, x, train=True):
-        direct, pool = self._direct(x)   # hybrid: the direct forward, the im2col path's backward
+        direct, pool = self._direct(x)   # hybrid: the direct forward
         if self.fuse_pool is not None:
             self.fuse_pool.pooled_by_conv = direct and pool > 1
         if direct:
@@ -146,13 +148,15 @@ class Conv2D(Layer):
             return self._backward_direct(dy, need_dx)
         if self.algorithm == "implicit":
             return self._backward_implicit(dy, need_dx)
-        if self.algorithm == "hybrid" and self._algo_pool > 1:   # the pool's (and its ReLU's) backward first
-            _, m, ho, wo = self.check(self.x.shape)
-            n = self.x.shape[0]
-            dconv = self._buffer("dconv", (n, m, ho, wo))
-            self.backend.maxpool_backward(dy, self.argmax, dconv, n, m, ho, wo, self._algo_pool, self._algo_pool,
-                                          y=self.y if self.fuse_pool.relu_mask else None)
-            dy = dconv
+        if self.algorithm == "hybrid":
+            if self._algo_pool > 1:   # the pool's (and its ReLU's) backward first
+                _, m, ho, wo = self.check(self.x.shape)
+                n = self.x.shape[0]
+                dconv = self._buffer("dconv", (n, m, ho, wo))
+                self.backend.maxpool_backward(dy, self.argmax, dconv, n, m, ho, wo, self._algo_pool,
+                                              self._algo_pool, y=self.y if self.fuse_pool.relu_mask else None)
+                dy = dconv
+            return self._backward_implicit(dy, need_dx, unrolled_dx=True)
         return self._backward_im2col(dy, need_dx)
 
     def _backward_direct(self, dy, need_dx):
@@ -168,16 +172,28 @@ class Conv2D(Layer):
         self.x = self.y = self.argmax = None
         return dx
 
-    def _backward_implicit(self, dy, need_dx):
-        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); the bias gradient, then dW and dx each one implicit-GEMM launch
-        be, w, b, x = self.backend, self.params["weight"], self.params["bias"], self.x
-        n, m = x.shape[0], self.out_channels
-        geometry = (*x.shape, m, self.kernel_size, self.stride, self.padding)
-        be.bias_grad(dy, b.grad, n, m, dy.shape[2] * dy.shape[3], beta=self.grad_beta)
+    def _backward_implicit(self, dy, need_dx, unrolled_dx=False):
+        # dy: (N, M, Ho, Wo) -> dx: (N, C, H, W); the bias gradient, then dW in one implicit-GEMM launch (no
+        # unrolled input), dx in one more, or (unrolled_dx: hybrid's) per chunk as the im2col path's
+        # conv_backward_data with dcols alone in the workspace: faster where C is small (H200: the CIFAR CNN's
+        # conv2 at batch 1024, 539 us against 594-1065, LeNet-5's conv2 131 against 332-397; docs/PERFORMANCE.md)
+        be, w, b, x, k = self.backend, self.params["weight"], self.params["bias"], self.x, self.kernel_size
+        n, c, h, wd = x.shape
+        _, m, ho, wo = dy.shape
+        geometry = (n, c, h, wd, m, k, self.stride, self.padding)
+        be.bias_grad(dy, b.grad, n, m, ho * wo, beta=self.grad_beta)
         be.implicit_conv_backward_weight(x, dy, w.grad, *geometry, beta=self.grad_beta)
         dx = self._buffer("dx", x.shape) if need_dx else None
-        if need_dx:
+        if need_dx and not unrolled_dx:
             be.implicit_conv_backward_data(w.data, dy, dx, *geometry)
+        elif need_dx:
+            ckk, l = c * k * k, ho * wo
+            nb = self._chunk(n, ckk, l, workspaces=1)
+            nb = -(-n // -(-n // nb))   # chunks of equal size
+            dcols = be.scratch("dcols", ckk * nb * l)
+            for n0 in range(0, n, nb):
+                be.conv_backward_data(w.data, dy, dx, dcols, n0, min(nb, n - n0), m, c, h, wd, k, k, self.stride,
+                                      self.padding)
         self.x = None
         return dx
 
