@@ -75,8 +75,11 @@ class OpenCLBackend(OpenCLMemory, OpenCLGemm, OpenCLOps, Backend):
         self._staging: dict[int, list] = {}   # nbytes -> ring of [pinned buffer, its mapped host view, last copy]
         self._readback: dict[int, list] = {}   # nbytes -> ring of (pinned buffer, its mapped host view)
         self.view_align = max(1, self.device.mem_base_addr_align // 32)   # bits -> float32 elements
-        if info.type == "gpu":   # whole mini-batches in one unrolled GEMM: up to 1/32 of the card, <= 1 GiB
-            self.workspace_bytes = int(min(1 << 30, max(64 << 20, self.device.global_mem_size // 32)))
+        if info.type == "gpu":   # large chunks of the mini-batch in one unrolled GEMM: up to 1/32 of the card,
+            # <= 256 MiB (1 GiB until 2026-12-04: with the hybrid's dx and the implicit layers the only unrolled
+            # buffer on GPUs by default, a cap of 256 rather than 1024 MiB cuts the CIFAR CNN's peak at batch 1024
+            # by 144 MiB; docs/PERFORMANCE.md)
+            self.workspace_bytes = int(min(256 << 20, max(64 << 20, self.device.global_mem_size // 32)))
 
     # ---- kernels --------------------------------------------------------------------------------------
     def kernel(self, file: str, name: str, defines: dict | None = None) -> cl.Kernel:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gemm_configs import gemm_key
-
 
 def _i(v) -> np.int32:
     return np.int32(v)
@@ -25,9 +23,13 @@ class OpenCLOpsConv:
         # where an image and its gradient fit in local memory and the batch's weight-gradient work N*M*C*k*k is
         # at most LeNet-5 conv2's at batch 256 (99 us against 117 us; at 1024 323 against 238, conv1 3.5-4.6x
         # faster at both); elsewhere hybrid's backward follows it (the implicit weight gradient, im2col's dx;
-        # 2026-12-04: faster and smaller than im2col's backward at both batches). PoCL: im2col everywhere.
-        if self.info.type != "gpu" or c * k * k > 320:
+        # 2026-12-04: faster and smaller than im2col's backward at both batches). Larger reductions: the implicit
+        # GEMM (CIFAR's conv3 at 1024: 2% slower whole steps than im2col, 144 MiB less; at 256 as fast).
+        # PoCL: im2col everywhere.
+        if self.info.type != "gpu":
             return "im2col"
+        if c * k * k > 320:
+            return "implicit"
         fits = self._conv_backward_floats(c, h, w, m, k, stride, pad, pool, True) <= self._conv_local_budget()
         return "direct" if fits and n * m * c * k * k <= 256 * 2400 else "hybrid"
 
@@ -139,19 +141,11 @@ class OpenCLOpsConv:
         return dict(MODE=mode, CV_C=c, CV_H=h, CV_W=w, CV_HO=ho, CV_WO=wo, CV_K=k, CV_S=stride, CV_P=pad), ho * wo
 
     def _implicit_kernel(self, gather, gm, gn, gk, trans_b, batch, reduce, vec_a):
-        """The tuned config of the explicit GEMM of this shape where it is a vec one, else the heuristic's among
-        the vec tiles no taller than gm rounded up to a power of two (>= 16): the input gradient's gm = C rows
-        (32 for the CIFAR CNN's conv2) took 1065 us in a 64-row tile and 594 in a 32x128 one at batch 1024
-        (H200, 2026-12-04, docs/PERFORMANCE.md), the heuristic's padded-area model scoring the two alike."""
-        p = self.gemm_override or self.gemm_tuned.get(gemm_key(gm, gn, gk, False, trans_b, batch, reduce))
-        if p is None or p["variant"] != "vec":   # the gathers live in the vec kernel only
-            key = ("implicit", gm, gn, batch, reduce)
-            p = self._gemm_choice.get(key)
-            if p is None:
-                rows = max(16, 1 << (gm - 1).bit_length())
-                vec = [q for q in self._default_pool() if q["variant"] == "vec" and self._gemm_fits(q)]
-                p = self._gemm_choice[key] = self._gemm_heuristic(gm, gn, batch, reduce,
-                                                                  [q for q in vec if q["TM"] <= rows] or vec)
+        # Capping the heuristic's tiles at gm's rows was measured and dropped (H200, 2026-12-04: the CIFAR CNN's
+        # conv2 dx took 1063 us in the 16x128 tile it then chose, 1065 in the 64-row one; docs/PERFORMANCE.md)
+        p = self.gemm_config(gm, gn, gk, False, trans_b, batch, reduce)
+        if p["variant"] != "vec":   # the gathers live in the vec kernel only
+            p = self._gemm_heuristic(gm, gn, batch, reduce, [q for q in self.gemm_configs if q["variant"] == "vec"])
         return self._gemm_kernel(p, False, trans_b, vec_a, False, gather)
 
     def implicit_conv_forward(self, x, weight, bias, y, n, c, h, w, m, k, stride, pad, relu=False):
