@@ -9,8 +9,11 @@ from .errors import ConfigError, ShapeError
 
 def labels_int32(y) -> np.ndarray:
     """Class labels ``y`` as contiguous int32 (N,); ShapeError for values that are not whole numbers or lie outside
-    int32 (a plain cast would truncate 1.5 to 1 and wrap 2**32 + 1 to 1: a wrong label the range check misses)."""
+    int32 (a plain cast would truncate 1.5 to 1 and wrap 2**32 + 1 to 1: a wrong label the range check misses), or
+    not 1-D (a (2, 4) array for 8 inputs is refused, as PyTorch's cross_entropy refuses it, not flattened)."""
     a = np.asarray(y)
+    if a.ndim != 1:
+        raise ShapeError(f"labels must be one class index per input, shape (N,), got shape {a.shape}")
     if a.dtype.kind not in "iub":
         if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or np.any(a != np.floor(a)):
             raise ShapeError(f"labels must be whole numbers (got {a.dtype} values such as "
@@ -209,6 +212,11 @@ class Steps:
         optimizer's hyper-parameters are device buffers: changing the learning rate keeps the recording.
         """
         self._ensure_device()
+        if not hasattr(optimizer, "updates"):
+            raise ConfigError(f"train_step needs a clcnn optimizer (e.g. SGD(model, lr=0.01)), got {optimizer!r}")
+        if not optimizer.updates(self):
+            raise ConfigError("train_step: the optimizer was made for another model's parameters (make it with "
+                              "this one, e.g. SGD(model, lr=0.01))")
         batch = self._staged(x, y) if isinstance(x, DeviceBatch) else self._stage(*self._host_batch(x, y))
         dx, dy = batch.x, batch.y
         optimizer.prepare()   # writes changed hyper-parameters to their device buffers (not part of the recording)

@@ -86,3 +86,22 @@ def test_moving_the_model_or_missing_labels_or_an_empty_batch_are_refused():
     group = DataParallel(small_net(), ["cpu"])
     with pytest.raises(ConfigError, match="only to train_step"):
         group.gradients(group.lead.to_device(x, y), None)
+
+
+def test_labels_of_another_shape_and_another_models_optimizer_are_refused():
+    (x, y), = batches(1)
+    model, other = small_net().to("cpu"), small_net().to("cpu")
+    with pytest.raises(ShapeError, match=r"shape \(N,\), got shape \(1, 5\)"):
+        model.to_device(x, y.reshape(1, -1))   # as many labels as inputs, but not one per input
+    with pytest.raises(ShapeError, match=r"got shape \(\)"):
+        model.train_step(x[:1], np.int64(y[0]), SGD(model, lr=0.1))
+    before = model.state_dict()
+    with pytest.raises(ConfigError, match="another model's parameters"):
+        model.train_step(x, y, SGD(other, lr=0.1))
+    with pytest.raises(ConfigError, match="needs a clcnn optimizer"):
+        model.train_step(x, y, None)
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())   # nothing ran
+    group = DataParallel(small_net(), ["cpu"])   # one device: the lead steps with the group's optimizer
+    opt = SGD(group, lr=0.1)
+    assert opt.updates(group) and opt.updates(group.lead) and not opt.updates(model)
+    assert np.isfinite(group.train_step(x, y, opt))

@@ -56,6 +56,12 @@ class Optimizer(ABC):
         self._hyper_bufs: dict = {}   # id(backend) -> [backend, device (len,) array, host values written]
         self._state: dict = {}        # id(flat data) -> (ParamBuffer, {state name: device array})
 
+    def updates(self, model) -> bool:
+        """Whether every flat parameter buffer of ``model`` is one this optimizer updates: ``model`` is the one
+        it was made with, or a replica of the data-parallel group it was made with."""
+        mine = {id(pb) for pb in self.model.parameter_buffers()}
+        return all(id(pb) in mine for pb in model.parameter_buffers())
+
     # ---- hyper-parameters ---------------------------------------------------------------------------------
     def _derived(self, step: int) -> list[float]:
         """Values the update op needs for step number ``step`` (counted from 1) beyond ``hyper``."""
