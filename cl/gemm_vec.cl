@@ -22,12 +22,19 @@
 //     is not read by anyone between the previous barrier and the next one.
 // GATHER_A / GATHER_B: fetch_a + stash_a / fetch_b + stash_b are defined by the file that includes this one
 // (cl/implicit_conv.cl).
+// SUM_A: also the row sums of op(A) over k into the bias argument, bias[i] = beta*bias[i] + sum_p op(A)[i, p]
+//     (a dense layer's bias gradient beside its weight gradient; the host passes bias_mode 0 and one entry): the
+//     work-items of tile column 0 with tx == 0, which hold every row of their tile, add their A fragment at each
+//     k-step, in k order.
 #pragma OPENCL FP_CONTRACT ON
 #ifndef FB
 #define FB 0
 #endif
 #ifndef ST
 #define ST 0
+#endif
+#ifndef SUM_A
+#define SUM_A 0
 #endif
 #include "_gemm_vec_slabs.cl"   // the slab sizes (shared with cl/implicit_conv.cl)
 #if WM % 4 == 0
@@ -159,6 +166,16 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
 #pragma unroll
         for (int v = 0; v < WN; ++v)
             acc[u][v] = 0.0f;
+#if SUM_A
+    const bool sums = get_group_id(0) == 0 && tx == 0;
+    float rs[WM];
+#pragma unroll
+    for (int u = 0; u < WM; ++u)
+        rs[u] = 0.0f;
+#define ROWSUM(AR) if (sums) { _Pragma("unroll") for (int u = 0; u < WM; ++u) rs[u] += AR[u]; }
+#else
+#define ROWSUM(AR)
+#endif
     float4 ra[QA], rb[QB];
     int e = z * nloop, p0 = 0;   // the next slab to fetch: entry e, k-offset p0
 
@@ -195,11 +212,13 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
                     LOAD_BR(br[(p + 1) & 1], p + 1)
                 }
                 FMAS(ar[p & 1], br[p & 1])
+                ROWSUM(ar[p & 1])
 #else
                 float ar[WM], br[WN];
                 LOAD_AR(ar, p)
                 LOAD_BR(br, p)
                 FMAS(ar, br)
+                ROWSUM(ar)
 #endif
 #if ST
                 if (p + 1 == ST && s < nslab) STASH(s & 1);
@@ -224,4 +243,14 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
             if (i < m && j < n) write_c(c, ldc, i, j, acc[u][v], alpha, beta, bias, bias_mode, relu);
         }
     }
+#if SUM_A
+    if (sums) {
+        __global float* row_sums = (__global float*)bias;
+#pragma unroll
+        for (int u = 0; u < WM; ++u) {
+            const int i = row0 + ROW(u);
+            if (i < m) row_sums[i] = (beta != 0.0f ? beta * row_sums[i] : 0.0f) + rs[u];
+        }
+    }
+#endif
 }

@@ -22,10 +22,11 @@ def _index(off, rows, cols, ld):
 
 def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, pad_ld=(0, 0, 0),
              offs=(0, 0, 0), batch=1, share_a=False, reduce=False, c_nan=False, bias_axis=None, relu=False,
-             seed=0):
+             seed=0, row_sums=False):
     """Build padded/offset/batched flat storage, run dev.gemm, compare the WHOLE C storage with the reference
     (the C_b blocks to FWD_TOL, every other entry bit-exact unchanged). bias_axis 0 / 1 adds a bias per row /
-    column (None: no bias); batch strides are multiples of 4 when pad_ld and offs are (128-bit loads)."""
+    column (None: no bias); batch strides are multiples of 4 when pad_ld and offs are (128-bit loads).
+    row_sums: also op(A)'s row sums into an (m,) vector (NaN before when beta == 0: it must not be read)."""
     rng = np.random.default_rng(seed)
     ra, ca = (k, m) if trans_a else (m, k)
     rb, cb = (n, k) if trans_b else (k, n)
@@ -44,9 +45,16 @@ def run_gemm(dev, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         kw.update(lda=lda, ldb=ldb, ldc=ldc)
     bias = None if bias_axis is None else randn(rng, m if bias_axis == 0 else n)
     dc = up(dev, c)
+    rs = (np.full(m, np.nan, np.float32) if beta == 0 else randn(rng, m)) if row_sums else None
+    drs = up(dev, rs) if row_sums else None
     dev.gemm(up(dev, a), up(dev, b), dc, m, n, k, **kw,
-             **({} if bias is None else dict(bias=up(dev, bias), bias_axis=bias_axis)))
+             **({} if bias is None else dict(bias=up(dev, bias), bias_axis=bias_axis)),
+             **({} if drs is None else dict(row_sums=drs)))
     got = dev.download(dc)
+    if row_sums:
+        op_a = a[offs[0]:offs[0] + ra * lda].astype(np.float64).reshape(ra, lda)[:, :ca]
+        want_rs = (op_a.T if trans_a else op_a).sum(axis=1) + (beta * rs.astype(np.float64) if beta else 0.0)
+        check(dev.download(drs), want_rs, FWD_TOL, f"gemm {m}x{n}x{k} row_sums")
     want = ref.gemm(a, b, c, m, n, k, **kw, bias=bias, bias_axis=0 if bias_axis is None else bias_axis)
     touched = np.zeros(size_c, bool)
     for bi in range(1 if reduce else batch):
@@ -166,6 +174,27 @@ def test_gemm_relu_mask_needs_a_dense_c(device):
             device.gemm(a, a, up(device, np.zeros(8, np.float32)), 2, 2, 1, relu_mask=a, **bad)
 
 
+@pytest.mark.parametrize("m,n,k", [(37, 29, 53), (130, 9, 70), (1, 5, 3)])
+@pytest.mark.parametrize("trans_a", [True, False], ids=["TN", "NN"])
+def test_gemm_row_sums(device, small, monkeypatch, m, n, k, trans_a):
+    """row_sums: op(A)'s row sums beside the product (a dense layer's bias gradient: dy.T's rows), beta 0 not
+    reading them, beta 0.5 accumulating; then on the split-K path (a long k over few tiles: bias_grad after it)."""
+    if small and m > 64:
+        m, n, k = 33, 9, 18
+    run_gemm(device, m, n, k, trans_a=trans_a, beta=0.0, c_nan=True, row_sums=True)
+    run_gemm(device, m, n, k, trans_a=trans_a, beta=0.5, alpha=0.75, row_sums=True, seed=1)
+    if hasattr(device, "_gemm_limits"):
+        monkeypatch.setattr(device, "_gemm_limits", device._gemm_limits[:3] + (64,))
+    run_gemm(device, 20, 12, 256 if small else 1024, trans_a=trans_a, beta=0.5, row_sums=True, seed=2)
+
+
+def test_gemm_row_sums_needs_a_dense_single_a(device):
+    a = up(device, np.ones(8, np.float32))
+    for bad in (dict(batch=2), dict(a_off=1), dict(lda=3), dict(relu=True), dict(bias=a), dict(reduce=True)):
+        with pytest.raises(ValueError, match="row_sums"):
+            device.gemm(a, a, up(device, np.zeros(8, np.float32)), 2, 2, 1, row_sums=a, **bad)
+
+
 def test_gemm_bad_bias_axis(device):
     a = up(device, np.ones(4, np.float32))
     with pytest.raises(ValueError, match="bias_axis"):
@@ -231,6 +260,7 @@ def test_gemm_config(dev_id, index):
         run_gemm(dev, tm + 3, tn + 5, 21, trans_a=ua, trans_b=ub, alpha=0.75, pad_ld=(1, 3, 2), offs=(1, 3, 2),
                  bias_axis=1 - index % 2, seed=index)
         run_gemm(dev, 9, 7, 21, trans_a=ua, trans_b=ub, batch=10, reduce=True, beta=0.5, relu=True, seed=12)
+        run_gemm(dev, tm + 3, tn + 5, 21, trans_a=ta, trans_b=ub, beta=index % 2 * 0.5, row_sums=True, seed=index)
     finally:
         dev.gemm_override = None
 

@@ -93,7 +93,7 @@ class Backend(Capabilities, ABC):
              alpha: float = 1.0, beta: float = 0.0, lda: int | None = None, ldb: int | None = None,
              ldc: int | None = None, a_off: int = 0, b_off: int = 0, c_off: int = 0, batch: int = 1,
              stride_a: int = 0, stride_b: int = 0, stride_c: int = 0, reduce: bool = False,
-             bias=None, bias_axis: int = 0, relu: bool = False, relu_mask=None) -> None:
+             bias=None, bias_axis: int = 0, relu: bool = False, relu_mask=None, row_sums=None) -> None:
         """Row-major strided-batched GEMM over flat storage, with an optional fused bias + ReLU write-out.
 
         For b in range(batch), with op(X) = X.T if trans_X else X:
@@ -111,6 +111,10 @@ class Backend(Capabilities, ABC):
             relu_mask (a float32 device array holding a dense C: batch 1, c_off 0, ldc n; with no bias and no
             relu) stores 0 where relu_mask <= 0 (relu_backward's rule: a NaN passes): the backward of a ReLU
             whose output is relu_mask, fused into a product giving that ReLU's output gradient.
+        row_sums (a float32 device vector of length m; batch 1, a_off 0, the dense lda, no bias, relu or
+        relu_mask): also row_sums = beta * row_sums + op(A).sum(axis=1) (beta == 0 must not read it): a dense
+        layer's bias gradient, sum_n dy[n, :], beside its weight gradient dy.T @ x, in the same pass where the
+        backend can (OpenCL's vec tiles without split-K), else with bias_grad after it.
         """
 
     # ---- convolution unrolling ---------------------------------------------------------------------------

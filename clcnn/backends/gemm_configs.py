@@ -102,6 +102,18 @@ def _well_formed(cfg: dict) -> bool:
     return tm % 4 == 0 and tn % 4 == 0 and cfg["TK"] % 4 == 0 and lanes_ok and options_ok
 
 
+def row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, relu, relu_mask):
+    """(n, c, inner) of the bias_grad call that gives a gemm's ``row_sums`` (A read as (N, C, inner) = (k, m, 1)
+    when trans_a, else (1, m, k)), or None without row_sums; ValueError where A is not the dense single one."""
+    if row_sums is None:
+        return None
+    dense = (m if trans_a else k) if lda is None else lda
+    if batch != 1 or reduce or a_off or dense != (m if trans_a else k) or bias is not None or relu \
+            or relu_mask is not None:
+        raise ValueError("gemm: row_sums needs a dense single A at offset 0, with no bias, relu or relu_mask")
+    return (k, m, 1) if trans_a else (1, m, k)
+
+
 def check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
     """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs."""
     if relu_mask is None:

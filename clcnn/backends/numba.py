@@ -11,7 +11,7 @@ from ..cpu import im2col as _im2col, loss as _loss, maxpool as _maxpool, sgd as 
 from ..cpu import avgpool as _avgpool, batchnorm as _bn, dropout as _dropout
 from ..cpu import adam as _adam, conv as _conv, implicit_conv as _implicit
 from .base import Backend, DeviceInfo
-from .gemm_configs import check_relu_mask
+from .gemm_configs import check_relu_mask, row_sums_geometry
 
 
 def _short_omp_spin() -> None:
@@ -80,11 +80,14 @@ class NumbaBackend(Backend):
     # ---- ops: each is the function of the same name in clcnn.cpu ------------------------------------------
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
-             bias=None, bias_axis=0, relu=False, relu_mask=None):
+             bias=None, bias_axis=0, relu=False, relu_mask=None, row_sums=None):
+        sums = row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, relu, relu_mask)
         _gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
                    stride_a, stride_b, stride_c, reduce, bias, bias_axis, relu)
         if check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu):
             _act.relu_backward(relu_mask, c, c, m * n)
+        if sums is not None and m > 0:
+            _bias.bias_grad(a, row_sums, *sums, beta)
 
     def im2col(self, x, cols, n0, nb, c, h, w, kh, kw, stride, pad):
         _im2col.im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad)

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from .opencl_ops import _f, _i
 
 from .gemm_configs import (GEMM_CONFIGS, GEMM_DEFAULT_POOL, VARIANT_SOURCES, VEC_CONFIGS, _well_formed, check_relu_mask,
+                           row_sums_geometry,
                            gemm_geometry, gemm_key, gemm_local_bytes)
 
 
@@ -152,10 +153,12 @@ class OpenCLGemm:
             chunks *= 2
         return chunks
 
-    def _gemm_kernel(self, p: dict, trans_a: bool, trans_b: bool, vec_a: bool, vec_b: bool, gather=None):
+    def _gemm_kernel(self, p: dict, trans_a: bool, trans_b: bool, vec_a: bool, vec_b: bool, gather=None,
+                     sum_a: bool = False):
         """(kernel, (TM, TN, wg x, wg y)) for config p; vec_a / vec_b: 128-bit loads of A / B are aligned;
-        gather: None, or the MODE and geometry defines of cl/implicit_conv.cl (a "vec" config only)."""
-        key = (tuple(p.items()), trans_a, trans_b, vec_a, vec_b, tuple(sorted((gather or {}).items())))
+        gather: None, or the MODE and geometry defines of cl/implicit_conv.cl; sum_a: cl/gemm_vec.cl's SUM_A
+        (both for a "vec" config only)."""
+        key = (tuple(p.items()), trans_a, trans_b, vec_a, vec_b, tuple(sorted((gather or {}).items())), sum_a)
         hit = self._gemm_kernels.get(key)
         if hit is None:
             file, variant = VARIANT_SOURCES[p["variant"]]
@@ -169,15 +172,18 @@ class OpenCLGemm:
             if gather:
                 file = "implicit_conv.cl"
                 defines.update(gather)
+            if sum_a:
+                defines["SUM_A"] = 1
             hit = self._gemm_kernels[key] = (self.kernel(file, "gemm", defines), gemm_geometry(p))
         return hit
 
     def gemm(self, a, b, c, m, n, k, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, lda=None, ldb=None,
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
-             bias=None, bias_axis=0, relu=False, relu_mask=None):
+             bias=None, bias_axis=0, relu=False, relu_mask=None, row_sums=None):
         if bias_axis not in (0, 1):
             raise ValueError(f"gemm: bias_axis must be 0 (per row) or 1 (per column), got {bias_axis}")
         check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu)
+        sums = row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, relu, relu_mask)
         if m <= 0 or n <= 0 or batch <= 0:
             return
         trans_a, trans_b = bool(trans_a), bool(trans_b)
@@ -194,14 +200,19 @@ class OpenCLGemm:
                 k, batch, reduce = kc, chunks, True
         vec_a = lda % 4 == 0 and a_off % 4 == 0 and (batch == 1 or stride_a % 4 == 0)
         vec_b = ldb % 4 == 0 and b_off % 4 == 0 and (batch == 1 or stride_b % 4 == 0)
+        fused_sums = sums is not None and p["variant"] == "vec" and not reduce   # else bias_grad after it
         if relu_mask is not None:   # write_c's relu == 2: the bias argument carries the mask
             epilogue = (relu_mask.buf, _i(0), _i(2))
+        elif fused_sums:            # SUM_A: the bias argument receives the row sums
+            epilogue = (row_sums.buf, _i(0), _i(0))
         else:
             epilogue = ((bias if bias is not None else self.scratch("gemm_no_bias", 1)).buf,
                         _i(0 if bias is None else 1 + bias_axis), _i(bool(relu)))
-        self._gemm_launch(self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b), a, b, c, m, n, k, alpha, beta,
-                          (a_off, lda, stride_a), (b_off, ldb, stride_b), (c_off, ldc, stride_c), batch, reduce,
-                          epilogue)
+        self._gemm_launch(self._gemm_kernel(p, trans_a, trans_b, vec_a, vec_b, sum_a=fused_sums), a, b, c, m, n,
+                          k, alpha, beta, (a_off, lda, stride_a), (b_off, ldb, stride_b), (c_off, ldc, stride_c),
+                          batch, reduce, epilogue)
+        if sums is not None and not fused_sums:
+            self.bias_grad(a, row_sums, *sums, beta=beta)
 
     def _gemm_launch(self, kernel, a, b, c, m, n, k, alpha, beta, a_args, b_args, c_args, batch, reduce, epilogue):
         """Enqueue one gemm-signature kernel (``kernel``: _gemm_kernel's pair): a batch-reduce split over the batch

@@ -52,8 +52,8 @@ class Dense(Layer):
         # (a ReLU before: x is its output) dx is cut where x <= 0 in the product's write-out.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n = dy.shape[0]
-        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=self.grad_beta)
-        be.bias_grad(dy, b.grad, n, self.out_features, 1, beta=self.grad_beta)
+        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=self.grad_beta,
+                row_sums=b.grad)   # db = sum_n dy[n]: dy.T's row sums, in the weight gradient's pass
         dx = None
         if need_dx:
             dx = self._buffer("dx", (n, self.in_features))
