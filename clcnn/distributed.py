@@ -22,6 +22,7 @@ from .backends.base import Mark
 from .errors import ConfigError
 from .parallel import set_buffers, set_dropout_stream
 from .split import Group, GroupInfo, SplitPolicy, global_batch
+from .steps import check_optimizer
 
 CHUNK_MIN = 32768   # gradient elements: a layer's gradients travel with the next layer's until a chunk has this many
 
@@ -143,6 +144,7 @@ class DistributedDataParallel(Group):
         the global mean loss, or None with ``sync=False`` (see read_loss). A sync=False step's exchange and
         update finish at the next call on this group, once the next shard is on its way to the device (so
         the host's copy overlaps the device's work), with the hyper-parameters the optimizer had now."""
+        check_optimizer(optimizer, self)
         self._start(x, y, optimizer, sync)
         return self.comm.allreduce(self._complete()) if sync else None
 

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ConfigError, DeviceError
 from .layers import Dropout, walk
 from .split import Group, GroupInfo, SplitPolicy, global_batch
-from .steps import refuse_device_batch
+from .steps import check_optimizer, refuse_device_batch
 
 
 class DataParallel(Group):
@@ -76,6 +76,7 @@ class DataParallel(Group):
         """The global batch's gradient over the group, then one update of every active replica; returns the
         mean loss, or None with ``sync=False`` (then it is added to ``read_loss``'s total)."""
         refuse_device_batch(x, y)   # alike with one device active or more (global_batch checks the rest)
+        check_optimizer(optimizer, self)
         if sum(self.policy.active) == 1:   # the others are left out: the lead runs its own recorded steps
             self._alone_steps += 1
             return self.lead.train_step(x, y, optimizer, sync=sync)

@@ -23,6 +23,16 @@ def labels_int32(y) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
 
 
+def check_optimizer(optimizer, model) -> None:
+    """ConfigError unless ``optimizer`` is a clcnn optimizer updating ``model``'s parameters (Optimizer.updates):
+    one made for another model would step on nothing of this one's."""
+    if not hasattr(optimizer, "updates"):
+        raise ConfigError(f"train_step needs a clcnn optimizer (e.g. SGD(model, lr=0.01)), got {optimizer!r}")
+    if not optimizer.updates(model):
+        raise ConfigError("train_step: the optimizer was made for another model's parameters (make it with "
+                          "this one, e.g. SGD(model, lr=0.01))")
+
+
 def refuse_device_batch(x, y=None) -> None:
     """ConfigError where a DeviceBatch is passed as anything but the x of its own model's train_step."""
     if isinstance(x, DeviceBatch) or isinstance(y, DeviceBatch):
@@ -212,11 +222,7 @@ class Steps:
         optimizer's hyper-parameters are device buffers: changing the learning rate keeps the recording.
         """
         self._ensure_device()
-        if not hasattr(optimizer, "updates"):
-            raise ConfigError(f"train_step needs a clcnn optimizer (e.g. SGD(model, lr=0.01)), got {optimizer!r}")
-        if not optimizer.updates(self):
-            raise ConfigError("train_step: the optimizer was made for another model's parameters (make it with "
-                              "this one, e.g. SGD(model, lr=0.01))")
+        check_optimizer(optimizer, self)
         batch = self._staged(x, y) if isinstance(x, DeviceBatch) else self._stage(*self._host_batch(x, y))
         dx, dy = batch.x, batch.y
         optimizer.prepare()   # writes changed hyper-parameters to their device buffers (not part of the recording)

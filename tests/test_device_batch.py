@@ -105,3 +105,12 @@ def test_labels_of_another_shape_and_another_models_optimizer_are_refused():
     opt = SGD(group, lr=0.1)
     assert opt.updates(group) and opt.updates(group.lead) and not opt.updates(model)
     assert np.isfinite(group.train_step(x, y, opt))
+
+
+def test_a_data_parallel_group_refuses_another_models_optimizer():
+    (x, y), = batches(1)
+    group, other = DataParallel(small_net(), ["cpu"]), small_net().to("cpu")
+    with pytest.raises(ConfigError, match="another model's parameters"):
+        group.train_step(x, y, SGD(other, lr=0.1))
+    with pytest.raises(ConfigError, match="needs a clcnn optimizer"):
+        group.train_step(x, y, None)

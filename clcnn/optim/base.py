@@ -58,7 +58,10 @@ class Optimizer(ABC):
 
     def updates(self, model) -> bool:
         """Whether every flat parameter buffer of ``model`` is one this optimizer updates: ``model`` is the one
-        it was made with, or a replica of the data-parallel group it was made with."""
+        it was made with (no buffer lookup then: an MPI group's finishes its pending step), or a replica of the
+        data-parallel group it was made with."""
+        if model is self.model:
+            return True
         mine = {id(pb) for pb in self.model.parameter_buffers()}
         return all(id(pb) in mine for pb in model.parameter_buffers())
 
