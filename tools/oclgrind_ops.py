@@ -7,7 +7,8 @@ Covers gemm (all transposes, edge tiles, alpha/beta, beta=0 over an uninitialize
 stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code path of every kernel variant in its
 smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im
 and maxpool (with --deep also built with the sizes as constants, as on GPUs), conv_backward_data (over a
-never-written scratch), conv_backward (local-memory and direct paths; with --deep also as constants), bias,
+never-written scratch), conv_backward (local-memory and direct paths; with --deep also as constants), the
+implicit-GEMM convolution, gemm's row_sums, bias,
 activations, losses and sgd, and checks each result against tests/reference.py (reference_conv.py for conv_backward).
 Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
@@ -81,6 +82,16 @@ def run_gemm(dev, rng, name, m, n, k, ta=False, tb=False, alpha=1.0, beta=0.0, p
     compare(f"gemm {name} {m}x{n}x{k} {'T' if ta else 'N'}{'T' if tb else 'N'}", got[mask], want[mask], 1e-5)
 
 
+def run_row_sums(dev, rng, name, m, n, k, ta):
+    """gemm with row_sums into a never-written vector at beta 0 (Oclgrind flags a read of it)."""
+    a, b = rnd(rng, *((k, m) if ta else (m, k))), rnd(rng, k, n)
+    rows, dc = dev.scratch(f"oclgrind_rows_{name}", m), dev.zeros((m, n))
+    dev.gemm(dev.upload(a), dev.upload(b), dc, m, n, k, trans_a=ta, row_sums=rows)
+    op_a = (a.T if ta else a).astype(np.float64)
+    compare(f"gemm {name} row_sums", dev.download(rows)[:m], op_a.sum(axis=1), 1e-5)
+    compare(f"gemm {name} beside row_sums", dev.download(dc), op_a @ b, 1e-5)
+
+
 def gemm_cases(dev, rng):
     for ta in (False, True):
         for tb in (False, True):
@@ -108,6 +119,7 @@ def gemm_cases(dev, rng):
         run_gemm(dev, rng, f"{tag} unaligned", tm + 3, tn + 5, 19, ua, ub, alpha=0.5, pad=1, offs=3,
                  bias_axis=1 - i % 2)
         run_gemm(dev, rng, f"{tag} reduce", 5, 7, 19, ua, ub, batch=5, reduce=True, beta=0.5, relu=True)
+        run_row_sums(dev, rng, tag, tm + 3, tn + 5, 21, ta)
     dev.gemm_override = None
 
 
@@ -179,6 +191,24 @@ def conv_backward_cases(dev, rng):
             if with_dx:
                 compare(f"conv_backward dx {tag}", dev.download(dx), wdx, 1e-4)
     dev.conv_backward_local = None
+
+
+def implicit_cases(dev, rng):
+    """The implicit-GEMM convolution both ways (dweight a never-written scratch at beta 0): strides 1-2, padding
+    0-2, kernels 1-5, odd planes."""
+    for (n, c, h, w, m, k, s, p) in [(2, 3, 7, 6, 5, 3, 1, 1), (2, 2, 9, 8, 3, 5, 2, 2), (1, 4, 5, 5, 6, 1, 1, 0)]:
+        x, wt, b = rnd(rng, n, c, h, w), rnd(rng, m, c, k, k), rnd(rng, m)
+        yf = rconv.conv(x, wt, b, s, p)
+        dy, tag = rnd(rng, *yf.shape), f"{c}x{h}x{w} m{m} k{k} s{s} p{p}"
+        dx_, dwt, ddy, y, dx = dev.upload(x), dev.upload(wt), dev.upload(dy), dev.zeros(yf.shape), dev.zeros(x.shape)
+        dev.implicit_conv_forward(dx_, dwt, dev.upload(b), y, n, c, h, w, m, k, s, p, relu=True)
+        compare(f"implicit_conv_forward {tag}", dev.download(y), np.maximum(yf, 0.0), 1e-4)
+        wdw, _, wdx = rconv.conv_backward(x, wt, dy, None, None, s, p)
+        dw = dev.scratch(f"oclgrind_idw_{m}_{c}_{k}", m * c * k * k)
+        dev.implicit_conv_backward_weight(dx_, ddy, dw, n, c, h, w, m, k, s, p)
+        compare(f"implicit_conv_backward_weight {tag}", dev.download(dw)[:wdw.size].reshape(wdw.shape), wdw, 1e-4)
+        dev.implicit_conv_backward_data(dwt, ddy, dx, n, c, h, w, m, k, s, p)
+        compare(f"implicit_conv_backward_data {tag}", dev.download(dx), wdx, 1e-4)
 
 
 def bias_cases(dev, rng):
@@ -284,8 +314,8 @@ def main() -> int:
     dev = clcnn.get_backend(devs[0].id)
     print(f"device: {dev.info}", flush=True)
     rng = np.random.default_rng(0)
-    families = [gemm_cases, conv_cases, pool_cases, conv_backward_cases, bias_cases, activation_cases, loss_cases,
-                sgd_and_memory_cases]
+    families = [gemm_cases, conv_cases, pool_cases, conv_backward_cases, implicit_cases, bias_cases,
+                activation_cases, loss_cases, sgd_and_memory_cases]
     for family in families + ([geometry_constant_cases] if DEEP else []):
         t0 = time.perf_counter()
         try:
