@@ -232,7 +232,16 @@ def write_run(out: Path, config: dict, command, resumed: tuple | None = None) ->
     else:
         try:
             run = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if not isinstance(run, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:   # keep what is left of it beside the new one: nothing is lost
+            kept = path.with_name("run.json.damaged")
+            if path.exists():
+                path.replace(kept)
+            import warnings
+            warnings.warn(f"{path} could not be read ({exc}); the first run's command is unknown in the new one"
+                          + (f" (the old file is kept as {kept})" if kept.exists() else ""), RuntimeWarning,
+                          stacklevel=2)
             run = {"command": None, "resumes": []}
         run["config"] = config
         run.setdefault("resumes", []).append({"command": command, "epoch": resumed[0], "step": resumed[1],

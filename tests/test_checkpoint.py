@@ -233,3 +233,15 @@ def test_cli_resume_refusals_are_one_line(tmp_path, monkeypatch, capsys):
     code, out, err = _cli(monkeypatch, capsys, "train", "--resume", run)
     assert code == 2 and err.strip().splitlines() == [f"clcnn: error: checkpoint {run / CHECKPOINT} is truncated or "
                                                       "corrupted (not a readable safetensors file)"], err
+
+
+def test_a_damaged_run_json_is_kept_aside_on_resume(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    checkpoint.write_run(out, {"lr": 0.1}, ["clcnn", "train", "--lr", "0.1"])
+    (out / "run.json").write_text("{")   # cut short
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        checkpoint.write_run(out, {"lr": 0.1}, ["clcnn", "train", "--resume", "run"], resumed=(2, 10))
+    assert (out / "run.json.damaged").read_text() == "{"
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] is None and run["resumes"][0]["epoch"] == 2 and run["config"] == {"lr": 0.1}
