@@ -230,7 +230,8 @@ class Steps:
         def step():
             self._forward_backward(dx, dy, accumulate=not sync, fresh=True)   # overwrites every gradient
             optimizer.step()
-        key = (batch.shape, not sync, self.training, id(optimizer), optimizer.version)
+        # conv_algo (a forced convolution algorithm, set by tests and benchmarks) changes the recorded kernels
+        key = (batch.shape, not sync, self.training, id(optimizer), optimizer.version, self.backend.conv_algo)
         self._host_steps(self._steps.run(key, (dx, dy), step, self.capture_steps))
         if sync:
             return float(self.backend.download(self._loss_buf)[0])
@@ -251,7 +252,7 @@ class Steps:
     def run_shard(self, accumulate: bool = False, marks=None) -> None:
         """The second half of ``shard_gradients``: enqueue forward and backward of the batch last uploaded."""
         dx, dy = self._shard
-        key = ("shard", accumulate, self.training, id(marks)) + tuple(dx.shape)
+        key = ("shard", accumulate, self.training, id(marks), self.backend.conv_algo) + tuple(dx.shape)
         replayed = self._steps.run(key, (dx, dy), lambda: self._forward_backward(dx, dy, accumulate, fresh=True,
                                                                                  marks=marks), self.capture_steps)
         self._host_steps(replayed)

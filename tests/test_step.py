@@ -228,3 +228,22 @@ def test_step_overwrites_gradients_without_zeroing(device_id):
     for name, p in model.named_parameters():
         np.testing.assert_allclose(model.backend.download(p.grad).reshape(p.shape), 2 * want[name], rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_a_forced_conv_algorithm_is_not_replayed_stale(device_id):
+    # Setting conv_algo after steps were recorded records anew: a bad name is refused, not replayed past.
+    from clcnn.errors import ConfigError
+    model = small_net(seed=6).to(device_id)
+    opt = SGD(model, lr=0.1)
+    (x, y), = batches(1)
+    be = model.backend
+    try:
+        for algo in ("im2col", "im2col", "im2col", "direct"):
+            be.conv_algo = algo
+            model.train_step(x, y, opt)
+            assert model.layers[0].algorithm == algo
+        be.conv_algo = "bogus"
+        with pytest.raises(ConfigError, match="conv_algo"):
+            model.train_step(x, y, opt)
+    finally:
+        be.conv_algo = None
