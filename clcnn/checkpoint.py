@@ -235,7 +235,8 @@ def write_run(out: Path, config: dict, command, resumed: tuple | None = None) ->
             if not isinstance(run, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:   # keep what is left of it beside the new one: nothing is lost
-            kept = path.with_name("run.json.damaged")
+            kept = next(p for i in range(1 << 20)
+                        if not (p := path.with_name("run.json.damaged" + (f".{i}" if i else ""))).exists())
             if path.exists():
                 path.replace(kept)
             import warnings

@@ -245,3 +245,7 @@ def test_a_damaged_run_json_is_kept_aside_on_resume(tmp_path):
     assert (out / "run.json.damaged").read_text() == "{"
     run = json.loads((out / "run.json").read_text())
     assert run["command"] is None and run["resumes"][0]["epoch"] == 2 and run["config"] == {"lr": 0.1}
+    (out / "run.json").write_text("[")   # damaged again: the first damaged copy stays
+    with pytest.warns(RuntimeWarning, match="run.json.damaged.1"):
+        checkpoint.write_run(out, {"lr": 0.1}, ["clcnn", "train", "--resume", "run"], resumed=(3, 20))
+    assert (out / "run.json.damaged").read_text() == "{" and (out / "run.json.damaged.1").read_text() == "["

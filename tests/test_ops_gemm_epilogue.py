@@ -74,6 +74,10 @@ def test_gemm_row_sums_needs_a_dense_single_a(device):
     for bad in (dict(batch=2), dict(a_off=1), dict(lda=3), dict(relu=True), dict(bias=a), dict(reduce=True)):
         with pytest.raises(ValueError, match="row_sums"):
             device.gemm(a, a, up(device, np.zeros(8, np.float32)), 2, 2, 1, row_sums=a, **bad)
+    c = up(device, np.full(4, 7.0, np.float32))
+    with pytest.raises(ValueError, match="row_sums needs 3 elements"):   # before anything is written
+        device.gemm(a, a, c, 3, 1, 1, row_sums=up(device, np.zeros(2, np.float32)))
+    assert (device.download(c) == 7.0).all()
 
 
 def test_gemm_bad_bias_axis(device):

@@ -111,6 +111,8 @@ def row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, 
     if batch != 1 or reduce or a_off or dense != (m if trans_a else k) or bias is not None or relu \
             or relu_mask is not None:
         raise ValueError("gemm: row_sums needs a dense single A at offset 0, with no bias, relu or relu_mask")
+    if int(row_sums.size) < m:
+        raise ValueError(f"gemm: row_sums needs {m} elements (one per row of C), got {int(row_sums.size)}")
     return (k, m, 1) if trans_a else (1, m, k)
 
 
