@@ -192,6 +192,8 @@ def run():
     """Entry point: click's own errors and the user errors of clcnn.errors (and PyOpenCL's driver failures, a
     device problem) end as one `clcnn: error: ...` line, exit status 2; anything else is a bug and raises."""
     warnings.filterwarnings("default")
+    warnings.formatwarning = (   # one line each
+        lambda message, *_args, **_kw: f"clcnn: warning: {str(message).removeprefix('clcnn: ')}\n")
     try:
         main.main(standalone_mode=False)
     except click.exceptions.Abort:
