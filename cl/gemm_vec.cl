@@ -83,27 +83,27 @@ inline float4 load_quad(__global const float* src, const int valid, const int ve
 
 #ifndef GATHER_A   // cl/implicit_conv.cl brings its own fetch and stash
 // quad l of the A slab at k-offset p0 of entry a; rows past m, k read as 0
+// (ta: A is stored transposed; a constant at every call site, so each is compiled for one layout)
 inline float4 fetch_a(__global const float* a, const int lda, const int m, const int k, const int row0,
-                      const int p0, const int l)
+                      const int p0, const int l, const int ta)
 {
-#if TRANS_A   // stored (k, m): quads run along i
-    const int gp = p0 + l / (TM / 4), gi = row0 + (l % (TM / 4)) * 4;
-    return load_quad(a + gp * lda + gi, gp < k ? clamp(m - gi, 0, 4) : 0, VEC_A);
-#else         // stored (m, k): quads run along p
-    const int gi = row0 + l / (TK / 4), gp = p0 + (l % (TK / 4)) * 4;
+    if (ta) {   // stored (k, m): quads run along i
+        const int gp = p0 + l / (TM / 4), gi = row0 + (l % (TM / 4)) * 4;
+        return load_quad(a + gp * lda + gi, gp < k ? clamp(m - gi, 0, 4) : 0, VEC_A);
+    }
+    const int gi = row0 + l / (TK / 4), gp = p0 + (l % (TK / 4)) * 4;   // stored (m, k): quads run along p
     return load_quad(a + gi * lda + gp, gi < m ? clamp(k - gp, 0, 4) : 0, VEC_A);
-#endif
 }
 
 // quad l of an A slab -> as (TK x LA, k-major)
-inline void stash_a(__local float* as, const int l, const float4 v)
+inline void stash_a(__local float* as, const int l, const float4 v, const int ta)
 {
-#if TRANS_A
-    *(__local float4*)(as + (l / (TM / 4)) * LA + (l % (TM / 4)) * 4) = v;
-#else
+    if (ta) {
+        *(__local float4*)(as + (l / (TM / 4)) * LA + (l % (TM / 4)) * 4) = v;
+        return;
+    }
     __local float* d = as + (l % (TK / 4)) * 4 * LA + l / (TK / 4);
     d[0] = v.x; d[LA] = v.y; d[2 * LA] = v.z; d[3 * LA] = v.w;
-#endif
 }
 #endif
 
@@ -136,21 +136,21 @@ inline void stash_b(__local float* bs, const int l, const float4 v)
 // this work-item's quads of the fetched slab (ra, rb) -> local buffer BUF
 #define STASH(BUF) do { \
         _Pragma("unroll") for (int t = 0; t < QA; ++t) \
-            if (A_QUADS % NT == 0 || lid + t * NT < A_QUADS) stash_a(As[BUF], lid + t * NT, ra[t]); \
+            if (A_QUADS % NT == 0 || lid + t * NT < A_QUADS) stash_a(As[BUF], lid + t * NT, ra[t], ta); \
         _Pragma("unroll") for (int t = 0; t < QB; ++t) \
             if (B_QUADS % NT == 0 || lid + t * NT < B_QUADS) stash_b(Bs[BUF], lid + t * NT, rb[t]); \
     } while (0)
 
-__kernel __attribute__((reqd_work_group_size(NTX, NTY, 1)))
-void gemm(const int m, const int n, const int k, const float alpha, const float beta,
-          __global const float* restrict A, const int a_off, const int lda, const int stride_a,
-          __global const float* restrict B, const int b_off, const int ldb, const int stride_b,
-          __global float* restrict C, const int c_off, const int ldc, const int stride_c,
-          const int nloop, const int nbatch, __global const float* restrict bias, const int bias_mode,
-          const int relu)
+// One work-group's C tile (rows row0.., columns col0..) of the GEMM above; ta: A is stored transposed (a constant
+// at each call); sum_rows: this work-group adds the row sums (SUM_A, tile column 0); As, Bs: the kernel's slabs.
+inline void gemm_tile(const int m, const int n, const int k, const float alpha, const float beta,
+                      __global const float* restrict A, const int a_off, const int lda, const int stride_a,
+                      __global const float* restrict B, const int b_off, const int ldb, const int stride_b,
+                      __global float* restrict C, const int c_off, const int ldc, const int stride_c,
+                      const int nloop, const int nbatch, __global const float* restrict bias, const int bias_mode,
+                      const int relu, const int ta, const int row0, const int sum_rows,
+                      __local float (*As)[TK * LA], __local float (*Bs)[TK * LB])
 {
-    __local float As[2][TK * LA] __attribute__((aligned(16)));
-    __local float Bs[2][TK * LB] __attribute__((aligned(16)));
     const int lid = get_local_id(1) * NTX + get_local_id(0);
 #if WX
     const int lane = lid % 32, w = lid / 32;
@@ -158,7 +158,7 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
 #else
     const int tx = get_local_id(0), ty = get_local_id(1);
 #endif
-    const int row0 = get_group_id(1) * TM, col0 = get_group_id(0) * TN, z = get_global_id(2);
+    const int col0 = get_group_id(0) * TN, z = get_global_id(2);
     const int nslab = (min(z * nloop + nloop, nbatch) - z * nloop) * ((k + TK - 1) / TK);
     float acc[WM][WN];
 #pragma unroll
@@ -167,7 +167,7 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
         for (int v = 0; v < WN; ++v)
             acc[u][v] = 0.0f;
 #if SUM_A
-    const bool sums = get_group_id(0) == 0 && tx == 0;
+    const bool sums = sum_rows && tx == 0;
     float rs[WM];
 #pragma unroll
     for (int u = 0; u < WM; ++u)
@@ -188,7 +188,7 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
 #pragma unroll
             for (int t = 0; t < QA; ++t)
                 if (A_QUADS % NT == 0 || lid + t * NT < A_QUADS)
-                    ra[t] = fetch_a(a, lda, m, k, row0, p0, lid + t * NT);
+                    ra[t] = fetch_a(a, lda, m, k, row0, p0, lid + t * NT, ta);
 #pragma unroll
             for (int t = 0; t < QB; ++t)
                 if (B_QUADS % NT == 0 || lid + t * NT < B_QUADS)
@@ -254,3 +254,19 @@ void gemm(const int m, const int n, const int k, const float alpha, const float 
     }
 #endif
 }
+
+#ifndef GEMM_TILE_ONLY   // cl/dense.cl brings its own kernel around gemm_tile
+__kernel __attribute__((reqd_work_group_size(NTX, NTY, 1)))
+void gemm(const int m, const int n, const int k, const float alpha, const float beta,
+          __global const float* restrict A, const int a_off, const int lda, const int stride_a,
+          __global const float* restrict B, const int b_off, const int ldb, const int stride_b,
+          __global float* restrict C, const int c_off, const int ldc, const int stride_c,
+          const int nloop, const int nbatch, __global const float* restrict bias, const int bias_mode,
+          const int relu)
+{
+    __local float As[2][TK * LA] __attribute__((aligned(16)));
+    __local float Bs[2][TK * LB] __attribute__((aligned(16)));
+    gemm_tile(m, n, k, alpha, beta, A, a_off, lda, stride_a, B, b_off, ldb, stride_b, C, c_off, ldc, stride_c,
+              nloop, nbatch, bias, bias_mode, relu, TRANS_A, get_group_id(1) * TM, get_group_id(0) == 0, As, Bs);
+}
+#endif

@@ -90,7 +90,7 @@ inline void stash_b(__local float* bs, const int l, const float4 v)
 // A slab: TM rows i (input channels) x TK columns p = (o, t), element f = i*TK + p;
 // A[ch, (o, t)] = weight[(o*C + ch)*KK + t]
 inline float4 fetch_a(__global const float* a, const int lda, const int m, const int k, const int row0,
-                      const int p0, const int l)
+                      const int p0, const int l, const int ta)   // ta: gemm_vec.cl's, 0 here
 {
     float e[4];
 #pragma unroll
@@ -101,7 +101,7 @@ inline float4 fetch_a(__global const float* a, const int lda, const int m, const
     return (float4)(e[0], e[1], e[2], e[3]);
 }
 
-inline void stash_a(__local float* as, const int l, const float4 v)
+inline void stash_a(__local float* as, const int l, const float4 v, const int ta)
 {
     const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll

@@ -118,6 +118,27 @@ class Backend(ConvOps, Capabilities, ABC):
         backend can (OpenCL's vec tiles without split-K), else with bias_grad after it.
         """
 
+    def dense_backward(self, dy, x, weight, grad_weight, grad_bias, dx, n: int, in_features: int,
+                       out_features: int, beta: float = 0.0, relu_mask: bool = False) -> None:
+        """A dense layer's backward (y = x @ weight.T + bias): dy (N, out), x (N, in), weight (out, in) ->
+            grad_weight (out, in) = beta * grad_weight + dy.T @ x,  grad_bias (out,) = beta * grad_bias + dy.sum(0),
+            dx (N, in) = dy @ weight, then 0 where x <= 0 when relu_mask (x is a ReLU's output; relu_backward's rule).
+        dx None: the input gradient is skipped. beta == 0 must not read the gradients. ValueError for an array
+        smaller than its shape. This composition of gemm is the rule; OpenCL runs both products in one launch
+        (cl/dense.cl) where its tiles allow."""
+        _check_sizes("dense_backward", dy=(dy, n * out_features), x=(x, n * in_features),
+                     weight=(weight, out_features * in_features), grad_weight=(grad_weight, out_features * in_features),
+                     grad_bias=(grad_bias, out_features), dx=(dx, n * in_features))
+        self._dense_backward(dy, x, weight, grad_weight, grad_bias, dx, n, in_features, out_features, beta,
+                             relu_mask)
+
+    def _dense_backward(self, dy, x, weight, grad_weight, grad_bias, dx, n, in_features, out_features, beta,
+                        relu_mask) -> None:
+        """dense_backward after its checks: the rule as two gemm calls (a backend may do it in fewer launches)."""
+        self.gemm(dy, x, grad_weight, out_features, in_features, n, trans_a=True, beta=beta, row_sums=grad_bias)
+        if dx is not None:
+            self.gemm(dy, weight, dx, n, in_features, out_features, relu_mask=x if relu_mask else None)
+
     # ---- pooling ------------------------------------------------------------------------------------------
     @abstractmethod
     def maxpool_forward(self, x, y, argmax, n: int, c: int, h: int, w: int, k: int, stride: int) -> None:
@@ -249,3 +270,10 @@ class Backend(ConvOps, Capabilities, ABC):
         a float32 (10,) device array the host writes before each step: step t counts from 1, step_size =
         lr/(1 - beta1^t), bias_correction2_sqrt = sqrt(1 - beta2^t), 1 - beta computed in float64 (a recorded
         step replays with the values written since)."""
+
+
+def _check_sizes(op: str, **arrays) -> None:
+    """ValueError naming the first array (name=(array or None, elements needed)) holding fewer elements."""
+    for name, (a, need) in arrays.items():
+        if a is not None and a.size < need:
+            raise ValueError(f"{op}: {name} holds {a.size} elements, {need} needed")

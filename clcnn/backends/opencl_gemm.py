@@ -29,6 +29,7 @@ class OpenCLGemm:
             key: p for key, p in load_tuning(self.info).get("gemm", {}).items() if self._gemm_usable(p)}
         self._gemm_choice: dict[tuple, dict] = {}
         self._gemm_kernels: dict[tuple, tuple] = {}
+        self._dense_plans: dict[tuple, tuple | None] = {}
 
     def _gemm_fits(self, p: dict) -> bool:
         """Whether config ``p`` is well formed and fits this device's work-group and local-memory limits."""
@@ -236,3 +237,35 @@ class OpenCLGemm:
         self._run(knl, xy + (1 if reduce else batch,), (lx, ly, 1), _i(m), _i(n), _i(k), _f(alpha), _f(beta),
                   a.buf, _i(a_off), _i(lda), _i(stride_a), b.buf, _i(b_off), _i(ldb), _i(stride_b),
                   c.buf, _i(c_off), _i(ldc), _i(stride_c), _i(nloop), _i(batch), *epilogue)
+
+    def _dense_backward(self, dy, x, weight, grad_weight, grad_bias, dx, n, in_features, out_features, beta,
+                        relu_mask):   # base.dense_backward, in one launch of cl/dense.cl where _dense_plan allows
+        plan = self._dense_plan(n, in_features, out_features) if dx is not None and n > 0 else None
+        if plan is None:   # the base's two gemm calls
+            return super()._dense_backward(dy, x, weight, grad_weight, grad_bias, dx, n, in_features,
+                                           out_features, beta, relu_mask)
+        knl, (tm, tn, lx, ly) = plan
+        tiles1 = -(-out_features // tm)
+        self._run(knl, (-(-in_features // tn) * lx, (tiles1 + -(-n // tm)) * ly, 1), (lx, ly, 1), _i(n),
+                  _i(in_features), _i(out_features), _f(beta), dy.buf, x.buf, weight.buf, grad_weight.buf,
+                  grad_bias.buf, dx.buf, _i(bool(relu_mask)), _i(tiles1))
+
+    def _dense_plan(self, n: int, in_features: int, out_features: int):
+        """cl/dense.cl's (kernel, geometry) for this shape, or None where its two products run better apart: the
+        input gradient's config is not a vec one, or either product would be split over k (_k_chunks: few output
+        tiles and a long k, as the weight gradient at batch 1024). Memoized, except under gemm_forced."""
+        key = (n, in_features, out_features)
+        if self.gemm_override is None and key in self._dense_plans:
+            return self._dense_plans[key]
+        p = self.gemm_config(n, in_features, out_features)
+        plan = None
+        if (p["variant"] == "vec" and self._k_chunks(n, in_features, out_features, p) == 1
+                and self._k_chunks(out_features, in_features, n, p) == 1):
+            defines = {k: v for k, v in p.items() if k not in ("variant", "VW")}
+            wide = p.get("VW", 4) == 4
+            defines.update(TRANS_B=0, VEC_A=int(wide and out_features % 4 == 0),
+                           VEC_B=int(wide and in_features % 4 == 0))
+            plan = (self.kernel("dense.cl", "dense_backward", defines), gemm_geometry(p))
+        if self.gemm_override is None:
+            self._dense_plans[key] = plan
+        return plan

@@ -52,13 +52,9 @@ class Dense(Layer):
         # (a ReLU before: x is its output) dx is cut where x <= 0 in the product's write-out.
         be, w, b = self.backend, self.params["weight"], self.params["bias"]
         n = dy.shape[0]
-        be.gemm(dy, self.x, w.grad, self.out_features, self.in_features, n, trans_a=True, beta=self.grad_beta,
-                row_sums=b.grad)   # db = sum_n dy[n]: dy.T's row sums, in the weight gradient's pass
-        dx = None
-        if need_dx:
-            dx = self._buffer("dx", (n, self.in_features))
-            be.gemm(dy, w.data, dx, n, self.in_features, self.out_features,
-                    relu_mask=self.x if self.relu_mask else None)
+        dx = self._buffer("dx", (n, self.in_features)) if need_dx else None
+        be.dense_backward(dy, self.x, w.data, w.grad, b.grad, dx, n, self.in_features, self.out_features,
+                          beta=self.grad_beta, relu_mask=self.relu_mask)
         self.x = None
         return dx
 
