@@ -1,4 +1,4 @@
-"""Not an op: the argument check every Numba op of clcnn.cpu shares."""
+"""Not an op: the argument checks every Numba op of clcnn.cpu shares (check_view: also OpenCL's gemm)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,3 +18,15 @@ def flat(a, need: int, name: str, dtype=np.float32) -> np.ndarray:
     if a.size < need:
         raise ValueError(f"{name}: needs {need} elements, array has {a.size}")
     return a.reshape(-1)
+
+
+def check_view(buf, name: str, off: int, rows: int, cols: int, ld: int, batch: int, stride: int) -> None:
+    """ValueError unless the (batch, rows, cols) view of ``buf`` (anything with ``.size``) with row stride ``ld``
+    and batch stride ``stride``, starting at element ``off``, lies inside it (a gemm operand, Backend.gemm)."""
+    if ld < cols:
+        raise ValueError(f"gemm: leading dimension of {name} ({ld}) < its column count ({cols})")
+    if off < 0 or stride < 0:
+        raise ValueError(f"gemm: negative offset or batch stride for {name}")
+    last = off + (batch - 1) * stride + (rows - 1) * ld + cols - 1
+    if last >= buf.size:
+        raise ValueError(f"gemm: {name} view reaches element {last}, array has {buf.size}")

@@ -13,7 +13,7 @@ from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from . import _blas as blas, gemm_nt as _gemm_nt
-from ._arrays import flat
+from ._arrays import check_view, flat
 
 _ALIGN = 16          # column blocks start on multiples of 16 floats (one cache line)
 _MIN_BLOCK = 32      # a split never makes blocks narrower than this
@@ -113,18 +113,6 @@ def _finish(work, parts, c, c_off, m, n, ldc, alpha, beta, bias, bias_axis, relu
 
 
 # ---- the public op ------------------------------------------------------------------------------------------
-def _check(buf, name, off, rows, cols, ld, batch, stride) -> None:
-    """Raise unless the (batch, rows, cols) view with row stride ``ld`` and batch stride ``stride`` starting at
-    ``off`` lies inside flat ``buf``."""
-    if ld < cols:
-        raise ValueError(f"gemm: leading dimension of {name} ({ld}) < its column count ({cols})")
-    if off < 0 or stride < 0:
-        raise ValueError(f"gemm: negative offset or batch stride for {name}")
-    last = off + (batch - 1) * stride + (rows - 1) * ld + cols - 1
-    if last >= buf.size:
-        raise ValueError(f"gemm: {name} view reaches element {last}, array has {buf.size}")
-
-
 def _dots_for_reduce() -> bool:
     """Conv weight gradients run as dot products unless OpenBLAS has AVX-512 kernels, which are faster still (on
     2 Zen 5 cores, CIFAR dW shapes: dots 200-275 GFLOP/s, OpenBLAS Haswell 130-230, SkylakeX 250-325)."""
@@ -184,9 +172,9 @@ def gemm(a, b, c, m, n, k, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, ld
     lda, ldb, ldc = int(ca if lda is None else lda), int(cb if ldb is None else ldb), int(n if ldc is None else ldc)
     fa, fb, fc = flat(a, 0, "gemm A"), flat(b, 0, "gemm B"), flat(c, 0, "gemm C")
     reduce = bool(reduce) and batch > 1
-    _check(fa, "A", a_off, ra, ca, lda, batch, stride_a)
-    _check(fb, "B", b_off, rb, cb, ldb, batch, stride_b)
-    _check(fc, "C", c_off, m, n, ldc, 1 if reduce else batch, stride_c)
+    check_view(fa, "A", a_off, ra, ca, lda, batch, stride_a)
+    check_view(fb, "B", b_off, rb, cb, ldb, batch, stride_b)
+    check_view(fc, "C", c_off, m, n, ldc, 1 if reduce else batch, stride_c)
     fbias = _NO_BIAS if bias is None else flat(bias, m if bias_axis == 0 else n, "gemm bias")
     axis = -1 if bias is None else int(bias_axis)
     if reduce and trans_b and not trans_a and batch * k >= _NT_MIN_K and m * n >= 16 and _dots_for_reduce():

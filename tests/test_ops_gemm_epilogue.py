@@ -84,3 +84,18 @@ def test_gemm_bad_bias_axis(device):
     a = up(device, np.ones(4, np.float32))
     with pytest.raises(ValueError, match="bias_axis"):
         device.gemm(a, a, up(device, np.zeros(4, np.float32)), 2, 2, 1, bias=a, bias_axis=2)
+
+
+def test_gemm_refuses_views_outside_their_buffers(device):
+    """A, B or C too short for its view, a bias shorter than the rows it is added to, or a relu_mask shorter than C:
+    ValueError before anything is written (OpenCL's kernels would write past the end of C)."""
+    a, b = up(device, np.ones(12, np.float32)), up(device, np.ones(20, np.float32))   # m 3, n 5, k 4
+    c = up(device, np.full(15, 7.0, np.float32))
+    short = up(device, np.ones(2, np.float32))
+    for what, args, kw in (("A view", (short, b, c), {}), ("B view", (a, short, c), {}),
+                           ("C view", (a, b, up(device, np.zeros(14, np.float32))), {}),
+                           ("C view", (a, b, c), dict(ldc=6)), ("bias", (a, b, c), dict(bias=short)),
+                           ("relu_mask", (a, b, c), dict(relu_mask=up(device, np.ones(14, np.float32))))):
+        with pytest.raises(ValueError, match=what):
+            device.gemm(*args, 3, 5, 4, **kw)
+    assert (device.download(c) == 7.0).all()

@@ -8,7 +8,7 @@ stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code p
 smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im
 and maxpool (with --deep also built with the sizes as constants, as on GPUs), conv_backward_data (over a
 never-written scratch), conv_backward (local-memory and direct paths; with --deep also as constants), the
-implicit-GEMM convolution, gemm's row_sums, bias,
+implicit-GEMM convolution, gemm's row_sums, dense_backward (cl/dense.cl), bias,
 activations, losses and sgd, and checks each result against tests/reference.py (reference_conv.py for conv_backward).
 Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
@@ -79,6 +79,19 @@ def run_row_sums(dev, rng, name, m, n, k, ta):
     compare(f"gemm {name} beside row_sums", dev.download(dc), op_a @ b, 1e-5)
 
 
+def run_dense_backward(dev, rng, name, n, i, o):
+    """dense_backward (cl/dense.cl where the config allows) into never-written gradients at beta 0 (Oclgrind flags
+    a read of them), the input gradient cut by the ReLU mask x <= 0."""
+    dy, x, w = rnd(rng, n, o), np.maximum(rnd(rng, n, i), 0), rnd(rng, o, i)
+    gw, gb, dx = (dev.scratch(f"oclgrind_dense_{t}_{name}", size)
+                  for t, size in (("gw", o * i), ("gb", o), ("dx", n * i)))
+    dev.dense_backward(dev.upload(dy), dev.upload(x), dev.upload(w), gw, gb, dx, n, i, o, relu_mask=True)
+    d64 = dy.astype(np.float64)
+    compare(f"dense_backward {name} grad_weight", dev.download(gw)[:o * i], (d64.T @ x).reshape(-1), 1e-5)
+    compare(f"dense_backward {name} grad_bias", dev.download(gb)[:o], d64.sum(0), 1e-5)
+    compare(f"dense_backward {name} dx", dev.download(dx)[:n * i], np.where(x > 0, d64 @ w, 0).reshape(-1), 1e-5)
+
+
 def gemm_cases(dev, rng):
     for ta in (False, True):
         for tb in (False, True):
@@ -107,7 +120,10 @@ def gemm_cases(dev, rng):
                  bias_axis=1 - i % 2)
         run_gemm(dev, rng, f"{tag} reduce", 5, 7, 19, ua, ub, batch=5, reduce=True, beta=0.5, relu=True)
         run_row_sums(dev, rng, tag, tm + 3, tn + 5, 21, ta)
+        if cfg["variant"] == "vec":
+            run_dense_backward(dev, rng, tag, tm + 3, tn + 5, tm + 1)
     dev.gemm_override = None
+    run_dense_backward(dev, rng, "fc3", 9, 84, 10)
 
 
 def bias_cases(dev, rng):

@@ -24,7 +24,8 @@ from clcnn.optim import SGD  # noqa: E402
 OPS = ("gemm", "im2col", "col2im", "conv_backward_data", "maxpool_forward", "maxpool_backward", "bias_add",
        "bias_grad", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "softmax_xent_forward",
        "sigmoid_bce_forward", "conv_forward", "conv_backward", "implicit_conv_forward",
-       "implicit_conv_backward_weight", "implicit_conv_backward_data", "sgd_update", "fill", "copy", "upload_into")
+       "implicit_conv_backward_weight", "implicit_conv_backward_data", "dense_backward", "sgd_update", "fill", "copy",
+       "upload_into")
 
 
 def wall_per_step(model, x, y, opt, steps: int) -> tuple[float, float]:

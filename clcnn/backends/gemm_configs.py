@@ -116,10 +116,13 @@ def row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, 
     return (k, m, 1) if trans_a else (1, m, k)
 
 
-def check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
-    """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs."""
+def check_relu_mask(relu_mask, m, n, ldc, c_off, batch, reduce, bias, relu) -> bool:
+    """Whether a gemm call has a ``relu_mask``; ValueError when its C is not the dense single one it needs or the
+    mask is smaller than C."""
     if relu_mask is None:
         return False
     if batch != 1 or reduce or c_off or (n if ldc is None else ldc) != n or bias is not None or relu:
         raise ValueError("gemm: relu_mask needs a dense single C at offset 0, with no bias and no relu")
+    if int(relu_mask.size) < m * n:
+        raise ValueError(f"gemm: relu_mask needs {m * n} elements (one per element of C), got {int(relu_mask.size)}")
     return True

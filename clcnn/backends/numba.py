@@ -82,9 +82,10 @@ class NumbaBackend(Backend):
              ldc=None, a_off=0, b_off=0, c_off=0, batch=1, stride_a=0, stride_b=0, stride_c=0, reduce=False,
              bias=None, bias_axis=0, relu=False, relu_mask=None, row_sums=None):
         sums = row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, relu, relu_mask)
+        masked = check_relu_mask(relu_mask, m, n, ldc, c_off, batch, reduce, bias, relu)   # before C is written
         _gemm.gemm(a, b, c, m, n, k, trans_a, trans_b, alpha, beta, lda, ldb, ldc, a_off, b_off, c_off, batch,
                    stride_a, stride_b, stride_c, reduce, bias, bias_axis, relu)
-        if check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu):
+        if masked:
             _act.relu_backward(relu_mask, c, c, m * n)
         if sums is not None and m > 0:
             _bias.bias_grad(a, row_sums, *sums, beta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+from ..cpu._arrays import check_view
 from ..errors import ConfigError
 from .opencl_ops import _f, _i
 
@@ -183,7 +184,7 @@ class OpenCLGemm:
              bias=None, bias_axis=0, relu=False, relu_mask=None, row_sums=None):
         if bias_axis not in (0, 1):
             raise ValueError(f"gemm: bias_axis must be 0 (per row) or 1 (per column), got {bias_axis}")
-        check_relu_mask(relu_mask, n, ldc, c_off, batch, reduce, bias, relu)
+        check_relu_mask(relu_mask, m, n, ldc, c_off, batch, reduce, bias, relu)
         sums = row_sums_geometry(row_sums, m, k, trans_a, lda, a_off, batch, reduce, bias, relu, relu_mask)
         if m <= 0 or n <= 0 or batch <= 0:
             return
@@ -191,6 +192,8 @@ class OpenCLGemm:
         lda = (m if trans_a else k) if lda is None else lda
         ldb = (k if trans_b else n) if ldb is None else ldb
         ldc = n if ldc is None else ldc
+        _check_views(a, b, c, m, n, k, trans_a, trans_b, lda, ldb, ldc, a_off, b_off, c_off, batch, stride_a,
+                     stride_b, stride_c, reduce, bias, bias_axis)
         p = self.gemm_config(m, n, k, trans_a, trans_b, batch, reduce)
         if batch == 1 and not reduce:
             chunks = self._k_chunks(m, n, k, p)
@@ -269,3 +272,15 @@ class OpenCLGemm:
         if self.gemm_override is None:
             self._dense_plans[key] = plan
         return plan
+
+
+def _check_views(a, b, c, m, n, k, trans_a, trans_b, lda, ldb, ldc, a_off, b_off, c_off, batch, stride_a, stride_b,
+                 stride_c, reduce, bias, bias_axis) -> None:
+    """ValueError before anything is enqueued where an operand's view reaches outside its buffer (the kernels
+    would read or write past its end) or the bias is shorter than the rows / columns it is added to."""
+    check_view(a, "A", a_off, *((k, m) if trans_a else (m, k)), lda, batch, stride_a)
+    check_view(b, "B", b_off, *((n, k) if trans_b else (k, n)), ldb, batch, stride_b)
+    check_view(c, "C", c_off, m, n, ldc, 1 if reduce and batch > 1 else batch, stride_c)
+    need = m if bias_axis == 0 else n
+    if bias is not None and int(bias.size) < need:
+        raise ValueError(f"gemm: bias needs {need} elements, got {int(bias.size)}")
