@@ -235,3 +235,21 @@ __kernel void batchnorm_backward_data(__global const float* restrict x, __global
     }
     dx[i] = w[ch] * inv * g;
 }
+
+// Batch-norm in eval mode folded into the convolution (or dense layer) before it: for each output channel o,
+// s = w[o] / sqrt(rvar[o] + eps) (as batchnorm_stats then batchnorm_apply scale), and
+// fweight[o, :] = weight[o, :] * s (inner = C*k*k values per channel), fbias[o] = (bias[o] - rmean[o]) * s + b[o].
+// One work-item per weight element; the first of each channel also writes its bias.
+__kernel void batchnorm_fold(__global const float* restrict weight, __global const float* restrict bias,
+                             __global const float* restrict w, __global const float* restrict b,
+                             __global const float* restrict rmean, __global const float* restrict rvar,
+                             __global float* restrict fweight, __global float* restrict fbias, const int inner,
+                             const int size, const float eps)
+{
+    const int i = get_global_id(0);
+    if (i >= size) return;
+    const int o = i / inner;
+    const float s = (1.0f / sqrt(rvar[o] + eps)) * w[o];
+    fweight[i] = weight[i] * s;
+    if (i == o * inner) fbias[o] = (bias[o] - rmean[o]) * s + b[o];
+}

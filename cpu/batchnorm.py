@@ -120,3 +120,23 @@ def batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias
                  flat(save_invstd, c, "batchnorm save_invstd"), flat(dweight, c, "batchnorm dweight"),
                  flat(dbias, c, "batchnorm dbias"), fdy if y is None else flat(y, size, "batchnorm y"), int(n),
                  int(c), int(inner), bool(training), float(beta), dx is not None, y is not None)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _bn_fold(weight, bias, w, b, rmean, rvar, fweight, fbias, m, inner, eps):
+    for o in prange(m):
+        s = (np.float32(1.0) / np.sqrt(rvar[o] + np.float32(eps))) * w[o]
+        for t in range(inner):
+            fweight[o * inner + t] = weight[o * inner + t] * s
+        fbias[o] = (bias[o] - rmean[o]) * s + b[o]
+
+
+def batchnorm_fold(weight, bias, bn_weight, bn_bias, running_mean, running_var, folded_weight, folded_bias, m,
+                   inner, eps) -> None:
+    """See ``Backend.batchnorm_fold``: the running statistics' normalisation folded into the layer before it."""
+    size = m * inner
+    _bn_fold(flat(weight, size, "batchnorm_fold weight"), flat(bias, m, "batchnorm_fold bias"),
+             flat(bn_weight, m, "batchnorm_fold bn_weight"), flat(bn_bias, m, "batchnorm_fold bn_bias"),
+             flat(running_mean, m, "batchnorm_fold running_mean"), flat(running_var, m, "batchnorm_fold running_var"),
+             flat(folded_weight, size, "batchnorm_fold folded_weight"),
+             flat(folded_bias, m, "batchnorm_fold folded_bias"), int(m), int(inner), np.float32(eps))

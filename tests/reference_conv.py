@@ -1,4 +1,5 @@
-"""Float64 NumPy references for the direct convolution ops (Backend.conv_forward, Backend.conv_backward), written
+"""Float64 NumPy references for the direct convolution ops (Backend.conv_forward, Backend.conv_backward) and the
+batch-norm fold into a convolution (Backend.batchnorm_fold), written
 from base.Backend's docstrings: a plain loop over the kernel taps, independent of im2col."""
 from __future__ import annotations
 
@@ -83,3 +84,12 @@ def conv_backward(x, weight, dy, argmax, y, stride, pad, relu=False, pool=1):
             dw[:, :, i, j] = np.einsum("nmhw,nchw->mc", g, xp[sl])
             dxp[sl] += np.einsum("nmhw,mc->nchw", g, weight[:, :, i, j])
     return dw, g.sum(axis=(0, 2, 3)), dxp[:, :, pad:pad + h, pad:pad + w].copy()
+
+
+def batchnorm_fold(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps):
+    """(folded_weight, folded_bias) in float64: a batch-norm's eval normalisation of the layer's M outputs
+    folded into its weight (M, ...) and bias (M,) (Backend.batchnorm_fold)."""
+    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    s = f(bn_weight) / np.sqrt(f(running_var) + eps)
+    weight = f(weight)
+    return weight * s.reshape((-1,) + (1,) * (weight.ndim - 1)), (f(bias) - f(running_mean)) * s + f(bn_bias)

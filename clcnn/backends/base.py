@@ -208,6 +208,15 @@ class Backend(ConvOps, Capabilities, ABC):
         y (the forward's output with relu): dy is first cut to 0 where y <= 0 (the fused ReLU's backward)."""
 
     @abstractmethod
+    def batchnorm_fold(self, weight, bias, bn_weight, bn_bias, running_mean, running_var, folded_weight, folded_bias,
+                       m: int, inner: int, eps: float) -> None:
+        """A batch-norm in eval mode folded into the layer before it, whose weight is (M, inner) (a Conv2D's
+        (M, C, k, k)) and bias (M,): s = bn_weight / sqrt(running_var + eps) (float32, as batchnorm_forward),
+        folded_weight = weight * s[:, None], folded_bias = (bias - running_mean) * s + bn_bias, so that
+        layer(x; folded) == batchnorm(layer(x)) up to rounding: torch.nn.BatchNorm2d's eval formula
+        (x - running_mean) / sqrt(running_var + eps) * weight + bias, distributed over the layer's affine map."""
+
+    @abstractmethod
     def dropout_forward(self, x, y, mask, counter, key, stream: int, threshold: int, scale: float,
                         size: int) -> None:
         """Inverted dropout with Philox-4x32-10 (bit-identical on every device): r_i = philox((i >> 2, step,

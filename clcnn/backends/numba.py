@@ -165,6 +165,11 @@ class NumbaBackend(Backend):
         _bn.batchnorm_backward(x, dy, dx, weight, save_mean, save_invstd, dweight, dbias, n, c, inner, training,
                                beta, y)
 
+    def batchnorm_fold(self, weight, bias, bn_weight, bn_bias, running_mean, running_var, folded_weight,
+                       folded_bias, m, inner, eps):
+        _bn.batchnorm_fold(weight, bias, bn_weight, bn_bias, running_mean, running_var, folded_weight, folded_bias,
+                           m, inner, eps)
+
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
         _dropout.dropout_forward(x, y, mask, counter, key, stream, threshold, scale, size)
 

@@ -88,6 +88,13 @@ class OpenCLOpsNorm:
                        save_mean.buf, save_invstd.buf, sums.buf, _i(c), _i(inner), _i(n * c), _i(n * inner),
                        _i(bool(training)), masked)
 
+    def batchnorm_fold(self, weight, bias, bn_weight, bn_bias, running_mean, running_var, folded_weight,
+                       folded_bias, m, inner, eps):
+        if m * inner > 0:
+            self._eltwise("batchnorm.cl", "batchnorm_fold", m * inner, weight.buf, bias.buf, bn_weight.buf,
+                          bn_bias.buf, running_mean.buf, running_var.buf, folded_weight.buf, folded_bias.buf,
+                          _i(inner), _i(m * inner), _f(eps), defines={"WG": self.reduce_wg})
+
     # ---- dropout ----------------------------------------------------------------------------------------
     def dropout_forward(self, x, y, mask, counter, key, stream, threshold, scale, size):
         self._eltwise("dropout.cl", "dropout_forward", -(-size // 4), x.buf, y.buf, mask.buf, counter.buf,

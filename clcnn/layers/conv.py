@@ -71,12 +71,15 @@ class Conv2D(Layer):
         return max(1, min(n, cap // (4 * workspaces * ckk * l)))
 
     fuse_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after this layer (and its ReLU)
+    fold_bn = None     # set by fuse_chain: the BatchNorm2D after this layer, folded into it in eval forwards
+    fold_pool = None   # set by fuse_chain: the MaxPool2D (stride = window) after that batch-norm (and its ReLU)
     algorithm = None   # the backend's conv_algorithm for the last input: one of CONV_ALGORITHMS
 
-    def _direct(self, x):
-        """(direct?, pool window or 1) for input x: the backend's choice for this geometry (asked each time the
-        layer's code runs: a recorded step replays its kernels without it)."""
-        pool = self.fuse_pool.kernel_size if self.fuse_pool is not None else 1
+    def _direct(self, x, pool_layer):
+        """(direct?, pool window or 1) for input x and the MaxPool2D the forward may fuse (or None): the
+        backend's choice for this geometry (asked each time the layer's code runs: a recorded step replays its
+        kernels without it)."""
+        pool = pool_layer.kernel_size if pool_layer is not None else 1
         ho, wo = self.check(x.shape)[2:]   # ShapeError before unpacking: a 3-D input is named, not a ValueError
         n, c, h, w = x.shape
         if pool > min(ho, wo):
@@ -87,44 +90,63 @@ class Conv2D(Layer):
         return self.algorithm in ("direct", "hybrid"), pool
 
     def forward(self, x, train=True):
-        direct, pool = self._direct(x)   # hybrid: the direct forward
-        if self.fuse_pool is not None:
-            self.fuse_pool.pooled_by_conv = direct and pool > 1
+        # An eval forward (no backward follows) with a BatchNorm2D after it in eval mode folds the normalisation
+        # into the weights and bias (batchnorm_fold), its ReLU into the write-out, and may fuse the pool after.
+        bn = self.fold_bn
+        folded = bn is not None and not train and not bn.training
+        if bn is not None:
+            bn.folded_by_conv = folded
+        pool_layer = self.fold_pool if folded else self.fuse_pool
+        direct, pool = self._direct(x, pool_layer)   # hybrid: the direct forward
+        for layer in {self.fuse_pool, self.fold_pool} - {None}:
+            layer.pooled_by_conv = layer is pool_layer and direct and pool > 1
+        operands = self._folded(bn) if folded else (self.params["weight"].data, self.params["bias"].data,
+                                                    self.fuse_relu)
         if direct:
-            return self._forward_direct(x, pool)
+            return self._forward_direct(x, pool, *operands)
         if self.algorithm == "implicit":
-            return self._forward_implicit(x)
-        return self._forward_im2col(x, train)
+            return self._forward_implicit(x, *operands)
+        return self._forward_im2col(x, train, *operands)
 
-    def _forward_direct(self, x, pool):
+    def _folded(self, bn):
+        """(weight, bias, relu) with batch-norm ``bn``'s eval normalisation folded in, computed on the device
+        from the current parameters and running statistics (batchnorm_fold), and ``bn``'s fused ReLU."""
+        w, b, m = self.params["weight"], self.params["bias"], self.out_channels
+        fw, fb = self._buffer("folded_weight", w.shape), self._buffer("folded_bias", (m,))
+        self.backend.batchnorm_fold(w.data, b.data, bn.params["weight"].data, bn.params["bias"].data,
+                                    bn.buffers["running_mean"].data, bn.buffers["running_var"].data, fw, fb, m,
+                                    self.in_channels * self.kernel_size ** 2, bn.eps)
+        return fw, fb, bn.fuse_relu
+
+    def _forward_direct(self, x, pool, weight, bias, relu):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo), or (N, M, Hp, Wp) pooled when pool > 1 (argmax kept), bias and the
-        # fused ReLU in the same pass (conv_forward).
-        be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
+        # ReLU (relu) in the same pass (conv_forward).
+        be, k = self.backend, self.kernel_size
         _, m, ho, wo = self.check(x.shape)
         n, c, h, wd = x.shape
         hp, wp = (ho - pool) // pool + 1, (wo - pool) // pool + 1
         y = self._buffer("y", (n, m, hp, wp))
         self.argmax = self._buffer("argmax", (n, m, hp, wp), np.int32) if pool > 1 else None
-        be.conv_forward(x, w.data, b.data, y, self.argmax, n, c, h, wd, m, k, self.stride, self.padding,
-                        relu=self.fuse_relu, pool=pool)
+        be.conv_forward(x, weight, bias, y, self.argmax, n, c, h, wd, m, k, self.stride, self.padding,
+                        relu=relu, pool=pool)
         self.x, self.y, self.kept_cols = x, y, None
         return y
 
-    def _forward_implicit(self, x):
+    def _forward_implicit(self, x, weight, bias, relu):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo) in one implicit-GEMM launch, bias and ReLU in its write-out; no
         # unrolled buffer (a MaxPool2D after it runs on its own)
-        be, w, b = self.backend, self.params["weight"], self.params["bias"]
+        be = self.backend
         _, m, ho, wo = self.check(x.shape)
         y = self._buffer("y", (x.shape[0], m, ho, wo))
-        be.implicit_conv_forward(x, w.data, b.data, y, *x.shape, m, self.kernel_size, self.stride, self.padding,
-                                 relu=self.fuse_relu)
+        be.implicit_conv_forward(x, weight, bias, y, *x.shape, m, self.kernel_size, self.stride, self.padding,
+                                 relu=relu)
         self.x, self.kept_cols = x, None
         return y
 
-    def _forward_im2col(self, x, train):
+    def _forward_im2col(self, x, train, weight, bias, relu):
         # x: (N, C, H, W) -> y: (N, M, Ho, Wo); per chunk: cols (CKK, nb*L) = im2col(x),
-        # y[n] = W @ cols[:, n] + b (then max(., 0) when fuse_relu), bias and ReLU in the GEMM's write-out.
-        be, w, b, k = self.backend, self.params["weight"], self.params["bias"], self.kernel_size
+        # y[n] = W @ cols[:, n] + b (then max(., 0) when relu), bias and ReLU in the GEMM's write-out.
+        be, k = self.backend, self.kernel_size
         _, m, ho, wo = self.check(x.shape)   # ShapeError before unpacking: a 3-D input is named, not a ValueError
         n, c, h, wd = x.shape
         ckk, l = c * k * k, ho * wo
@@ -137,9 +159,8 @@ class Conv2D(Layer):
         for n0 in range(0, n, nb):
             cnt = min(nb, n - n0)
             be.im2col(x, cols, n0, cnt, c, h, wd, k, k, self.stride, self.padding)
-            be.gemm(w.data, cols, y, m, l, ckk, ldb=cnt * l, c_off=n0 * m * l,
-                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l, bias=b.data, bias_axis=0,
-                    relu=self.fuse_relu)
+            be.gemm(weight, cols, y, m, l, ckk, ldb=cnt * l, c_off=n0 * m * l,
+                    batch=cnt, stride_a=0, stride_b=l, stride_c=m * l, bias=bias, bias_axis=0, relu=relu)
         self.x = x
         return y
 

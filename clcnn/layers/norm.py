@@ -16,6 +16,8 @@ from .base import Buffer, Layer, Parameter, check_positive
 class _BatchNorm(Layer):
     dims: tuple = ()   # the input ranks accepted
     relu_mask = False   # set by fuse_chain when the fused ReLU's backward is done here (dy cut where y <= 0)
+    folded_by_conv = False   # set by the Conv2D before (fold_bn) each forward: it applied this eval-mode
+                             # normalisation (and the fused ReLU) through its folded weights; forward passes through
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         check_positive(type(self).__name__, num_features=num_features)
@@ -52,6 +54,8 @@ class _BatchNorm(Layer):
     def forward(self, x, train=True):
         # x: (N, C, *) -> y: same shape; keeps x and the per-channel mean and invstd for backward.
         self.check(x.shape)
+        if self.folded_by_conv:
+            return x
         n, c, inner = self._geometry(x.shape)
         if self.training and n * inner < 2:
             raise ShapeError(f"layer {self.name or repr(self)} ({type(self).__name__}) needs more than one value "

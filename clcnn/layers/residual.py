@@ -8,7 +8,7 @@ from .activation import ReLU
 from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
-from .norm import _BatchNorm
+from .norm import BatchNorm2D, _BatchNorm
 from .registry import from_config, layer_config
 
 
@@ -16,7 +16,9 @@ def fuse_chain(layers: list) -> None:
     """Mark the fusions of a chain: a ReLU after a Conv2D/Dense is applied in that layer's GEMM write-out, after a
     batch-norm in its normalising pass; a ReLU's backward is done by a following MaxPool2D's or Dense's (in its
     input gradient's write-out), else by a preceding batch-norm's; a MaxPool2D (stride = window) after a Conv2D,
-    with or without a ReLU between, may run in the convolution's ops (fuse_pool: the backend's choice)."""
+    with or without a ReLU between, may run in the convolution's ops (fuse_pool: the backend's choice). In eval
+    forwards, a BatchNorm2D after a Conv2D is folded into its weights (fold_bn), the ReLU after it into the
+    convolution's write-out, and a MaxPool2D after those may run in its ops too (fold_pool)."""
     for prev, nxt in zip(layers, layers[1:]):
         if isinstance(nxt, ReLU) and isinstance(prev, (Conv2D, Dense, _BatchNorm)):   # in prev's write-out
             prev.fuse_relu, nxt.fused = True, True
@@ -27,6 +29,12 @@ def fuse_chain(layers: list) -> None:
             (layers[i + 1] if i + 1 < len(layers) else None)
         if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D) and after.stride == after.kernel_size:
             layer.fuse_pool = after
+    for i, (prev, nxt) in enumerate(zip(layers, layers[1:])):
+        if isinstance(prev, Conv2D) and isinstance(nxt, BatchNorm2D):
+            j = i + (3 if nxt.fuse_relu else 2)
+            after = layers[j] if j < len(layers) else None
+            prev.fold_bn = nxt
+            prev.fold_pool = after if isinstance(after, MaxPool2D) and after.stride == after.kernel_size else None
     for prev, nxt in zip(layers, layers[1:]):
         if isinstance(prev, _BatchNorm) and isinstance(nxt, ReLU) and not nxt.backward_in_next:
             prev.relu_mask, nxt.backward_in_prev = True, True   # the BN's backward cuts dy where y <= 0
