@@ -8,7 +8,7 @@ stride_a=0, batch-reduce and its split-K, the bias + ReLU epilogue; every code p
 smallest tile config, with --deep every tile config that fits, on aligned and unaligned storage), im2col/col2im
 and maxpool (with --deep also built with the sizes as constants, as on GPUs), conv_backward_data (over a
 never-written scratch), conv_backward (local-memory and direct paths; with --deep also as constants), the
-implicit-GEMM convolution, gemm's row_sums, dense_backward (cl/dense.cl), bias,
+implicit-GEMM convolution, gemm's row_sums, dense_backward (cl/dense.cl), batchnorm_fold, bias,
 activations, losses and sgd, and checks each result against tests/reference.py (reference_conv.py for conv_backward).
 Exit status: 0 all ok, 1 a result mismatch, 2 no Oclgrind device.
 Oclgrind prints its reports (invalid access, data race, ...) to stderr; tests/test_oclgrind.py scans them.
@@ -90,6 +90,20 @@ def run_dense_backward(dev, rng, name, n, i, o):
     compare(f"dense_backward {name} grad_weight", dev.download(gw)[:o * i], (d64.T @ x).reshape(-1), 1e-5)
     compare(f"dense_backward {name} grad_bias", dev.download(gb)[:o], d64.sum(0), 1e-5)
     compare(f"dense_backward {name} dx", dev.download(dx)[:n * i], np.where(x > 0, d64 @ w, 0).reshape(-1), 1e-5)
+
+
+def fold_cases(dev, rng):
+    """batchnorm_fold into never-written outputs, the channel count not dividing the work-group."""
+    import reference_conv as refc
+    m, inner = 5, 2 * 3 * 3
+    w, b, g, beta, mean = rnd(rng, m, inner), rnd(rng, m), rnd(rng, m), rnd(rng, m), rnd(rng, m)
+    var = np.abs(rnd(rng, m)) + 0.1
+    fw, fb = dev.scratch("oclgrind_fold_w", m * inner), dev.scratch("oclgrind_fold_b", m)
+    dev.batchnorm_fold(*(dev.upload(a.astype(np.float32)) for a in (w, b, g, beta, mean, var)), fw, fb, m, inner,
+                       1e-5)
+    want_w, want_b = refc.batchnorm_fold(w, b, g, beta, mean, var, 1e-5)
+    compare("batchnorm_fold weight", dev.download(fw)[:m * inner], want_w.reshape(-1), 1e-5)
+    compare("batchnorm_fold bias", dev.download(fb)[:m], want_b, 1e-5)
 
 
 def gemm_cases(dev, rng):
@@ -218,7 +232,7 @@ def main() -> int:
     dev = clcnn.get_backend(devs[0].id)
     print(f"device: {dev.info}", flush=True)
     rng = np.random.default_rng(0)
-    families = [gemm_cases, conv_cases, pool_cases, conv_backward_cases, implicit_cases, bias_cases,
+    families = [gemm_cases, conv_cases, pool_cases, conv_backward_cases, implicit_cases, fold_cases, bias_cases,
                 activation_cases, loss_cases, sgd_and_memory_cases]
     for family in families + ([geometry_constant_cases] if DEEP else []):
         t0 = time.perf_counter()
