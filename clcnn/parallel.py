@@ -158,7 +158,10 @@ class DataParallel(Group):
         return _device_errors(self.replicas[i].device)
 
     def __repr__(self) -> str:
-        split = "auto" if self.policy.auto else [round(float(f), 4) for f in self.policy.fractions]
+        policy = getattr(self, "policy", None)   # absent when construction failed (a traceback's locals)
+        if policy is None:
+            return "DataParallel(<not constructed>)"
+        split = "auto" if policy.auto else [round(float(f), 4) for f in policy.fractions]
         return f"DataParallel({self.device.id}, split={split})"
 
 
