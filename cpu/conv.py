@@ -1,12 +1,18 @@
 """The direct convolution for the Numba backend: conv_forward (bias + ReLU + max-pool in the write-out) and
 conv_backward (the pool's and ReLU's backward, weight and bias gradients, input gradient). Semantics:
-base.Backend.conv_forward / conv_backward."""
+base.Backend.conv_forward / conv_backward. Where OpenBLAS can be called they run an image at a time in each core's
+cache (cpu/_conv_cached.py); else the loop nests below, which are also cpu/implicit_conv.py's fallback."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
+from . import _blas as blas
 from ._arrays import flat
+from ._conv_cached import conv as _cached_conv, conv_grads as _cached_grads, output_grad_plane, pool_plane
+
+
+_NO_ARGMAX = np.zeros(1, np.int32)   # argmax's stand-in with pool 1 (one compiled signature)
 
 
 # ---- conv_forward -------------------------------------------------------------------------------------------
@@ -32,23 +38,7 @@ def _conv_forward(x, weight, bias, y, argmax, relu, n, c, h, w, m, k, stride, pa
                         row = xb + (ci * h + ih) * w - pad + j
                         for ow in range(lo, hi):
                             z[oh * wo + ow] += wv * x[np.uint64(row + ow * stride)]
-        b = bias[mo]
-        yb = p * hp * wp
-        for ph in range(hp):
-            for pw in range(wp):
-                best = np.float32(0.0)
-                arg = 0
-                for a in range(pool):
-                    for e in range(pool):
-                        q = (ph * pool + a) * wo + pw * pool + e
-                        v = z[q] + b
-                        if relu and v < 0.0:
-                            v = np.float32(0.0)
-                        if (a == 0 and e == 0) or v > best or v != v:   # maxpool_forward's rules
-                            best, arg = v, q
-                y[np.uint64(yb + ph * wp + pw)] = best
-                if pool > 1:
-                    argmax[np.uint64(yb + ph * wp + pw)] = arg
+        pool_plane(z, 0, bias[mo], relu, y, p * hp * wp, argmax, pool, wo, hp, wp)
 
 
 def conv_geometry(h, w, k, stride, pad, pool):
@@ -62,9 +52,15 @@ def conv_geometry(h, w, k, stride, pad, pool):
 def conv_forward(x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu, pool):
     ho, wo, hp, wp = conv_geometry(h, w, k, stride, pad, pool)
     out = n * m * hp * wp
-    arg = flat(argmax, out, "argmax", np.int32) if pool > 1 else np.zeros(1, np.int32)
-    _conv_forward(flat(x, n * c * h * w, "x"), flat(weight, m * c * k * k, "weight"), flat(bias, m, "bias"),
-                  flat(y, out, "y"), arg, bool(relu), n, c, h, w, m, k, stride, pad, ho, wo, pool, hp, wp)
+    arg = flat(argmax, out, "argmax", np.int32) if pool > 1 else _NO_ARGMAX
+    args = (flat(x, n * c * h * w, "x"), flat(weight, m * c * k * k, "weight"), flat(bias, m, "bias"),
+            flat(y, out, "y"), arg)
+    sizes = tuple(int(v) for v in (n, c, h, w, m, k, stride, pad, ho, wo))
+    sgemm = blas.sgemm()
+    if sgemm is not None:   # an image at a time in each core's cache (cpu/_conv_cached.py)
+        _cached_conv(sgemm, *args, *sizes, bool(relu), int(pool), hp, wp)
+    else:
+        _conv_forward(*args[:4], arg, bool(relu), *sizes, int(pool), hp, wp)
 
 # ---- end of conv_forward ------------------------------------------------------------------------------------
 
@@ -74,7 +70,6 @@ def conv_forward(x, weight, bias, y, argmax, n, c, h, w, m, k, stride, pad, relu
 # arg-max, cut by the ReLU); then dweight/dbias in a prange over m (each m sums its images in order: bit-identical
 # for any thread count) and dx in a prange over n (each image's planes owned by one iteration). Every inner loop
 # runs over ow, elementwise (per-ow partial sums for the weights), so it vectorises without reassociating sums.
-_NO_ARGMAX = np.zeros(1, np.int32)   # argmax's stand-in with pool 1 (one compiled signature)
 
 
 @njit(cache=True)
@@ -95,18 +90,7 @@ def _conv_output_grad(dy, argmax, y, g, planes, ho, wo, hp, wp, relu, pool):
     # y passes); windows do not overlap (stride = pool), so each arg-max is written once
     L = ho * wo
     for p in prange(planes):
-        if pool > 1:
-            for o in range(L):
-                g[np.uint64(p * L + o)] = 0.0
-            for e in range(hp * wp):
-                idx = np.uint64(p * hp * wp + e)
-                a = argmax[idx]
-                if 0 <= a < L:
-                    g[np.uint64(p * L + a)] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
-        else:
-            for o in range(L):
-                idx = np.uint64(p * L + o)
-                g[idx] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
+        output_grad_plane(dy, argmax, y, p * hp * wp, g, p * L, L, hp, wp, relu, pool)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
@@ -187,14 +171,19 @@ def conv_backward(x, weight, dy, argmax, y, dweight, dbias, dx, n, c, h, w, m, k
     nq = n * m * hp * wp
     fdy = flat(dy, nq, "conv_backward dy")
     farg = flat(argmax, nq, "conv_backward argmax", np.int32) if pool > 1 else _NO_ARGMAX
-    g = np.empty(n * m * ho * wo, np.float32)
-    _conv_output_grad(fdy, farg, flat(y, nq, "conv_backward y") if relu else fdy, g, n * m, ho, wo, hp, wp,
-                      bool(relu), int(pool))
+    fy = flat(y, nq, "conv_backward y") if relu else fdy
+    fx, fw = flat(x, n * c * h * w, "conv_backward x"), flat(weight, m * c * k * k, "conv_backward weight")
+    fdw, fdb = flat(dweight, m * c * k * k, "conv_backward dweight"), flat(dbias, m, "conv_backward dbias")
+    fdx = None if dx is None else flat(dx, n * c * h * w, "conv_backward dx")
     sizes = (int(n), int(c), int(h), int(w), int(m), int(k), int(stride), int(pad), ho, wo)
-    _conv_weight_grad(flat(x, n * c * h * w, "conv_backward x"), g, flat(dweight, m * c * k * k,
-                      "conv_backward dweight"), flat(dbias, m, "conv_backward dbias"), *sizes, float(beta))
-    if dx is not None:
-        _conv_input_grad(g, flat(weight, m * c * k * k, "conv_backward weight"),
-                         flat(dx, n * c * h * w, "conv_backward dx"), *sizes)
+    sgemm = blas.sgemm()
+    if sgemm is not None:   # an image at a time in each core's cache (cpu/_conv_cached.py)
+        _cached_grads(sgemm, fx, fw, fdy, farg, fy, fdw, fdb, fdx, beta, *sizes, bool(relu), int(pool), hp, wp)
+        return
+    g = np.empty(n * m * ho * wo, np.float32)
+    _conv_output_grad(fdy, farg, fy, g, n * m, ho, wo, hp, wp, bool(relu), int(pool))
+    _conv_weight_grad(fx, g, fdw, fdb, *sizes, float(beta))
+    if fdx is not None:
+        _conv_input_grad(g, fw, fdx, *sizes)
 
 # ---- end of conv_backward -----------------------------------------------------------------------------------

@@ -25,67 +25,89 @@ def _span(pad, j, stride, w, wo):
     return lo, max(lo, min(hi, wo))
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def _unroll_row(x, cols, img, d0, r, c, h, w, kh, kw, stride, pad, ho, wo):
+    # cols[d0 : d0 + Ho*Wo] = row r (channel r // (kh*kw), tap (r // kw % kh, r % kw)) of the image at x[img:]
+    ci = r // (kh * kw)
+    i = (r // kw) % kh
+    j = r % kw
+    lo, hi = _span(pad, j, stride, w, wo)
+    src = img + ci * h * w
+    for oh in range(ho):
+        iy = oh * stride - pad + i
+        d = d0 + oh * wo
+        if iy < 0 or iy >= h:
+            for ow in range(wo):
+                cols[np.uint64(d + ow)] = 0.0
+            continue
+        s = src + iy * w - pad + j
+        for ow in range(lo):
+            cols[np.uint64(d + ow)] = 0.0
+        if stride == 1:  # a contiguous copy: its own loop so it vectorises
+            for ow in range(lo, hi):
+                cols[np.uint64(d + ow)] = x[np.uint64(s + ow)]
+        else:
+            for ow in range(lo, hi):
+                cols[np.uint64(d + ow)] = x[np.uint64(s + ow * stride)]
+        for ow in range(hi, wo):
+            cols[np.uint64(d + ow)] = 0.0
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _unroll_row_same(x, cols, img, d0, r, c, h, w, kh, kw, pad):
+    # _unroll_row for stride 1 and "same" padding (output H x W): the row is the image plane shifted by
+    # (i-pad)*W + (j-pad) in flat index: one long copy, zeros where the shift leaves the plane, then zeros on the
+    # |j-pad| columns that wrapped around a row edge.
+    L = h * w
+    ci = r // (kh * kw)
+    dj = r % kw - pad
+    shift = ((r // kw) % kh - pad) * w + dj
+    src = img + ci * L + shift
+    qlo = min(L, max(0, -shift))
+    qhi = max(qlo, min(L, L - shift))
+    for q in range(qlo):
+        cols[np.uint64(d0 + q)] = 0.0
+    for q in range(qlo, qhi):
+        cols[np.uint64(d0 + q)] = x[np.uint64(src + q)]
+    for q in range(qhi, L):
+        cols[np.uint64(d0 + q)] = 0.0
+    lo, hi = (0, -dj) if dj < 0 else (w - dj, w)
+    for oh in range(h):
+        for ow in range(lo, hi):
+            cols[np.uint64(d0 + oh * w + ow)] = 0.0
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def unroll_image(x, img, cols, d0, c, h, w, kh, kw, stride, pad, ho, wo):
+    """cols[d0:] (C*kh*kw, Ho*Wo) = im2col of the one image at x[img:] (C, H, W), single-threaded (for a
+    thread's own buffer: cpu/implicit_conv.py)."""
+    L = ho * wo
+    same = stride == 1 and ho == h and wo == w
+    for r in range(c * kh * kw):
+        if same:
+            _unroll_row_same(x, cols, img, d0 + r * L, r, c, h, w, kh, kw, pad)
+        else:
+            _unroll_row(x, cols, img, d0 + r * L, r, c, h, w, kh, kw, stride, pad, ho, wo)
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _im2col(x, cols, n0, nb, c, h, w, kh, kw, stride, pad, ho, wo):
     # x: (N, C, H, W) -> cols: (C*kh*kw, nb*Ho*Wo); one (row, image) strip of Ho*Wo outputs per iteration
     L = ho * wo
-    ncols = nb * L
     for t in prange(c * kh * kw * nb):
         r = t // nb
         n = t - r * nb
-        ci = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        lo, hi = _span(pad, j, stride, w, wo)
-        src = (n0 + n) * c * h * w + ci * h * w
-        dst = r * ncols + n * L
-        for oh in range(ho):
-            iy = oh * stride - pad + i
-            d = dst + oh * wo
-            if iy < 0 or iy >= h:
-                for ow in range(wo):
-                    cols[np.uint64(d + ow)] = 0.0
-                continue
-            s = src + iy * w - pad + j
-            for ow in range(lo):
-                cols[np.uint64(d + ow)] = 0.0
-            if stride == 1:  # a contiguous copy: its own loop so it vectorises
-                for ow in range(lo, hi):
-                    cols[np.uint64(d + ow)] = x[np.uint64(s + ow)]
-            else:
-                for ow in range(lo, hi):
-                    cols[np.uint64(d + ow)] = x[np.uint64(s + ow * stride)]
-            for ow in range(hi, wo):
-                cols[np.uint64(d + ow)] = 0.0
+        _unroll_row(x, cols, (n0 + n) * c * h * w, r * nb * L + n * L, r, c, h, w, kh, kw, stride, pad, ho, wo)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
 def _im2col_same(x, cols, n0, nb, c, h, w, kh, kw, pad):
-    # x: (N, C, H, W) -> cols: (C*kh*kw, nb*H*W) for stride 1 and "same" padding (output H x W). A strip is then
-    # the image plane shifted by (i-pad)*W + (j-pad) in flat index: one long copy, zeros where the shift leaves
-    # the plane, then zeros on the |j-pad| columns that wrapped around a row edge.
+    # x: (N, C, H, W) -> cols: (C*kh*kw, nb*H*W) for stride 1 and "same" padding (output H x W)
     L = h * w
-    ncols = nb * L
     for t in prange(c * kh * kw * nb):
         r = t // nb
         n = t - r * nb
-        ci = r // (kh * kw)
-        dj = r % kw - pad
-        shift = ((r // kw) % kh - pad) * w + dj
-        src = (n0 + n) * c * L + ci * L + shift
-        dst = r * ncols + n * L
-        qlo = min(L, max(0, -shift))
-        qhi = max(qlo, min(L, L - shift))
-        for q in range(qlo):
-            cols[np.uint64(dst + q)] = 0.0
-        for q in range(qlo, qhi):
-            cols[np.uint64(dst + q)] = x[np.uint64(src + q)]
-        for q in range(qhi, L):
-            cols[np.uint64(dst + q)] = 0.0
-        lo, hi = (0, -dj) if dj < 0 else (w - dj, w)
-        for oh in range(h):
-            for ow in range(lo, hi):
-                cols[np.uint64(dst + oh * w + ow)] = 0.0
+        _unroll_row_same(x, cols, (n0 + n) * c * L, r * nb * L + n * L, r, c, h, w, kh, kw, pad)
 
 
 @njit(cache=True, fastmath=False, inline="always")

@@ -33,6 +33,12 @@ class NumbaBackend(Backend):
         _blas.setup()   # one BLAS thread per Numba thread (see cpu/_blas.py)
         _short_omp_spin()
 
+    def _conv_rule(self, n, c, h, w, m, k, stride, pad, pool) -> str:
+        # conv_forward / conv_backward unroll one image at a time into each core's cache and multiply it there,
+        # the pool, ReLU and bias gradient in the same pass (cpu/_conv_cached.py): faster than im2col's unrolled
+        # batch in memory on every preset measured (docs/PERFORMANCE.md). Without an OpenBLAS to call, those ops
+        # are loop nests: then im2col + NumPy's matmul.
+        return "direct" if _blas.sgemm() is not None else "im2col"
 
     # ---- memory ---------------------------------------------------------------------------------------
     def zeros(self, shape, dtype=np.float32):

@@ -1,0 +1,197 @@
+"""Not an op (the kernels of cpu/conv.py and cpu/implicit_conv.py where OpenBLAS can be called): a convolution
+one image at a time in each core's cache.
+
+Each thread takes a run of the images. Per image it unrolls the input into its own (C*k*k, Ho*Wo) buffer
+(cpu/im2col.py's unroll_image: at most a few hundred KiB, inside a core's L2) and multiplies it there with one
+single-threaded OpenBLAS sgemm (cpu/_blas.py), so no unrolled batch is ever written to memory:
+
+- forward: z = W (M, C*k*k) @ cols, then bias, ReLU and the max-pool's scan (``pool_plane``) on z in cache;
+- backward: g (M, Ho*Wo) = dy routed through the pool's arg-max and cut by the ReLU (``output_grad_plane``), the
+  bias gradient's row sums of g, dW += g @ cols^T (one partial sum per thread, added in a fixed order by
+  cpu/gemm.py's _finish), and dx = col2im(W^T @ g) (cpu/im2col.py's plane loops).
+
+Results depend on the thread count only through the order of the per-thread partial sums.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .gemm import _NO_BIAS, _addr, _epilogue, _finish, _scratch
+from .im2col import _NO_MASK, _col2im_plane, _col2im_same_plane, _same_mask, unroll_image
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def pool_plane(z, z0, b, relu, y, y0, argmax, pool, wo, hp, wp):
+    """y[y0 + ph*wp + pw] = the max of relu(z[z0 + q] + b) over pool window (ph, pw) of the (Ho, Wo) plane at
+    z[z0:] (maxpool_forward's rules: the first of equal values wins, a NaN wins), argmax[...] = its q when
+    pool > 1 (pool 1: y = relu(z + b)). The 2x2 window (every preset's) as branch-free selects, which
+    vectorise (cpu/maxpool.py's _maxpool2_forward), with the same rules."""
+    if pool == 2:
+        for ph in range(hp):
+            r0 = z0 + 2 * ph * wo
+            yo = y0 + ph * wp
+            for pw in range(wp):
+                q = r0 + 2 * pw
+                a, bb = z[np.uint64(q)] + b, z[np.uint64(q + 1)] + b
+                c, d = z[np.uint64(q + wo)] + b, z[np.uint64(q + wo + 1)] + b
+                if relu:
+                    a = np.float32(0.0) if a < 0.0 else a
+                    bb = np.float32(0.0) if bb < 0.0 else bb
+                    c = np.float32(0.0) if c < 0.0 else c
+                    d = np.float32(0.0) if d < 0.0 else d
+                best, arg = a, 0
+                best, arg = (bb, 1) if bb > best or bb != bb else (best, arg)
+                best, arg = (c, wo) if c > best or c != c else (best, arg)
+                best, arg = (d, wo + 1) if d > best or d != d else (best, arg)
+                y[np.uint64(yo + pw)] = best
+                argmax[np.uint64(yo + pw)] = 2 * ph * wo + 2 * pw + arg
+        return
+    for ph in range(hp):
+        for pw in range(wp):
+            best = np.float32(0.0)
+            arg = 0
+            for a in range(pool):
+                for e in range(pool):
+                    q = (ph * pool + a) * wo + pw * pool + e
+                    v = z[np.uint64(z0 + q)] + b
+                    if relu and v < 0.0:
+                        v = np.float32(0.0)
+                    if (a == 0 and e == 0) or v > best or v != v:
+                        best, arg = v, q
+            y[np.uint64(y0 + ph * wp + pw)] = best
+            if pool > 1:
+                argmax[np.uint64(y0 + ph * wp + pw)] = arg
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def output_grad_plane(dy, argmax, y, q0, g, g0, L, hp, wp, relu, pool):
+    """g[g0 : g0 + L] = the gradient at one (Ho*Wo = L) convolution output plane: the plane of dy at q0 (Hp*Wp
+    values when pool > 1, else L) routed to its pool's arg-max (windows do not overlap: each written once), cut
+    where y <= 0 when relu (a NaN y passes)."""
+    if pool > 1:
+        for o in range(L):
+            g[np.uint64(g0 + o)] = 0.0
+        for e in range(hp * wp):
+            idx = np.uint64(q0 + e)
+            a = argmax[idx]
+            if 0 <= a < L:
+                g[np.uint64(g0 + a)] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
+    else:
+        for o in range(L):
+            idx = np.uint64(q0 + o)
+            g[np.uint64(g0 + o)] = 0.0 if relu and y[idx] <= 0.0 else dy[idx]
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _row_sums(src, s0, m, L, out, o0, add):
+    # out[o0 + i] (+)= sum_j src[s0 + i*L + j] for i < m, in 4 interleaved partial sums (one dependent chain
+    # would cost an add's latency per element)
+    for i in range(m):
+        r = s0 + i * L
+        s_0, s_1, s_2, s_3 = np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
+        for j in range(0, L - 3, 4):
+            q = np.uint64(r + j)
+            s_0 += src[q]
+            s_1 += src[q + 1]
+            s_2 += src[q + 2]
+            s_3 += src[q + 3]
+        for j in range(L - L % 4, L):
+            s_0 += src[np.uint64(r + j)]
+        s = (s_0 + s_1) + (s_2 + s_3)
+        out[o0 + i] = out[o0 + i] + s if add else s
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def forward(sgemm, x, wt, bias, y, argmax, work, parts, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp,
+            wp):
+    """x: (N, C, H, W), wt: (M, C*k*k) -> y, argmax: (N, M, Hp, Wp); work: parts * (C*k*k + M) * Ho*Wo floats."""
+    ckk, L = c * k * k, ho * wo
+    per = (ckk + m) * L
+    for p in prange(parts):
+        buf = p * per
+        z0 = buf + ckk * L
+        for img in range(p * n // parts, (p + 1) * n // parts):
+            unroll_image(x, img * c * h * w, work, buf, c, h, w, k, k, stride, pad, ho, wo)
+            if pool == 1:   # straight into y, bias and ReLU on the block just written
+                sgemm(101, 111, 111, m, L, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), L,
+                      np.float32(0.0), _addr(y, img * m * L), L)
+                _epilogue(y, img * m * L, m, L, L, bias, 0, 0, 0, relu)
+            else:
+                sgemm(101, 111, 111, m, L, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), L,
+                      np.float32(0.0), _addr(work, z0), L)
+                for mo in range(m):
+                    pool_plane(work, z0 + mo * L, bias[mo], relu, y, (img * m + mo) * hp * wp, argmax, pool, wo,
+                               hp, wp)
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=False)
+def backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, dx, work, parts, n, c, h, w, m, k, stride, pad, ho,
+             wo, relu, pool, hp, wp, want_dw, want_db, want_dx, inside):
+    """x: (N, C, H, W), wt: (M, C*k*k), dy (argmax, y): (N, M, Hp, Wp) -> dw_part[p] (M, C*k*k) and db_part[p]
+    (M,): part p's sums over its images; dx (N, C, H, W) overwritten (want_dx). work: parts * (C*k*k + M) * Ho*Wo
+    floats; inside: cpu/im2col.py's _same_mask for stride 1 and same padding."""
+    ckk, L = c * k * k, ho * wo
+    per = (ckk + m) * L
+    own_g = pool > 1 or relu   # else g is dy itself
+    same = stride == 1 and ho == h and wo == w
+    for p in prange(parts):
+        buf = p * per
+        gb = buf + ckk * L
+        first = p * n // parts
+        for img in range(first, (p + 1) * n // parts):
+            if own_g:
+                for mo in range(m):
+                    output_grad_plane(dy, argmax, y, (img * m + mo) * hp * wp, work, gb + mo * L, L, hp, wp, relu,
+                                      pool)
+                g_ptr = _addr(work, gb)
+                if want_db:
+                    _row_sums(work, gb, m, L, db_part, p * m, img != first)
+            else:
+                g_ptr = _addr(dy, img * m * L)
+                if want_db:
+                    _row_sums(dy, img * m * L, m, L, db_part, p * m, img != first)
+            if want_dw:
+                unroll_image(x, img * c * h * w, work, buf, c, h, w, k, k, stride, pad, ho, wo)
+                sgemm(101, 111, 112, m, ckk, L, np.float32(1.0), g_ptr, L, _addr(work, buf), L,
+                      np.float32(0.0 if img == first else 1.0), _addr(dw_part, p * m * ckk), ckk)
+            if want_dx:   # the unrolled input is done with: its buffer takes W^T @ g
+                sgemm(101, 112, 111, ckk, L, m, np.float32(1.0), _addr(wt, 0), ckk, g_ptr, L, np.float32(0.0),
+                      _addr(work, buf), L)
+                for ci in range(c):
+                    dst = (img * c + ci) * h * w
+                    if same:
+                        _col2im_same_plane(work, buf, L, dx, dst, ci, h, w, k, k, pad, inside)
+                    else:
+                        _col2im_plane(work, buf, L, dx, dst, ci, h, w, k, k, stride, pad, ho, wo)
+
+
+def _parts(n: int) -> int:
+    """Threads that each take a run of the n images (every run non-empty)."""
+    return max(1, min(numba.get_num_threads(), n))
+
+
+def conv(sgemm, x, wt, bias, y, argmax, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp, wp) -> None:
+    """``forward`` with its workspace (flat, checked arrays; argmax: a stand-in when pool == 1)."""
+    parts = _parts(n)
+    work = _scratch("conv_cached", parts * (c * k * k + m) * ho * wo)
+    forward(sgemm, x, wt, bias, y, argmax, work, parts, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp,
+            wp)
+
+
+def conv_grads(sgemm, x, wt, dy, argmax, y, dweight, dbias, dx, beta, n, c, h, w, m, k, stride, pad, ho, wo,
+               relu, pool, hp, wp) -> None:
+    """``backward`` with its workspaces: dweight, dbias = beta * old + the sums over the images (beta == 0 reads
+    neither), dx overwritten; each of the three None when not wanted (flat, checked arrays otherwise)."""
+    parts, ckk = _parts(n), c * k * k
+    work = _scratch("conv_cached", parts * (ckk + m) * ho * wo)
+    dw_part, db_part = _scratch("conv_cached_dw", parts * m * ckk), _scratch("conv_cached_db", parts * m)
+    inside = _same_mask(h, w, k, pad) if stride == 1 and ho == h and wo == w else _NO_MASK
+    backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, _NO_MASK if dx is None else dx, work, parts, n, c, h,
+             w, m, k, stride, pad, ho, wo, relu, pool, hp, wp, dweight is not None, dbias is not None,
+             dx is not None, inside)
+    if dweight is not None:
+        _finish(dw_part, parts, dweight, 0, m, ckk, ckk, 1.0, float(beta), _NO_BIAS, -1, False)
+    if dbias is not None:
+        _finish(db_part, parts, dbias, 0, 1, m, m, 1.0, float(beta), _NO_BIAS, -1, False)
