@@ -1,6 +1,8 @@
 """The Numba backend's internal paths, each against tests/reference.py or against the general kernel it
 specialises: the GEMM's block split, batch-reduce partial sums and NumPy fallback (with the fused epilogue), the
-"same"-padding im2col/col2im, the 2x2 max-pool, the dense-layer bias_grad. test_ops*.py cover the public ops."""
+"same"-padding im2col/col2im, the 2x2 max-pool, the dense-layer bias_grad, and the convolutions' two ways (an image
+at a time through OpenBLAS, cpu/_conv_cached.py, and the loop nests without it). test_ops*.py and test_conv*.py
+cover the public ops."""
 from __future__ import annotations
 
 import numpy as np
@@ -141,3 +143,46 @@ def test_bias_grad_dense_blocks(beta):
     db = db0.copy()
     cbias.bias_grad(dy, db, 300, 130, 1, beta)
     check(db, ref.bias_grad(dy, db0, 300, 130, 1, beta), GRAD_TOL, "bias_grad dense")
+
+
+# ---- the convolutions: the loop nests (no OpenBLAS) and the cached path's thread split ------------------------
+CONV_FALLBACK = [(2, 3, 7, 7, 4, 3, 1, 1, True, 2), (2, 2, 8, 6, 3, 3, 2, 1, False, 1),
+                 (3, 2, 9, 8, 2, 5, 1, 2, True, 1), (2, 2, 10, 11, 3, 3, 1, 1, True, 3)]
+
+
+@pytest.mark.parametrize("case", CONV_FALLBACK, ids=lambda c: "-".join(str(int(v)) for v in c))
+@pytest.mark.parametrize("blas_path", [True, False], ids=["sgemm", "loops"])
+def test_conv_ops_both_ways(monkeypatch, case, blas_path):
+    """conv_forward, conv_backward and the implicit ops against the float64 reference with OpenBLAS (an image at a
+    time in each core's cache) and without it (the loop nests), on one geometry each of stride, pool and ReLU."""
+    if blas_path and blas.sgemm() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with cblas_sgemm here")
+    if not blas_path:
+        monkeypatch.setattr(blas, "sgemm", lambda: None)
+    from clcnn.backends import get_backend
+    from test_conv_backward import check_all, make_inputs, run, want
+    from test_conv_direct import check_conv_forward
+    from test_conv_implicit import test_implicit_conv_ops
+    dev = get_backend("cpu")
+    check_conv_forward(dev, case)
+    inputs = make_inputs(case)
+    check_all(run(dev, inputs, case), want(inputs, case), "conv_backward")
+    test_implicit_conv_ops(dev, case[:8])
+
+
+def test_conv_cached_any_thread_count():
+    """The cached path splits the images over the threads (one partial weight and bias gradient each): one thread,
+    two and every thread Numba has give the reference's gradients."""
+    if blas.sgemm() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with cblas_sgemm here")
+    from clcnn.backends import get_backend
+    from test_conv_backward import check_all, make_inputs, run, want
+    dev, case = get_backend("cpu"), (2, 3, 9, 9, 5, 3, 1, 1, True, 2)
+    inputs = make_inputs(case, seed=3)
+    saved = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            check_all(run(dev, inputs, case), want(inputs, case), f"{threads} threads")
+    finally:
+        numba.set_num_threads(saved)
