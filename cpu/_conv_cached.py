@@ -104,67 +104,95 @@ def _row_sums(src, s0, m, L, out, o0, add):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def forward(sgemm, x, wt, bias, y, argmax, work, parts, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp,
-            wp):
-    """x: (N, C, H, W), wt: (M, C*k*k) -> y, argmax: (N, M, Hp, Wp); work: parts * (C*k*k + M) * Ho*Wo floats."""
+def forward(sgemm, x, wt, bias, y, argmax, work, parts, group, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool,
+            hp, wp):
+    """x: (N, C, H, W), wt: (M, C*k*k) -> y, argmax: (N, M, Hp, Wp). Part p's images in groups of up to ``group``
+    side by side: cols (C*k*k, G*Ho*Wo) and z (M, G*Ho*Wo) in work[p * (C*k*k + M) * group * Ho*Wo :]."""
     ckk, L = c * k * k, ho * wo
-    per = (ckk + m) * L
+    per = (ckk + m) * group * L
     for p in prange(parts):
         buf = p * per
-        z0 = buf + ckk * L
-        for img in range(p * n // parts, (p + 1) * n // parts):
-            unroll_image(x, img * c * h * w, work, buf, c, h, w, k, k, stride, pad, ho, wo)
-            if pool == 1:   # straight into y, bias and ReLU on the block just written
+        z0 = buf + ckk * group * L
+        last = (p + 1) * n // parts
+        for g0 in range(p * n // parts, last, group):
+            cnt = min(group, last - g0)
+            ld = cnt * L
+            for i in range(cnt):
+                unroll_image(x, (g0 + i) * c * h * w, work, buf + i * L, ld, c, h, w, k, k, stride, pad, ho, wo)
+            if pool == 1 and cnt == 1:   # straight into y, bias and ReLU on the block just written
                 sgemm(101, 111, 111, m, L, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), L,
-                      np.float32(0.0), _addr(y, img * m * L), L)
-                _epilogue(y, img * m * L, m, L, L, bias, 0, 0, 0, relu)
-            else:
-                sgemm(101, 111, 111, m, L, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), L,
-                      np.float32(0.0), _addr(work, z0), L)
+                      np.float32(0.0), _addr(y, g0 * m * L), L)
+                _epilogue(y, g0 * m * L, m, L, L, bias, 0, 0, 0, relu)
+                continue
+            sgemm(101, 111, 111, m, ld, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), ld,
+                  np.float32(0.0), _addr(work, z0), ld)
+            for i in range(cnt):
                 for mo in range(m):
-                    pool_plane(work, z0 + mo * L, bias[mo], relu, y, (img * m + mo) * hp * wp, argmax, pool, wo,
-                               hp, wp)
+                    zq = z0 + mo * ld + i * L
+                    yq = ((g0 + i) * m + mo) * hp * wp
+                    if pool == 1:
+                        b = bias[mo]
+                        for o in range(L):
+                            v = work[np.uint64(zq + o)] + b
+                            y[np.uint64(yq + o)] = (np.float32(0.0) if v < 0.0 else v) if relu else v
+                    else:
+                        pool_plane(work, zq, bias[mo], relu, y, yq, argmax, pool, wo, hp, wp)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
-def backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, dx, work, parts, n, c, h, w, m, k, stride, pad, ho,
-             wo, relu, pool, hp, wp, want_dw, want_db, want_dx, inside):
+def backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, dx, work, parts, group, n, c, h, w, m, k, stride, pad,
+             ho, wo, relu, pool, hp, wp, want_dw, want_db, want_dx, inside):
     """x: (N, C, H, W), wt: (M, C*k*k), dy (argmax, y): (N, M, Hp, Wp) -> dw_part[p] (M, C*k*k) and db_part[p]
-    (M,): part p's sums over its images; dx (N, C, H, W) overwritten (want_dx). work: parts * (C*k*k + M) * Ho*Wo
-    floats; inside: cpu/im2col.py's _same_mask for stride 1 and same padding."""
+    (M,): part p's sums over its images; dx (N, C, H, W) overwritten (want_dx). Part p's images in groups of up
+    to ``group`` side by side: cols (C*k*k, G*Ho*Wo), then W^T @ g in its place, and g (M, G*Ho*Wo) in
+    work[p * (C*k*k + M) * group * Ho*Wo :]; inside: cpu/im2col.py's _same_mask for stride 1, same padding."""
     ckk, L = c * k * k, ho * wo
-    per = (ckk + m) * L
-    own_g = pool > 1 or relu   # else g is dy itself
+    per = (ckk + m) * group * L
     same = stride == 1 and ho == h and wo == w
     for p in prange(parts):
         buf = p * per
-        gb = buf + ckk * L
-        first = p * n // parts
-        for img in range(first, (p + 1) * n // parts):
-            if own_g:
-                for mo in range(m):
-                    output_grad_plane(dy, argmax, y, (img * m + mo) * hp * wp, work, gb + mo * L, L, hp, wp, relu,
-                                      pool)
+        gb = buf + ckk * group * L
+        first, last = p * n // parts, (p + 1) * n // parts
+        for g0 in range(first, last, group):
+            cnt = min(group, last - g0)
+            ld = cnt * L
+            if pool > 1 or relu or cnt > 1:   # g side by side in the buffer
+                for i in range(cnt):
+                    for mo in range(m):
+                        output_grad_plane(dy, argmax, y, ((g0 + i) * m + mo) * hp * wp, work, gb + mo * ld + i * L,
+                                          L, hp, wp, relu, pool)
                 g_ptr = _addr(work, gb)
                 if want_db:
-                    _row_sums(work, gb, m, L, db_part, p * m, img != first)
-            else:
-                g_ptr = _addr(dy, img * m * L)
+                    _row_sums(work, gb, m, ld, db_part, p * m, g0 != first)
+            else:   # g is dy itself
+                g_ptr = _addr(dy, g0 * m * L)
                 if want_db:
-                    _row_sums(dy, img * m * L, m, L, db_part, p * m, img != first)
+                    _row_sums(dy, g0 * m * L, m, L, db_part, p * m, g0 != first)
             if want_dw:
-                unroll_image(x, img * c * h * w, work, buf, c, h, w, k, k, stride, pad, ho, wo)
-                sgemm(101, 111, 112, m, ckk, L, np.float32(1.0), g_ptr, L, _addr(work, buf), L,
-                      np.float32(0.0 if img == first else 1.0), _addr(dw_part, p * m * ckk), ckk)
+                for i in range(cnt):
+                    unroll_image(x, (g0 + i) * c * h * w, work, buf + i * L, ld, c, h, w, k, k, stride, pad, ho,
+                                 wo)
+                sgemm(101, 111, 112, m, ckk, ld, np.float32(1.0), g_ptr, ld, _addr(work, buf), ld,
+                      np.float32(0.0 if g0 == first else 1.0), _addr(dw_part, p * m * ckk), ckk)
             if want_dx:   # the unrolled input is done with: its buffer takes W^T @ g
-                sgemm(101, 112, 111, ckk, L, m, np.float32(1.0), _addr(wt, 0), ckk, g_ptr, L, np.float32(0.0),
-                      _addr(work, buf), L)
-                for ci in range(c):
-                    dst = (img * c + ci) * h * w
-                    if same:
-                        _col2im_same_plane(work, buf, L, dx, dst, ci, h, w, k, k, pad, inside)
-                    else:
-                        _col2im_plane(work, buf, L, dx, dst, ci, h, w, k, k, stride, pad, ho, wo)
+                sgemm(101, 112, 111, ckk, ld, m, np.float32(1.0), _addr(wt, 0), ckk, g_ptr, ld, np.float32(0.0),
+                      _addr(work, buf), ld)
+                for i in range(cnt):
+                    for ci in range(c):
+                        dst = ((g0 + i) * c + ci) * h * w
+                        if same:
+                            _col2im_same_plane(work, buf + i * L, ld, dx, dst, ci, h, w, k, k, pad, inside)
+                        else:
+                            _col2im_plane(work, buf + i * L, ld, dx, dst, ci, h, w, k, k, stride, pad, ho, wo)
+
+
+_GROUP_COLUMNS = 256       # images side by side until a group's sgemm has about this many columns ...
+_GROUP_FLOATS = 1 << 18    # ... and its buffers stay within 1 MiB (a core's L2)
+
+
+def _group(c, k, m, L) -> int:
+    """Images per sgemm: small planes side by side (the CIFAR CNN's 8x8 conv3: 64 columns alone, 256 as four)."""
+    return max(1, min(_GROUP_COLUMNS // L, _GROUP_FLOATS // ((c * k * k + m) * L)))
 
 
 def _parts(n: int) -> int:
@@ -174,22 +202,22 @@ def _parts(n: int) -> int:
 
 def conv(sgemm, x, wt, bias, y, argmax, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp, wp) -> None:
     """``forward`` with its workspace (flat, checked arrays; argmax: a stand-in when pool == 1)."""
-    parts = _parts(n)
-    work = _scratch("conv_cached", parts * (c * k * k + m) * ho * wo)
-    forward(sgemm, x, wt, bias, y, argmax, work, parts, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp,
-            wp)
+    parts, group = _parts(n), _group(c, k, m, ho * wo)
+    work = _scratch("conv_cached", parts * (c * k * k + m) * group * ho * wo)
+    forward(sgemm, x, wt, bias, y, argmax, work, parts, group, n, c, h, w, m, k, stride, pad, ho, wo, relu, pool,
+            hp, wp)
 
 
 def conv_grads(sgemm, x, wt, dy, argmax, y, dweight, dbias, dx, beta, n, c, h, w, m, k, stride, pad, ho, wo,
                relu, pool, hp, wp) -> None:
     """``backward`` with its workspaces: dweight, dbias = beta * old + the sums over the images (beta == 0 reads
     neither), dx overwritten; each of the three None when not wanted (flat, checked arrays otherwise)."""
-    parts, ckk = _parts(n), c * k * k
-    work = _scratch("conv_cached", parts * (ckk + m) * ho * wo)
+    parts, ckk, group = _parts(n), c * k * k, _group(c, k, m, ho * wo)
+    work = _scratch("conv_cached", parts * (ckk + m) * group * ho * wo)
     dw_part, db_part = _scratch("conv_cached_dw", parts * m * ckk), _scratch("conv_cached_db", parts * m)
     inside = _same_mask(h, w, k, pad) if stride == 1 and ho == h and wo == w else _NO_MASK
-    backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, _NO_MASK if dx is None else dx, work, parts, n, c, h,
-             w, m, k, stride, pad, ho, wo, relu, pool, hp, wp, dweight is not None, dbias is not None,
+    backward(sgemm, x, wt, dy, argmax, y, dw_part, db_part, _NO_MASK if dx is None else dx, work, parts, group, n,
+             c, h, w, m, k, stride, pad, ho, wo, relu, pool, hp, wp, dweight is not None, dbias is not None,
              dx is not None, inside)
     if dweight is not None:
         _finish(dw_part, parts, dweight, 0, m, ckk, ckk, 1.0, float(beta), _NO_BIAS, -1, False)

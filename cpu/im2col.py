@@ -78,16 +78,15 @@ def _unroll_row_same(x, cols, img, d0, r, c, h, w, kh, kw, pad):
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def unroll_image(x, img, cols, d0, c, h, w, kh, kw, stride, pad, ho, wo):
-    """cols[d0:] (C*kh*kw, Ho*Wo) = im2col of the one image at x[img:] (C, H, W), single-threaded (for a
-    thread's own buffer: cpu/implicit_conv.py)."""
-    L = ho * wo
+def unroll_image(x, img, cols, d0, ld, c, h, w, kh, kw, stride, pad, ho, wo):
+    """cols[d0 + r*ld :][: Ho*Wo] for r < C*kh*kw = im2col of the one image at x[img:] (C, H, W), single-threaded
+    (for a thread's own buffer: cpu/_conv_cached.py)."""
     same = stride == 1 and ho == h and wo == w
     for r in range(c * kh * kw):
         if same:
-            _unroll_row_same(x, cols, img, d0 + r * L, r, c, h, w, kh, kw, pad)
+            _unroll_row_same(x, cols, img, d0 + r * ld, r, c, h, w, kh, kw, pad)
         else:
-            _unroll_row(x, cols, img, d0 + r * L, r, c, h, w, kh, kw, stride, pad, ho, wo)
+            _unroll_row(x, cols, img, d0 + r * ld, r, c, h, w, kh, kw, stride, pad, ho, wo)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)

@@ -171,18 +171,22 @@ def test_conv_ops_both_ways(monkeypatch, case, blas_path):
 
 
 def test_conv_cached_any_thread_count():
-    """The cached path splits the images over the threads (one partial weight and bias gradient each): one thread,
-    two and every thread Numba has give the reference's gradients."""
+    """The cached path splits the images over the threads (one partial weight and bias gradient each) and puts
+    small planes side by side (groups of 3 images of 9x9, of up to 21 of 4x3, and the remainders): one thread, two
+    and every thread Numba has give the reference's outputs and gradients."""
     if blas.sgemm() is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS with cblas_sgemm here")
     from clcnn.backends import get_backend
     from test_conv_backward import check_all, make_inputs, run, want
-    dev, case = get_backend("cpu"), (2, 3, 9, 9, 5, 3, 1, 1, True, 2)
-    inputs = make_inputs(case, seed=3)
+    from test_conv_direct import check_conv_forward
+    dev = get_backend("cpu")
     saved = numba.get_num_threads()
     try:
         for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(threads)
-            check_all(run(dev, inputs, case), want(inputs, case), f"{threads} threads")
+            for case in ((5, 3, 9, 9, 5, 3, 1, 1, True, 2), (5, 2, 8, 6, 3, 3, 2, 1, False, 1)):
+                check_conv_forward(dev, case)
+                inputs = make_inputs(case, seed=3)
+                check_all(run(dev, inputs, case), want(inputs, case), f"{threads} threads")
     finally:
         numba.set_num_threads(saved)
