@@ -24,7 +24,9 @@ from clcnn.optim import SGD  # noqa: E402
 OPS = ("gemm", "im2col", "col2im", "conv_backward_data", "maxpool_forward", "maxpool_backward", "bias_add",
        "bias_grad", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "softmax_xent_forward",
        "sigmoid_bce_forward", "conv_forward", "conv_backward", "implicit_conv_forward",
-       "implicit_conv_backward_weight", "implicit_conv_backward_data", "dense_backward", "sgd_update", "fill", "copy",
+       "implicit_conv_backward_weight", "implicit_conv_backward_data", "dense_backward", "batchnorm_forward",
+       "batchnorm_backward", "batchnorm_fold", "add", "avgpool_forward", "avgpool_backward", "dropout_forward",
+       "dropout_backward", "tanh_forward", "tanh_backward", "sgd_update", "adam_update", "fill", "copy",
        "upload_into")
 
 
