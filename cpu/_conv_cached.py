@@ -126,6 +126,8 @@ def forward(sgemm, x, wt, bias, y, argmax, work, parts, group, n, c, h, w, m, k,
                 continue
             sgemm(101, 111, 111, m, ld, ckk, np.float32(1.0), _addr(wt, 0), ckk, _addr(work, buf), ld,
                   np.float32(0.0), _addr(work, z0), ld)
+            if pool > 1:   # bias and ReLU along whole rows first (they vectorise there), then the pool's scan
+                _epilogue(work, z0, m, ld, ld, bias, 0, 0, 0, relu)
             for i in range(cnt):
                 for mo in range(m):
                     zq = z0 + mo * ld + i * L
@@ -136,7 +138,7 @@ def forward(sgemm, x, wt, bias, y, argmax, work, parts, group, n, c, h, w, m, k,
                             v = work[np.uint64(zq + o)] + b
                             y[np.uint64(yq + o)] = (np.float32(0.0) if v < 0.0 else v) if relu else v
                     else:
-                        pool_plane(work, zq, bias[mo], relu, y, yq, argmax, pool, wo, hp, wp)
+                        pool_plane(work, zq, np.float32(0.0), False, y, yq, argmax, pool, wo, hp, wp)
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=False)
