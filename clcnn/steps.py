@@ -39,6 +39,15 @@ def refuse_device_batch(x, y=None) -> None:
         raise ConfigError("a DeviceBatch (to_device) goes only to train_step of the model that made it")
 
 
+
+def _check_training_batch(x: np.ndarray, y) -> None:
+    """ShapeError for a training batch without labels or with no inputs (before any kernel sees it)."""
+    if y is None:
+        raise ShapeError("a training batch needs its labels y (train_step(x, y, optimizer)), or a DeviceBatch "
+                         "from to_device as x with y None")
+    if x.shape[0] == 0:
+        raise ShapeError("an empty batch has no gradient")
+
 class DeviceBatch:
     """A mini-batch checked and copied into a model's device input buffers by ``Steps.to_device``; pass it to
     that model's ``train_step(batch, None, optimizer)`` to step on it without another upload (as PyTorch steps on
@@ -176,6 +185,8 @@ class Steps:
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
         self._ensure_device()
+        x, y = self._host_batch(x, y)
+        _check_training_batch(x, y)
         dx, dy = self._upload_batch(x, y)
         self._forward_backward(dx, dy, fresh=True)
         loss = float(self.backend.download(self._loss_buf)[0])
@@ -190,11 +201,7 @@ class Steps:
 
     def _stage(self, x, y) -> DeviceBatch:
         """Checked host x, y -> this model's input buffers; ShapeError for no labels or an empty batch."""
-        if y is None:
-            raise ShapeError("a training batch needs its labels y (train_step(x, y, optimizer)), or a DeviceBatch "
-                             "from to_device as x with y None")
-        if x.shape[0] == 0:
-            raise ShapeError("an empty batch has no gradient")
+        _check_training_batch(x, y)
         dx, dy = self._input("train_x", x), self._input("train_y", y)
         self._host_refs = (x, y)   # alive until the next batch: uploads may still be in flight
         self._generation = getattr(self, "_generation", 0) + 1

@@ -353,6 +353,8 @@ def rejected_inputs(dev):
         ("label NaN", lambda: lenet.gradients(x28, np.array([NAN, 0.0])), ShapeError),
         ("3 labels for 2 images", lambda: lenet.gradients(x28, np.array([1, 2, 3])), ShapeError),
         ("train_step labels", lambda: lenet.train_step(x28, np.array([0, 99]), SGD(lenet, lr=0.1)), ShapeError),
+        ("gradients of an empty batch", lambda: lenet.gradients(x28[:0], np.array([], np.int32)), ShapeError),
+        ("gradients without labels", lambda: lenet.gradients(x28, None), ShapeError),
         ("predict batch_size 0", lambda: lenet.predict(x28, batch_size=0), ConfigError),
         ("predict batch_size -5", lambda: lenet.predict(x28, batch_size=-5), ConfigError),
         ("a conv layer alone, 2 channels", lambda: conv.forward(be.zeros((1, 2, 5, 5))), ShapeError),
@@ -401,7 +403,7 @@ def run_rejected(dev) -> int:
 
 @pytest.mark.parametrize("dev", FIRST)
 def test_rejected_inputs_launch_no_kernel(dev):
-    assert run_rejected(dev) == (18 if POCL else 15)
+    assert run_rejected(dev) == (20 if POCL else 17)
 
 
 def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
@@ -414,7 +416,7 @@ def test_rejected_inputs_under_oclgrind_show_no_invalid_access(tmp_path):
               f" print('refused', run_rejected({grind[0]!r}))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
                           env=oclgrind_env(tmp_path), cwd=ROOT)
-    assert proc.returncode == 0 and "refused 18" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode == 0 and "refused 20" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert oclgrind_reports(proc.stderr) == [], proc.stderr[-3000:]
 
 
