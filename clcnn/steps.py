@@ -39,7 +39,6 @@ def refuse_device_batch(x, y=None) -> None:
         raise ConfigError("a DeviceBatch (to_device) goes only to train_step of the model that made it")
 
 
-
 def _check_training_batch(x: np.ndarray, y) -> None:
     """ShapeError for a training batch without labels or with no inputs (before any kernel sees it)."""
     if y is None:
@@ -47,6 +46,7 @@ def _check_training_batch(x: np.ndarray, y) -> None:
                          "from to_device as x with y None")
     if x.shape[0] == 0:
         raise ShapeError("an empty batch has no gradient")
+
 
 class DeviceBatch:
     """A mini-batch checked and copied into a model's device input buffers by ``Steps.to_device``; pass it to
@@ -124,8 +124,12 @@ class Steps:
                              f"for its activations and gradients; {self.backend.info.id} has "
                              f"{limit / 2**30:.1f} GiB: use a smaller batch size or input size")
 
-    def _upload_batch(self, x, y=None):
+    def _upload_batch(self, x, y=None, training=False):
+        """Checked host x (and y) -> this model's input buffers; ``training``: also ShapeError for no labels or an
+        empty batch."""
         x, y = self._host_batch(x, y)
+        if training:
+            _check_training_batch(x, y)
         dy = None if y is None else self._input("y", y)
         self._host_refs = (x, y)  # alive until the next batch: uploads may still be in flight
         return self._input("x", x), dy
@@ -185,9 +189,7 @@ class Steps:
     def gradients(self, x, y) -> tuple[float, dict[str, np.ndarray]]:
         """(mean loss, gradients keyed like state_dict) for one batch; the weights are not changed."""
         self._ensure_device()
-        x, y = self._host_batch(x, y)
-        _check_training_batch(x, y)
-        dx, dy = self._upload_batch(x, y)
+        dx, dy = self._upload_batch(x, y, training=True)
         self._forward_backward(dx, dy, fresh=True)
         loss = float(self.backend.download(self._loss_buf)[0])
         return loss, {k: self.backend.download(p.grad).reshape(p.shape) for k, p in self.named_parameters()}
